@@ -1,0 +1,238 @@
+"""Lazy access to one VIS LE1 raw frame, one quadrant at a time.
+
+Plain `.fits` files are memory-mapped per quadrant (only that quadrant's bytes are mapped
+and converted to native uint16), so a worker never holds a whole 1.28 GB frame.
+`.fits.gz` files are read through astropy's gzip support, in file order.
+Extensions are always addressed by EXTNAME, never by index.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
+from astropy.utils.exceptions import AstropyUserWarning
+
+from viskom.le1.geometry import QuadrantGeometry, all_extnames, parse_extname, quadrant_geometry
+from viskom.le1.header import PrimaryHeader, QuadrantHeader
+from viskom.le1.names import ExposureName, parse_file_name
+
+N_QUADRANTS = 144
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class FrameError(Exception):
+    """A frame that cannot be read as an LE1 VIS frame; `kind` says why in one word."""
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class Quadrant:
+    """One quadrant's pixels (native uint16 ADU, or float if the file is scaled) and metadata."""
+
+    extname: str
+    header: QuadrantHeader
+    fits_header: fits.Header
+    geometry: QuadrantGeometry
+    data: np.ndarray
+
+    @property
+    def ccd(self) -> str:
+        return parse_extname(self.extname).ccd
+
+
+def is_gzip(path: str | Path) -> bool:
+    """True when the file starts with the gzip magic bytes (whatever its suffix)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+class Le1Frame:
+    """An opened LE1 frame: primary header model, quadrant headers, lazy quadrant pixels."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FrameError(f"{self.path}: no such file", "missing")
+        self.file_size = self.path.stat().st_size
+        if self.file_size == 0:
+            raise FrameError(f"{self.path.name}: empty file", "empty")
+        self.gzipped = is_gzip(self.path)
+        self.identity: ExposureName = parse_file_name(self.path)
+        self.warnings: list[str] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", AstropyUserWarning)
+                warnings.simplefilter("always", VerifyWarning)
+                self._hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
+                self._hdul.readall()
+        except (OSError, ValueError, TypeError, EOFError) as exc:
+            kind = "truncated" if "truncat" in str(exc).lower() else "not-fits"
+            raise FrameError(f"{self.path.name}: cannot read as FITS ({exc})", kind) from exc
+        self.warnings = [str(w.message) for w in caught]
+        self.primary_fits_header = self._hdul[0].header
+        self.primary = PrimaryHeader.from_header(self.primary_fits_header)
+        self._index: dict[str, int] = {}
+        self.duplicate_extnames: list[str] = []
+        for i, hdu in enumerate(self._hdul):
+            if i == 0:
+                continue
+            name = str(hdu.header.get("EXTNAME", "")).strip()
+            if name in self._index:
+                self.duplicate_extnames.append(name)
+            self._index.setdefault(name, i)
+
+    # -- context management -------------------------------------------------------------
+    def close(self) -> None:
+        self._hdul.close()
+
+    def __enter__(self) -> Le1Frame:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- structure ----------------------------------------------------------------------
+    @property
+    def extnames(self) -> list[str]:
+        """Extension names in file order."""
+        return list(self._index)
+
+    @property
+    def quadrant_extnames(self) -> list[str]:
+        """The VIS quadrant extensions present, in file order."""
+        expected = set(all_extnames())
+        return [n for n in self._index if n in expected]
+
+    def missing_extnames(self) -> list[str]:
+        present = set(self._index)
+        return [n for n in all_extnames() if n not in present]
+
+    def truncated_extnames(self) -> list[str]:
+        """Extensions whose data run past the end of a plain (uncompressed) file."""
+        if self.gzipped:
+            return []
+        out = []
+        for name, i in self._index.items():
+            info = self._hdul.fileinfo(i)
+            if info is None:
+                continue
+            needed = info["datLoc"] + _data_nbytes(self._hdul[i].header)
+            if needed > self.file_size:
+                out.append(name)
+        return out
+
+    def problems(self) -> list[str]:
+        """Why this file is not a usable LE1 VIS frame (empty list: it is)."""
+        issues = []
+        missing = self.missing_extnames()
+        if missing:
+            shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
+            issues.append(f"missing {len(missing)} of {N_QUADRANTS} quadrant extensions ({shown})")
+        if self.duplicate_extnames:
+            issues.append(
+                f"duplicate extensions: {', '.join(sorted(set(self.duplicate_extnames)))}"
+            )
+        truncated = self.truncated_extnames()
+        if truncated or any("truncat" in w.lower() for w in self.warnings):
+            where = f" in extension(s) {', '.join(truncated)}" if truncated else ""
+            issues.append(f"file truncated{where} ({self.file_size} bytes)")
+        for name in self.quadrant_extnames:
+            qh = QuadrantHeader.from_header(self._hdul[self._index[name]].header)
+            if qh.bitpix != 16 or qh.naxis1 <= 0 or qh.naxis2 <= 0:
+                issues.append(f"{name}: BITPIX={qh.bitpix}, NAXIS={qh.naxis1}x{qh.naxis2}")
+                break
+        return issues
+
+    # -- quadrants ----------------------------------------------------------------------
+    def quadrant_fits_header(self, extname: str) -> fits.Header:
+        try:
+            return self._hdul[self._index[extname]].header
+        except KeyError:
+            raise FrameError(
+                f"{self.path.name}: no extension {extname!r}", "missing-extension"
+            ) from None
+
+    def geometry(self, extname: str) -> QuadrantGeometry:
+        qh = QuadrantHeader.from_header(self.quadrant_fits_header(extname))
+        return quadrant_geometry(
+            extname, qh.naxis1, qh.naxis2, qh.prescan_x, qh.overscan_x, qh.overscan_y
+        )
+
+    def quadrant(self, extname: str) -> Quadrant:
+        """Read one quadrant's pixels (uint16 when BZERO=32768, BSCALE=1)."""
+        idx = self._index.get(extname)
+        if idx is None:
+            raise FrameError(f"{self.path.name}: no extension {extname!r}", "missing-extension")
+        hdu = self._hdul[idx]
+        qh = QuadrantHeader.from_header(hdu.header)
+        geom = quadrant_geometry(
+            extname, qh.naxis1, qh.naxis2, qh.prescan_x, qh.overscan_x, qh.overscan_y
+        )
+        data = self._read_via_astropy(idx) if self.gzipped else self._read_mapped(idx, qh)
+        return Quadrant(extname, qh, hdu.header, geom, data)
+
+    def iter_quadrants(self, extnames: Iterable[str] | None = None) -> Iterator[Quadrant]:
+        """Quadrants in file order (sequential reads suit gzip streams)."""
+        wanted = set(extnames) if extnames is not None else set(self.quadrant_extnames)
+        for name in self.quadrant_extnames:
+            if name in wanted:
+                yield self.quadrant(name)
+
+    def _read_mapped(self, idx: int, qh: QuadrantHeader) -> np.ndarray:
+        info = self._hdul.fileinfo(idx)
+        shape = (qh.naxis2, qh.naxis1)
+        nbytes = qh.naxis1 * qh.naxis2 * 2
+        if qh.bitpix != 16:
+            return self._read_via_astropy(idx)
+        if info["datLoc"] + nbytes > self.file_size:
+            raise FrameError(f"{self.path.name}: {qh.extname} data truncated", "truncated")
+        raw = np.memmap(self.path, dtype=">i2", mode="r", offset=info["datLoc"], shape=shape)
+        try:
+            if qh.bzero == 32768 and qh.bscale == 1:
+                # int16 + 32768 == the same bits with the sign bit flipped, read as uint16.
+                out = (raw.view(">u2") ^ np.uint16(0x8000)).astype(np.uint16)
+            elif qh.bzero == 0 and qh.bscale == 1:
+                out = raw.astype(np.int16)
+            else:
+                out = raw.astype(np.float32) * np.float32(qh.bscale) + np.float32(qh.bzero)
+        finally:
+            mm = getattr(raw, "_mmap", None)
+            del raw
+            if mm is not None:
+                mm.close()
+        return out
+
+    def _read_via_astropy(self, idx: int) -> np.ndarray:
+        hdu = self._hdul[idx]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstropyUserWarning)
+                data = hdu.data
+        except (OSError, ValueError, EOFError) as exc:
+            raise FrameError(
+                f"{self.path.name}: cannot read {hdu.name}: {exc}", "truncated"
+            ) from exc
+        if data is None:
+            raise FrameError(f"{self.path.name}: extension {hdu.name} has no data", "no-data")
+        out = np.array(data, copy=True)
+        del hdu.data  # drop astropy's cached copy: one quadrant in memory at a time
+        return out
+
+
+def _data_nbytes(header: fits.Header) -> int:
+    naxis = int(header.get("NAXIS", 0) or 0)
+    if naxis == 0:
+        return 0
+    n = abs(int(header.get("BITPIX", 8))) // 8
+    for i in range(1, naxis + 1):
+        n *= int(header.get(f"NAXIS{i}", 0) or 0)
+    return n

@@ -1,0 +1,165 @@
+"""Detector health of one quadrant: bias, read noise, image level, dark, flat and CI levels.
+
+Pure functions: a quadrant's pixels and geometry in, a dict of named metrics out. Integer
+pixels are summarised by histogram (see `robust`), so no float copy of the image is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from viskom.le1.geometry import QuadrantGeometry, check_geometry, parse_extname
+from viskom.measure.robust import _histogram, clipped_stats, clipped_stats_histogram
+
+NAN = float("nan")
+
+#: Metrics that add up over quadrants (CCD and FPA values are sums); the rest use medians.
+COUNT_METRICS = frozenset({"hot_pixels", "saturated_pixels", "geometry_mismatch", "ci_rows"})
+
+
+@dataclass(frozen=True)
+class DetectorHealthParams:
+    """Tunable thresholds of the detector-health measurement."""
+
+    bias_clip_sigma: float = 3.0
+    noise_clip_sigma: float = 4.0
+    hot_pixel_sigma: float = 10.0
+    flat_block_px: int = 32
+    geometry_threshold_adu: float = 5.0
+
+
+def read_noise_adu(overscan: np.ndarray, nsigma: float = 4.0) -> float:
+    """Robust standard deviation of the digitised serial overscan, in ADU.
+
+    A smooth trend along the rows (a bias gradient) is removed first with a quadratic fit
+    to the row means, so it does not inflate the noise; row-to-row noise and the
+    quantisation of the ADC are kept, as they are part of what a pixel sees.
+    """
+    block = np.asarray(overscan, dtype=np.float64)
+    if block.size < 10:
+        return NAN
+    rows = np.arange(block.shape[0], dtype=np.float64)
+    row_means = block.mean(axis=1)
+    deg = 2 if block.shape[0] > 10 else 0
+    trend = np.polyval(np.polyfit(rows, row_means, deg), rows) if deg else row_means.mean()
+    resid = block - np.asarray(trend).reshape(-1, 1) if deg else block - trend
+    return clipped_stats(resid, nsigma=nsigma).sigma
+
+
+def _block_means(image: np.ndarray, block: int) -> np.ndarray:
+    ny, nx = image.shape[0] // block, image.shape[1] // block
+    if ny == 0 or nx == 0:
+        return np.asarray(image, dtype=np.float64).ravel()
+    trimmed = image[: ny * block, : nx * block].astype(np.float32)
+    return trimmed.reshape(ny, block, nx, block).mean(axis=(1, 3)).ravel()
+
+
+def charge_injection_level(image: np.ndarray, bias: float, noise: float) -> tuple[float, int]:
+    """Level (ADU above bias) of injected charge lines and how many image rows carry them."""
+    profile = np.median(image, axis=1).astype(np.float64) - bias
+    peak = float(profile.max()) if profile.size else NAN
+    if not np.isfinite(peak) or peak < max(20.0 * noise, 50.0):
+        return NAN, 0
+    lines = profile > 0.5 * peak
+    return float(np.median(profile[lines])), int(lines.sum())
+
+
+def quadrant_health(
+    data: np.ndarray,
+    geometry: QuadrantGeometry,
+    *,
+    frame_type: str,
+    gain_e_per_adu: float | None,
+    exptime_s: float | None,
+    saturate_adu: float | None = None,
+    params: DetectorHealthParams | None = None,
+) -> dict[str, float]:
+    """All detector-health metrics of one quadrant (names as stored in the database)."""
+    p = params or DetectorHealthParams()
+    gain = gain_e_per_adu if gain_e_per_adu and gain_e_per_adu > 0 else NAN
+    pre = data[geometry.serial_prescan.slices]
+    over = data[geometry.serial_overscan.slices]
+    pover = data[geometry.parallel_overscan.slices]
+    image = data[geometry.image.slices]
+
+    bias_pre = clipped_stats(pre, p.bias_clip_sigma).mean
+    bias_over = clipped_stats(over, p.bias_clip_sigma).mean
+    bias_pover = clipped_stats(pover, p.bias_clip_sigma).mean
+    noise = read_noise_adu(over, p.noise_clip_sigma)
+    # Bias under the image: the serial prescan and overscan bracket it along each row.
+    bias_image = np.nanmean([bias_pre, bias_over])
+
+    hist, offset = _histogram(image)
+    img = clipped_stats_histogram(hist, offset, p.bias_clip_sigma)
+    threshold = img.median + p.hot_pixel_sigma * max(img.sigma, noise if noise == noise else 1.0)
+    first_hot = int(np.floor(threshold - offset)) + 1
+    hot = int(hist[max(first_hot, 0) :].sum()) if first_hot < hist.size else 0
+    sat_level = saturate_adu if saturate_adu and saturate_adu > 0 else 65535.0
+    first_sat = int(np.ceil(sat_level - offset))
+    saturated = int(hist[max(first_sat, 0) :].sum()) if first_sat < hist.size else 0
+    check = check_geometry(data, geometry, p.geometry_threshold_adu)
+
+    m: dict[str, float] = {
+        "bias_prescan_adu": bias_pre,
+        "bias_overscan_adu": bias_over,
+        "bias_parallel_overscan_adu": bias_pover,
+        "read_noise_adu": noise,
+        "read_noise_e": noise * gain,
+        "image_level_adu": img.median - bias_image,
+        "image_sigma_adu": img.sigma,
+        "hot_pixels": float(hot),
+        "saturated_pixels": float(saturated),
+        "geometry_mismatch": 1.0 if check.consistent is False else 0.0,
+    }
+    ftype = frame_type.upper()
+    if ftype == "DARK":
+        level_adu = img.mean - bias_image  # clipped mean: cosmic rays and hot pixels excluded
+        m["dark_current_e_per_s"] = (
+            level_adu * gain / exptime_s if exptime_s and exptime_s > 0 else NAN
+        )
+    elif ftype == "FLAT":
+        level_adu = img.median - bias_image
+        blocks = _block_means(image, p.flat_block_px) - bias_image
+        m["flat_level_e"] = level_adu * gain
+        block_stats = clipped_stats(blocks, 4.0)
+        m["flat_nonuniformity"] = (
+            block_stats.sigma / block_stats.median if block_stats.median > 0 else NAN
+        )
+    elif ftype == "CHARGE":
+        level, nrows = charge_injection_level(image, bias_image, noise)
+        m["ci_level_adu"] = level
+        m["ci_rows"] = float(nrows)
+    return m
+
+
+def summarise(
+    per_quadrant: Mapping[str, Mapping[str, float]],
+) -> Iterable[tuple[str, str, float]]:
+    """Quadrant metrics plus CCD (`R-C`) and FPA summaries as (unit, metric, value) rows.
+
+    Counts add up; levels and noises take the median over the quadrants that have them.
+    """
+    rows: list[tuple[str, str, float]] = []
+    by_ccd: dict[str, dict[str, list[float]]] = {}
+    fpa: dict[str, list[float]] = {}
+    for extname, metrics in per_quadrant.items():
+        ccd = parse_extname(extname).ccd
+        for name, value in metrics.items():
+            rows.append((extname, name, value))
+            by_ccd.setdefault(ccd, {}).setdefault(name, []).append(value)
+            fpa.setdefault(name, []).append(value)
+    for unit, table in [*sorted(by_ccd.items()), ("FPA", fpa)]:
+        for name, values in table.items():
+            rows.append((unit, name, _combine(name, values)))
+    return rows
+
+
+def _combine(name: str, values: list[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return NAN
+    return float(arr.sum()) if name in COUNT_METRICS else float(np.median(arr))
