@@ -1,0 +1,26 @@
+"""viskom.store: the database layer (SQLAlchemy 2 models, packaged Alembic migrations).
+
+Other modules use only :class:`Store` and the record dataclasses re-exported here.
+"""
+
+from .database import Store
+from .records import (
+    EXPOSURE_STATES,
+    FRAME_TYPES,
+    RUN_STATUSES,
+    Exposure,
+    ExposureRecord,
+    MetricValue,
+    StageRun,
+)
+
+__all__ = [
+    "EXPOSURE_STATES",
+    "FRAME_TYPES",
+    "RUN_STATUSES",
+    "Exposure",
+    "ExposureRecord",
+    "MetricValue",
+    "StageRun",
+    "Store",
+]

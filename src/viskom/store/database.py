@@ -1,0 +1,477 @@
+"""The :class:`Store`: viskom's database access layer (SQLite or PostgreSQL).
+
+Every public method runs in its own short transaction, so one ``Store`` may be shared by
+threads. On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so that concurrent
+writers queue on the busy timeout instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Select,
+    cast,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import migrate
+from .models import ExposureRow, MetricRow, StageRunRow
+from .records import (
+    RECORD_FIELDS,
+    Exposure,
+    ExposureRecord,
+    MetricValue,
+    StageRun,
+    as_utc,
+    clean_float,
+    clean_record,
+    validate_run,
+)
+
+log = logging.getLogger(__name__)
+
+#: How long a SQLite connection waits for another writer before giving up.
+SQLITE_BUSY_TIMEOUT_S = 60.0
+#: Key of the PostgreSQL advisory lock serialising concurrent migrations.
+_PG_MIGRATION_LOCK = 0x76_69_73_6B_6F_6D  # "viskom"
+#: Largest number of ids bound in one IN (...) list.
+_CHUNK = 500
+_WRITE_OPTION = "viskom_write"
+_S = TypeVar("_S", bound=Select[Any])
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_list(values: Sequence[str] | str) -> list[str]:
+    """Accept a single string where a sequence of strings is expected."""
+    return [values] if isinstance(values, str) else [str(v) for v in values]
+
+
+def _prepare_sqlite_path(url: URL) -> None:
+    """Create the folder of a file-based SQLite database."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if url.query.get("mode") == "memory":
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    """Foreign keys, WAL, busy timeout, and SQLAlchemy-controlled BEGIN on SQLite."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see _on_begin): pysqlite's legacy implicit
+        # transactions do not cover SELECT or DDL statements.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _to_exposure(row: ExposureRow) -> Exposure:
+    return Exposure(
+        id=row.id,
+        **{field: getattr(row, field) for field in RECORD_FIELDS},
+        ingested_at=row.ingested_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _to_run(row: StageRunRow) -> StageRun:
+    return StageRun(
+        exposure_id=row.exposure_id,
+        stage=row.stage,
+        stage_version=row.stage_version,
+        config_hash=row.config_hash,
+        software_version=row.software_version,
+        status=row.status,
+        error=row.error,
+        started_at=row.started_at,
+        duration_s=row.duration_s,
+    )
+
+
+class Store:
+    """Database of exposures, stage runs and metrics; migrates the schema when opened.
+
+    ``database_url`` is a SQLAlchemy URL, e.g. ``sqlite:///viskom.db`` (the folder is created)
+    or ``postgresql+psycopg://user@host/db``. Datetimes go in and come out as aware UTC.
+    """
+
+    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+        """Connect to ``database_url`` and upgrade the schema to the newest revision."""
+        url = make_url(database_url)
+        self._url = url
+        self._dialect = url.get_backend_name()
+        kwargs: dict[str, Any] = {}
+        if self._dialect == "sqlite":
+            _prepare_sqlite_path(url)
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self._engine = create_engine(url, echo=echo, **kwargs)
+        if self._dialect == "sqlite":
+            _install_sqlite_hooks(self._engine)
+        self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
+        self._reader = sessionmaker(self._engine, expire_on_commit=False)
+        self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
+        try:
+            self.upgrade()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The underlying SQLAlchemy engine (for diagnostics and benchmarks)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """Backend name: ``'sqlite'`` or ``'postgresql'``."""
+        return self._dialect
+
+    def __repr__(self) -> str:
+        return f"Store({self._url.render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        """Close all pooled connections (the Store reconnects if used again)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def upgrade(self) -> None:
+        """Run ``alembic upgrade head`` in one transaction (a no-op when already current)."""
+        with self._write_engine.begin() as connection:
+            if self._dialect == "postgresql":
+                # Two processes opening a fresh database must not both create the tables.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+            migrate.upgrade(connection)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _text_order(self, column: ColumnElement[str]) -> ColumnElement[str]:
+        """Byte-wise ordering of a text column on every backend (PostgreSQL follows locale)."""
+        return column.collate("C") if self._dialect == "postgresql" else column
+
+    def _exposure_order(self) -> tuple[ColumnElement[Any], ...]:
+        """ORDER BY date_obs (missing dates last), then name."""
+        return (
+            ExposureRow.date_obs.is_(None),
+            ExposureRow.date_obs,
+            self._text_order(ExposureRow.name),
+        )
+
+    @staticmethod
+    def _time_window(stmt: _S, since: datetime | None, until: datetime | None) -> _S:
+        if since is not None:
+            stmt = stmt.where(ExposureRow.date_obs >= as_utc(since))
+        if until is not None:
+            stmt = stmt.where(ExposureRow.date_obs < as_utc(until))
+        return stmt
+
+    # -- exposures -------------------------------------------------------------------------
+
+    def register_exposure(self, record: ExposureRecord) -> tuple[Exposure, bool]:
+        """Insert or update the exposure called ``record.name``; return it and whether it is new.
+
+        Idempotent: registering an identical record changes nothing. ``updated_at`` moves only
+        when the checksum or path changes; a changed checksum means the file changed, so the
+        exposure's stage runs and metrics are deleted for everything to be re-measured.
+        """
+        values = clean_record(record)
+        for attempt in range(2):
+            try:
+                return self._register(values)
+            except IntegrityError:
+                # Another process inserted the same name between our SELECT and INSERT.
+                if attempt:
+                    raise
+                log.debug("concurrent registration of %s, retrying", values["name"])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _register(self, values: dict[str, Any]) -> tuple[Exposure, bool]:
+        with self._writer() as session, session.begin():
+            stmt = select(ExposureRow).where(ExposureRow.name == values["name"])
+            if self._dialect == "postgresql":
+                stmt = stmt.with_for_update()
+            row = session.scalar(stmt)
+            now = _utcnow()
+            if row is None:
+                row = ExposureRow(**values, ingested_at=now, updated_at=now)
+                session.add(row)
+                session.flush()
+                created = True
+            else:
+                created = False
+                changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+                for key, value in changed.items():
+                    setattr(row, key, value)
+                if "checksum" in changed or "path" in changed:
+                    row.updated_at = now
+                if "checksum" in changed:
+                    log.info("%s changed on disk: forgetting its stage runs", row.name)
+                    session.execute(delete(MetricRow).where(MetricRow.exposure_id == row.id))
+                    session.execute(delete(StageRunRow).where(StageRunRow.exposure_id == row.id))
+        return _to_exposure(row), created
+
+    def get_exposure(self, name: str) -> Exposure | None:
+        """The exposure called ``name`` (file name without .fits/.fits.gz), or None."""
+        with self._reader() as session, session.begin():
+            row = session.scalar(select(ExposureRow).where(ExposureRow.name == name))
+            return None if row is None else _to_exposure(row)
+
+    def list_exposures(
+        self,
+        *,
+        frame_type: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Exposure]:
+        """Exposures matching all given filters, ordered by date_obs then name.
+
+        The time window is ``since <= date_obs < until``; exposures without date_obs are
+        excluded when either bound is given.
+        """
+        stmt = select(ExposureRow)
+        if frame_type is not None:
+            stmt = stmt.where(ExposureRow.frame_type == frame_type)
+        if state is not None:
+            stmt = stmt.where(ExposureRow.state == state)
+        stmt = self._time_window(stmt, since, until).order_by(*self._exposure_order())
+        with self._reader() as session, session.begin():
+            return [_to_exposure(row) for row in session.scalars(stmt)]
+
+    # -- stage runs and metrics ------------------------------------------------------------
+
+    def stage_runs(
+        self, exposure_ids: Iterable[int] | None = None
+    ) -> dict[tuple[int, str], StageRun]:
+        """Current stage runs keyed by (exposure_id, stage); all of them, or of the given ids."""
+        if exposure_ids is None:
+            statements = [select(StageRunRow)]
+        else:
+            ids = sorted({int(i) for i in exposure_ids})
+            statements = [
+                select(StageRunRow).where(StageRunRow.exposure_id.in_(ids[i : i + _CHUNK]))
+                for i in range(0, len(ids), _CHUNK)
+            ]
+        result: dict[tuple[int, str], StageRun] = {}
+        with self._reader() as session, session.begin():
+            for stmt in statements:
+                for row in session.scalars(stmt):
+                    result[(row.exposure_id, row.stage)] = _to_run(row)
+        return result
+
+    def record_stage_run(
+        self, run: StageRun, metrics: Iterable[tuple[str, str, float | None]] = ()
+    ) -> None:
+        """Store a stage's outcome and its (unit, metric, value) rows in one transaction.
+
+        The (exposure_id, stage) run row is replaced, the exposure's metrics from that stage
+        are deleted and, if ``run.status == 'ok'``, ``metrics`` are bulk-inserted (NaN/inf
+        become NULL). A (unit, metric) pair may appear only once per exposure across stages.
+        """
+        validate_run(run)
+        exposure_id = int(run.exposure_id)
+        rows: list[dict[str, Any]] = []
+        if run.status == "ok":
+            seen: set[tuple[str, str]] = set()
+            for unit, metric, value in metrics:
+                key = (str(unit), str(metric))
+                if key in seen:
+                    raise ValueError(f"metric {key[1]!r} given twice for unit {key[0]!r}")
+                seen.add(key)
+                rows.append(
+                    {
+                        "exposure_id": exposure_id,
+                        "unit": key[0],
+                        "metric": key[1],
+                        "stage": run.stage,
+                        "value": clean_float(value),
+                    }
+                )
+        run_values: dict[str, Any] = {
+            "exposure_id": exposure_id,
+            "stage": run.stage,
+            "stage_version": run.stage_version,
+            "config_hash": run.config_hash,
+            "software_version": run.software_version,
+            "status": run.status,
+            "error": run.error,
+            "started_at": _utcnow() if run.started_at is None else as_utc(run.started_at),
+            "duration_s": clean_float(run.duration_s),
+        }
+        try:
+            with self._writer() as session, session.begin():
+                if session.get(ExposureRow, exposure_id) is None:
+                    raise LookupError(f"no exposure with id {exposure_id}")
+                self._upsert_run(session, run_values)
+                session.execute(
+                    delete(MetricRow).where(
+                        MetricRow.exposure_id == exposure_id, MetricRow.stage == run.stage
+                    )
+                )
+                if rows:
+                    session.execute(insert(MetricRow.__table__), rows)
+        except IntegrityError as err:
+            clashes = self._metric_clashes(exposure_id, run.stage, rows)
+            if not clashes:
+                raise
+            raise ValueError(
+                f"stage {run.stage!r} of exposure {exposure_id} reports metrics already owned "
+                f"by another stage: {clashes[:5]} (unit, metric, owner stage)"
+            ) from err
+
+    def _upsert_run(self, session: Session, values: dict[str, Any]) -> None:
+        table = StageRunRow.__table__
+        if self._dialect in ("sqlite", "postgresql"):
+            make_insert = sqlite_insert if self._dialect == "sqlite" else pg_insert
+            stmt = make_insert(table).values(**values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["exposure_id", "stage"],
+                set_={k: stmt.excluded[k] for k in values if k not in ("exposure_id", "stage")},
+            )
+            session.execute(stmt)
+        else:  # portable fallback
+            session.execute(
+                delete(StageRunRow).where(
+                    StageRunRow.exposure_id == values["exposure_id"],
+                    StageRunRow.stage == values["stage"],
+                )
+            )
+            session.execute(insert(table).values(**values))
+
+    def _metric_clashes(
+        self, exposure_id: int, stage: str, rows: list[dict[str, Any]]
+    ) -> list[tuple[str, str, str]]:
+        """(unit, metric, stage) of stored metrics of other stages that ``rows`` collide with."""
+        wanted = {(r["unit"], r["metric"]) for r in rows}
+        if not wanted:
+            return []
+        stmt = select(MetricRow.unit, MetricRow.metric, MetricRow.stage).where(
+            MetricRow.exposure_id == exposure_id, MetricRow.stage != stage
+        )
+        with self._reader() as session, session.begin():
+            return sorted((u, m, s) for u, m, s in session.execute(stmt) if (u, m) in wanted)
+
+    def metrics(
+        self,
+        *,
+        exposures: Sequence[str] | None = None,
+        metrics: Sequence[str] | None = None,
+        units: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[MetricValue]:
+        """Metric values matching all given filters, ordered by date_obs, exposure, unit, metric.
+
+        Filters: exposure names, metric names, units (None = any; an empty sequence matches
+        nothing) and ``since <= date_obs < until``.
+        """
+        stmt = select(ExposureRow.name, MetricRow.unit, MetricRow.metric, MetricRow.value).join(
+            ExposureRow, ExposureRow.id == MetricRow.exposure_id
+        )
+        if exposures is not None:
+            stmt = stmt.where(ExposureRow.name.in_(_as_list(exposures)))
+        if metrics is not None:
+            stmt = stmt.where(MetricRow.metric.in_(_as_list(metrics)))
+        if units is not None:
+            stmt = stmt.where(MetricRow.unit.in_(_as_list(units)))
+        stmt = self._time_window(stmt, since, until).order_by(
+            *self._exposure_order(),
+            self._text_order(MetricRow.unit),
+            self._text_order(MetricRow.metric),
+        )
+        with self._reader() as session, session.begin():
+            return [MetricValue(*row) for row in session.execute(stmt)]
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def status_summary(self) -> list[dict[str, Any]]:
+        """Exposure counts per UTC day of date_obs, frame_type and state (for ``viskom status``).
+
+        Rows are ``{"date": date | None, "frame_type", "state", "count"}`` sorted by date
+        (undated last), frame type and state.
+        """
+        column = ExposureRow.date_obs
+        day: ColumnElement[Any]
+        if self._dialect == "sqlite":
+            day = func.date(column, type_=Date)  # stored as naive UTC text
+        elif self._dialect == "postgresql":
+            day = cast(func.timezone("UTC", column), Date)
+        else:
+            day = cast(column, Date)
+        stmt = select(day, ExposureRow.frame_type, ExposureRow.state, func.count()).group_by(
+            day, ExposureRow.frame_type, ExposureRow.state
+        )
+        with self._reader() as session, session.begin():
+            raw = session.execute(stmt).all()
+        counts: dict[tuple[date | None, str | None, str], int] = defaultdict(int)
+        for day_value, frame_type, state, count in raw:
+            if isinstance(day_value, str):
+                day_value = date.fromisoformat(day_value)
+            elif isinstance(day_value, datetime):
+                day_value = day_value.date()
+            counts[(day_value, frame_type, state)] += int(count)
+        keys = sorted(counts, key=lambda k: (k[0] is None, k[0] or date.min, k[1] or "", k[2]))
+        return [
+            {"date": d, "frame_type": ft, "state": st, "count": counts[(d, ft, st)]}
+            for d, ft, st in keys
+        ]
+
+    def failed_stage_runs(self) -> list[tuple[str, StageRun]]:
+        """(exposure name, run) for every current run with status 'failed', oldest first."""
+        stmt = (
+            select(ExposureRow.name, StageRunRow)
+            .join(ExposureRow, ExposureRow.id == StageRunRow.exposure_id)
+            .where(StageRunRow.status == "failed")
+            .order_by(*self._exposure_order(), self._text_order(StageRunRow.stage))
+        )
+        with self._reader() as session, session.begin():
+            return [(name, _to_run(row)) for name, row in session.execute(stmt)]

@@ -1,0 +1,1 @@
+"""Alembic migrations of the viskom database (run by viskom.store.migrate)."""

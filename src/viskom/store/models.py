@@ -1,0 +1,137 @@
+"""SQLAlchemy ORM models of the viskom database.
+
+The schema itself is created by the Alembic migrations in ``migrations/``; these models must
+stay in sync with them (a test compares both).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from .records import as_utc
+
+#: Deterministic constraint names, so later migrations can refer to them on every backend.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that always hands out aware UTC datetimes.
+
+    SQLite has no time zone support: values are stored as naive UTC and UTC is re-attached
+    when reading. Naive input is taken to be UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC (naive UTC on SQLite, whose text storage would drop the offset)."""
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime."""
+        return None if value is None else as_utc(value)
+
+
+def json_type() -> TypeEngine[Any]:
+    """Portable JSON column type: JSONB on PostgreSQL, JSON elsewhere; None is SQL NULL."""
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all viskom tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ExposureRow(Base):
+    """One VIS exposure file known to viskom (registered or invalid)."""
+
+    __tablename__ = "exposures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    frame_type: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    date_obs: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    mjd_obs: Mapped[float | None] = mapped_column(Float)
+    exptime: Mapped[float | None] = mapped_column(Float)
+    ra: Mapped[float | None] = mapped_column(Float)
+    dec: Mapped[float | None] = mapped_column(Float)
+    pa: Mapped[float | None] = mapped_column(Float)
+    obs_id: Mapped[str | None] = mapped_column(String(32))
+    dither: Mapped[int | None] = mapped_column(Integer)
+    exposure_index: Mapped[int | None] = mapped_column(Integer)
+    img_cat: Mapped[str | None] = mapped_column(String(64))
+    img_t1: Mapped[str | None] = mapped_column(String(64))
+    img_t2: Mapped[str | None] = mapped_column(String(64))
+    obs_mode: Mapped[str | None] = mapped_column(String(64))
+    n_quadrants: Mapped[int | None] = mapped_column(Integer)
+    header: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StageRunRow(Base):
+    """The current run of one processing stage on one exposure."""
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (UniqueConstraint("exposure_id", "stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exposure_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("exposures.id", ondelete="CASCADE")
+    )
+    stage: Mapped[str] = mapped_column(String(64))
+    stage_version: Mapped[str] = mapped_column(String(32))
+    config_hash: Mapped[str] = mapped_column(String(64))
+    software_version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+
+
+class MetricRow(Base):
+    """One metric value of one exposure on one unit (FPA, CCD or quadrant)."""
+
+    __tablename__ = "metrics"
+
+    exposure_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("exposures.id", ondelete="CASCADE"), primary_key=True
+    )
+    unit: Mapped[str] = mapped_column(String(16), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    stage: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)

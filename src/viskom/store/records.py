@@ -1,0 +1,207 @@
+"""Plain, immutable records exchanged with the store, and value cleaning helpers.
+
+The rest of viskom only sees these dataclasses; ORM rows never leave :mod:`viskom.store`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+FRAME_TYPES: frozenset[str] = frozenset({"SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN"})
+EXPOSURE_STATES: frozenset[str] = frozenset({"registered", "invalid"})
+RUN_STATUSES: frozenset[str] = frozenset({"ok", "failed"})
+
+
+@dataclass(frozen=True)
+class ExposureRecord:
+    """What ingest knows about one exposure file; input of :meth:`Store.register_exposure`."""
+
+    name: str
+    path: str
+    state: str
+    size_bytes: int | None = None
+    checksum: str | None = None
+    frame_type: str | None = None
+    reason: str | None = None
+    date_obs: datetime | None = None
+    mjd_obs: float | None = None
+    exptime: float | None = None
+    ra: float | None = None
+    dec: float | None = None
+    pa: float | None = None
+    obs_id: str | None = None
+    dither: int | None = None
+    exposure_index: int | None = None
+    img_cat: str | None = None
+    img_t1: str | None = None
+    img_t2: str | None = None
+    obs_mode: str | None = None
+    n_quadrants: int | None = None
+    header: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A stored exposure: its database id, every :class:`ExposureRecord` field and timestamps."""
+
+    id: int
+    name: str
+    path: str
+    state: str
+    size_bytes: int | None = None
+    checksum: str | None = None
+    frame_type: str | None = None
+    reason: str | None = None
+    date_obs: datetime | None = None
+    mjd_obs: float | None = None
+    exptime: float | None = None
+    ra: float | None = None
+    dec: float | None = None
+    pa: float | None = None
+    obs_id: str | None = None
+    dither: int | None = None
+    exposure_index: int | None = None
+    img_cat: str | None = None
+    img_t1: str | None = None
+    img_t2: str | None = None
+    obs_mode: str | None = None
+    n_quadrants: int | None = None
+    header: dict[str, Any] | None = None
+    ingested_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """The outcome of one processing stage on one exposure (one current row per pair)."""
+
+    exposure_id: int
+    stage: str
+    stage_version: str
+    config_hash: str
+    software_version: str
+    status: str
+    error: str | None = None
+    started_at: datetime | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One measured value: exposure name, unit ('FPA', 'R-C' or 'R-C.Q'), metric name, value."""
+
+    exposure: str
+    unit: str
+    metric: str
+    value: float | None
+
+
+# Fields of ExposureRecord, in declaration order (shared with Exposure).
+RECORD_FIELDS: tuple[str, ...] = tuple(ExposureRecord.__dataclass_fields__)
+_INT_FIELDS = frozenset({"size_bytes", "dither", "exposure_index", "n_quadrants"})
+_FLOAT_FIELDS = frozenset({"mjd_obs", "exptime", "ra", "dec", "pa"})
+_STR_FIELDS = frozenset(
+    {"name", "path", "state", "checksum", "frame_type", "reason", "obs_id"}
+    | {"img_cat", "img_t1", "img_t2", "obs_mode"}
+)
+
+
+def clean_float(value: Any) -> float | None:
+    """Return ``value`` as a Python float, or None for None/NaN/±inf (numpy scalars accepted)."""
+    if value is None:
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def clean_int(value: Any) -> int | None:
+    """Return ``value`` as a Python int (numpy integers accepted), keeping None."""
+    return None if value is None else operator.index(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return an aware UTC datetime; naive input is taken to be UTC already (FITS convention)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def clean_json(value: Any) -> Any:
+    """Make a header summary JSON-safe on every backend: numpy -> Python, NaN/inf -> None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return clean_float(value)
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [clean_json(v) for v in value]
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    item = getattr(value, "item", None)  # numpy scalars and 0-d arrays
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        return clean_json(item())
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return clean_float(value)
+    tolist = getattr(value, "tolist", None)  # numpy arrays
+    if callable(tolist):
+        return clean_json(tolist())
+    return str(value)
+
+
+def clean_record(record: ExposureRecord) -> dict[str, Any]:
+    """Validate an :class:`ExposureRecord` and return its column values, normalised for storage."""
+    if not isinstance(record, ExposureRecord):
+        raise TypeError(f"expected an ExposureRecord, got {type(record).__name__}")
+    if not record.name:
+        raise ValueError("exposure name must not be empty")
+    if record.state not in EXPOSURE_STATES:
+        raise ValueError(f"state must be one of {sorted(EXPOSURE_STATES)}, got {record.state!r}")
+    if record.frame_type is not None and record.frame_type not in FRAME_TYPES:
+        raise ValueError(
+            f"frame_type must be None or one of {sorted(FRAME_TYPES)}, got {record.frame_type!r}"
+        )
+    values: dict[str, Any] = {}
+    for field in RECORD_FIELDS:
+        value = getattr(record, field)
+        if field in _INT_FIELDS:
+            value = clean_int(value)
+        elif field in _FLOAT_FIELDS:
+            value = clean_float(value)
+        elif field in _STR_FIELDS:
+            value = None if value is None else str(value)
+        elif field == "date_obs":
+            value = None if value is None else as_utc(value)
+        elif field == "header":
+            value = None if value is None else clean_json(value)
+        values[field] = value
+    return values
+
+
+def validate_run(run: StageRun) -> None:
+    """Raise ValueError if ``run`` cannot be stored (unknown status, empty stage)."""
+    if not isinstance(run, StageRun):
+        raise TypeError(f"expected a StageRun, got {type(run).__name__}")
+    if not run.stage:
+        raise ValueError("stage name must not be empty")
+    if run.status not in RUN_STATUSES:
+        raise ValueError(f"status must be one of {sorted(RUN_STATUSES)}, got {run.status!r}")
