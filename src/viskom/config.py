@@ -1,0 +1,215 @@
+"""viskom's settings: one typed object from `viskom.toml` with `VISKOM_*` environment overrides.
+
+Where the settings come from, in order: `--config FILE`, else `$VISKOM_CONFIG`, else the
+first `viskom.toml` in the current folder or its parents. Environment variables override
+the file (`VISKOM_WORKERS=4`, nested keys with a double underscore:
+`VISKOM_DETECTOR_HEALTH__HOT_PIXEL_SIGMA=8`). Relative paths are relative to the file's
+folder. Invalid settings fail at start with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+CONFIG_FILE_NAME = "viskom.toml"
+_toml_data: ContextVar[dict[str, Any] | None] = ContextVar("_toml_data", default=None)
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; the message names the file, the key and the problem."""
+
+
+class DetectorHealthSettings(BaseModel):
+    """Thresholds of the detector-health stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    bias_clip_sigma: float = Field(3.0, gt=1.0, description="sigma clip for bias levels")
+    noise_clip_sigma: float = Field(4.0, gt=1.0, description="sigma clip for read noise")
+    hot_pixel_sigma: float = Field(10.0, gt=0.0, description="hot pixel: median + N sigma")
+    flat_block_px: int = Field(32, ge=4, description="block size for flat nonuniformity")
+    geometry_threshold_adu: float = Field(5.0, gt=0.0, description="orientation check margin")
+
+
+class Settings(BaseSettings):
+    """Everything viskom needs to know, validated once at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VISKOM_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_root: Path = Field(Path("data"), description="folder with the database and products")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite file")
+    raw_dir: Path | None = Field(None, description="where raw frames live; default data_root/raw")
+    products_dir: Path | None = Field(None, description="product tree; default data_root/products")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=512)
+    executor: Literal["process", "serial"] = "process"
+    frame_type_rules: Path | None = Field(None, description="TOML rules; default built-in")
+    detector_health: DetectorHealthSettings = Field(default_factory=DetectorHealthSettings)
+    config_file: Path | None = Field(None, exclude=True)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v:
+            raise ValueError("must be a SQLAlchemy URL such as sqlite:///path/viskom.db")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlSource(settings_cls)
+
+    # -- derived paths ------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return self.config_file.parent if self.config_file else Path.cwd()
+
+    def _resolve(self, p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def data_path(self) -> Path:
+        return self._resolve(self.data_root)
+
+    @property
+    def raw_path(self) -> Path:
+        return self._resolve(self.raw_dir) if self.raw_dir else self.data_path / "raw"
+
+    @property
+    def products_path(self) -> Path:
+        return (
+            self._resolve(self.products_dir) if self.products_dir else self.data_path / "products"
+        )
+
+    @property
+    def rules_path(self) -> Path | None:
+        return self._resolve(self.frame_type_rules) if self.frame_type_rules else None
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_path / 'viskom.db'}"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """The parsed viskom.toml of the current load (lowest priority)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_toml_data.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_toml_data.get() or {})
+
+
+def find_config_file(explicit: str | Path | None = None, start: Path | None = None) -> Path | None:
+    """The settings file to use: explicit, else $VISKOM_CONFIG, else viskom.toml upwards."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("VISKOM_CONFIG")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(config_file: str | Path | None = None, *, required: bool = True) -> Settings:
+    """Find, read and validate the settings; ConfigError with a clear message if unusable."""
+    path = find_config_file(config_file)
+    data: dict[str, Any] = {}
+    if path is None:
+        if required:
+            raise ConfigError(
+                f"no {CONFIG_FILE_NAME} found here or in any parent folder; create one with "
+                "`viskom init DIR` (or `viskom demo DIR`), or pass --config FILE"
+            )
+    else:
+        if not path.is_file():
+            raise ConfigError(f"settings file {path} does not exist")
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    token = _toml_data.set(data)
+    try:
+        return Settings(config_file=path)
+    except ValidationError as exc:
+        where = str(path) if path else "settings"
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {err['msg']}{shown}")
+        raise ConfigError(f"{where}: invalid settings\n" + "\n".join(lines)) from None
+    finally:
+        _toml_data.reset(token)
+
+
+DEFAULT_CONFIG_TEXT = """\
+# viskom settings. Every key can be overridden by an environment variable VISKOM_<KEY>
+# (nested keys: VISKOM_DETECTOR_HEALTH__HOT_PIXEL_SIGMA=8). Relative paths are relative
+# to this file's folder.
+
+# Folder that holds the database (SQLite by default) and the product tree.
+data_root = "data"
+
+# SQLAlchemy URL of the database. Default: a SQLite file data_root/viskom.db.
+# For several machines use PostgreSQL, e.g.
+# database_url = "postgresql+psycopg://viskom@dbhost:5432/viskom"
+
+# Where raw LE1 frames are stored (fetch writes here). Default: data_root/raw
+# raw_dir = "data/raw"
+
+# Where products (catalogues, plots, pages) are written. Default: data_root/products
+# products_dir = "data/products"
+
+# Parallel workers for `viskom run` (exposures are processed in parallel).
+# workers = 2
+
+# "process" (a local process pool) or "serial" (one process, easiest to debug).
+executor = "process"
+
+# Frame-type rules (TOML). Default: the built-in rules (viskom/le1/frame_types.toml).
+# frame_type_rules = "frame_types.toml"
+
+[detector_health]
+bias_clip_sigma = 3.0        # sigma clipping of prescan/overscan levels
+noise_clip_sigma = 4.0       # sigma clipping of the overscan for read noise
+hot_pixel_sigma = 10.0       # a hot pixel is above the image median + N robust sigma
+flat_block_px = 32           # block size (px) for the flat's large-scale nonuniformity
+geometry_threshold_adu = 5.0 # bias-only strips brighter than their mirror by this: flagged
+"""
+
+
+def write_default_config(folder: Path, overwrite: bool = False) -> Path:
+    """Write a commented default viskom.toml into `folder` and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CONFIG_FILE_NAME
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists already (use --force to overwrite)")
+    path.write_text(DEFAULT_CONFIG_TEXT)
+    return path
