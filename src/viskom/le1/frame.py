@@ -8,7 +8,9 @@ Extensions are always addressed by EXTNAME, never by index.
 
 from __future__ import annotations
 
+import gzip
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,7 @@ class Le1Frame:
         self.gzipped = is_gzip(self.path)
         self.identity: ExposureName = parse_file_name(self.path)
         self.warnings: list[str] = []
+        self._gz: gzip.GzipFile | None = None
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", AstropyUserWarning)
@@ -92,6 +95,9 @@ class Le1Frame:
 
     # -- context management -------------------------------------------------------------
     def close(self) -> None:
+        if self._gz is not None:
+            self._gz.close()
+            self._gz = None
         self._hdul.close()
 
     def __enter__(self) -> Le1Frame:
@@ -122,7 +128,7 @@ class Le1Frame:
             return []
         out = []
         for name, i in self._index.items():
-            info = self._hdul.fileinfo(i)
+            info = self._hdul[i].fileinfo()
             if info is None:
                 continue
             needed = info["datLoc"] + _data_nbytes(self._hdul[i].header)
@@ -177,7 +183,7 @@ class Le1Frame:
         geom = quadrant_geometry(
             extname, qh.naxis1, qh.naxis2, qh.prescan_x, qh.overscan_x, qh.overscan_y
         )
-        data = self._read_via_astropy(idx) if self.gzipped else self._read_mapped(idx, qh)
+        data = self._read_gzip(idx, qh) if self.gzipped else self._read_mapped(idx, qh)
         return Quadrant(extname, qh, hdu.header, geom, data)
 
     def iter_quadrants(self, extnames: Iterable[str] | None = None) -> Iterator[Quadrant]:
@@ -188,28 +194,42 @@ class Le1Frame:
                 yield self.quadrant(name)
 
     def _read_mapped(self, idx: int, qh: QuadrantHeader) -> np.ndarray:
-        info = self._hdul.fileinfo(idx)
-        shape = (qh.naxis2, qh.naxis1)
-        nbytes = qh.naxis1 * qh.naxis2 * 2
         if qh.bitpix != 16:
             return self._read_via_astropy(idx)
-        if info["datLoc"] + nbytes > self.file_size:
+        offset = self._hdul[idx].fileinfo()["datLoc"]
+        nbytes = qh.naxis1 * qh.naxis2 * 2
+        if offset + nbytes > self.file_size:
             raise FrameError(f"{self.path.name}: {qh.extname} data truncated", "truncated")
-        raw = np.memmap(self.path, dtype=">i2", mode="r", offset=info["datLoc"], shape=shape)
+        raw = np.memmap(
+            self.path, dtype=">i2", mode="r", offset=offset, shape=(qh.naxis2, qh.naxis1)
+        )
         try:
-            if qh.bzero == 32768 and qh.bscale == 1:
-                # int16 + 32768 == the same bits with the sign bit flipped, read as uint16.
-                out = (raw.view(">u2") ^ np.uint16(0x8000)).astype(np.uint16)
-            elif qh.bzero == 0 and qh.bscale == 1:
-                out = raw.astype(np.int16)
-            else:
-                out = raw.astype(np.float32) * np.float32(qh.bscale) + np.float32(qh.bzero)
+            return _scale(raw, qh)
         finally:
             mm = getattr(raw, "_mmap", None)
             del raw
             if mm is not None:
                 mm.close()
-        return out
+
+    def _read_gzip(self, idx: int, qh: QuadrantHeader) -> np.ndarray:
+        """Read a quadrant from a gzip stream by seeking forward only (rewinds are costly)."""
+        if qh.bitpix != 16:
+            return self._read_via_astropy(idx)
+        offset = self._hdul[idx].fileinfo()["datLoc"]
+        nbytes = qh.naxis1 * qh.naxis2 * 2
+        if self._gz is None or self._gz.tell() > offset:
+            if self._gz is not None:
+                self._gz.close()
+            self._gz = gzip.open(self.path, "rb")  # noqa: SIM115 (closed in close())
+        try:
+            self._gz.seek(offset)
+            buf = self._gz.read(nbytes)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FrameError(f"{self.path.name}: {qh.extname}: {exc}", "truncated") from exc
+        if len(buf) < nbytes:
+            raise FrameError(f"{self.path.name}: {qh.extname} data truncated", "truncated")
+        raw = np.frombuffer(buf, dtype=">i2").reshape(qh.naxis2, qh.naxis1)
+        return _scale(raw, qh)
 
     def _read_via_astropy(self, idx: int) -> np.ndarray:
         hdu = self._hdul[idx]
@@ -226,6 +246,16 @@ class Le1Frame:
         out = np.array(data, copy=True)
         del hdu.data  # drop astropy's cached copy: one quadrant in memory at a time
         return out
+
+
+def _scale(raw: np.ndarray, qh: QuadrantHeader) -> np.ndarray:
+    """Physical values of big-endian int16 FITS data: uint16 when BZERO=32768, BSCALE=1."""
+    if qh.bzero == 32768 and qh.bscale == 1:
+        # int16 + 32768 == the same bits with the sign bit flipped, read as uint16.
+        return (raw.view(">u2") ^ np.uint16(0x8000)).astype(np.uint16)
+    if qh.bzero == 0 and qh.bscale == 1:
+        return raw.astype(np.int16)
+    return raw.astype(np.float32) * np.float32(qh.bscale) + np.float32(qh.bzero)
 
 
 def _data_nbytes(header: fits.Header) -> int:
