@@ -1,0 +1,293 @@
+"""The `viskom` command: thin calls into the layers (config, sources, pipeline, store)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from viskom import __version__
+from viskom.config import ConfigError, Settings, load_settings, write_default_config
+
+app = typer.Typer(
+    name="viskom",
+    help="Quick-look monitor for the VIS camera of Euclid: fetch, register, measure, present.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="viskom.toml to use (default: $VISKOM_CONFIG, else "
+        "viskom.toml in this folder or a parent)",
+    ),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _open_store(settings: Settings):
+    from viskom.store import Store
+
+    if settings.db_url.startswith("sqlite:///"):
+        Path(settings.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Store(settings.db_url)
+    except Exception as exc:
+        console.print(f"[red]error:[/red] cannot open the database {settings.db_url}: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO time such as 2024-07-13T00:00:00"
+        ) from None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+@app.command()
+def version() -> None:
+    """Print viskom's version."""
+    out.print(__version__)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="folder for viskom.toml and the data root")],
+    force: Annotated[bool, typer.Option(help="overwrite an existing viskom.toml")] = False,
+) -> None:
+    """Write a commented default viskom.toml into DIRECTORY."""
+    try:
+        path = write_default_config(directory, overwrite=force)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {path}; `cd {directory}` and run `viskom ingest PATH` then `viskom run`")
+
+
+@app.command()
+def sim(
+    outdir: Annotated[Path, typer.Argument(help="folder to write frames and truth files into")],
+    kind: Annotated[str, typer.Option(help="science|dark|bias|flat|charge")] = "science",
+    count: Annotated[int, typer.Option(min=1, help="number of frames")] = 1,
+    geometry: Annotated[str, typer.Option(help="full (2128x2086) or small quadrants")] = "small",
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same bytes)")] = 1,
+    start: Annotated[str, typer.Option(help="DATE-OBS of the first frame (ISO, UTC)")] = (
+        "2024-07-13T00:00:00"
+    ),
+    naming: Annotated[str, typer.Option(help="archive or iws file names")] = "archive",
+    gzip: Annotated[bool, typer.Option("--gzip", help="write .fits.gz")] = False,
+    defect: Annotated[
+        str | None,
+        typer.Option(help="truncated|missing-extensions|unknown-type|flipped-geometry|not-fits"),
+    ] = None,
+) -> None:
+    """Simulate LE1 VIS frames with a truth file beside each (test data, demos)."""
+    from viskom.sources.simulator import DEFECTS, FRAME_KINDS, SimConfig, simulate_set
+
+    if kind not in FRAME_KINDS:
+        raise typer.BadParameter(f"--kind must be one of {', '.join(FRAME_KINDS)}")
+    if geometry not in ("full", "small"):
+        raise typer.BadParameter("--geometry must be full or small")
+    if defect is not None and defect not in DEFECTS:
+        raise typer.BadParameter(f"--defect must be one of {', '.join(DEFECTS)}")
+    cfg = SimConfig(geometry=geometry, naming=naming, gzip=gzip)
+    frames = simulate_set(
+        outdir, kind, count, seed=seed, start=_parse_time(start), config=cfg, defect=defect
+    )
+    for f in frames:
+        out.print(str(f.path))
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (searched recursively)")],
+    config: ConfigOption = None,
+) -> None:
+    """Register frames: read headers, classify, verify; bad files are recorded with a reason."""
+    from viskom.pipeline.register import ingest as do_ingest
+
+    settings = _settings(config)
+    with _open_store(settings) as store:
+        try:
+            report = do_ingest(store, paths, rules_path=settings.rules_path)
+        except (FileNotFoundError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    console.print(
+        f"ingest: {len(report.new)} new, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged; {len(report.invalid)} invalid, "
+        f"{len(report.unknown_type)} of unknown type"
+    )
+    for name, reason in report.invalid:
+        console.print(f"  [red]invalid[/red] {name}: {reason}")
+    for name, reason in report.unknown_type:
+        console.print(f"  [yellow]unknown type[/yellow] {name}: {reason}")
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="override settings.workers")] = None,
+    force: Annotated[bool, typer.Option(help="re-run every stage, even if up to date")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="also re-run stages that failed")] = False,
+    exposure: Annotated[list[str] | None, typer.Option(help="only these exposures")] = None,
+) -> None:
+    """Run every pending stage on every registered exposure (incremental)."""
+    from viskom.pipeline.executors import make_executor
+    from viskom.pipeline.runner import run_pipeline
+
+    settings = _settings(config)
+    executor = make_executor(settings.executor, workers or settings.workers)
+    with _open_store(settings) as store:
+
+        def progress(done: int, total: int, name: str) -> None:
+            console.print(f"  [{done}/{total}] {name}")
+
+        summary = run_pipeline(
+            store,
+            settings,
+            executor,
+            force=force,
+            retry_failed=retry_failed,
+            exposures=exposure,
+            progress=progress,
+        )
+    console.print(
+        f"run: {summary.exposures} exposures, {summary.stages_ok} stage runs ok, "
+        f"{summary.stages_failed} failed, {summary.skipped} up to date "
+        f"({summary.seconds:.1f} s)"
+    )
+    for name, stage, error in summary.failures:
+        console.print(f"  [red]failed[/red] {name} {stage}: {error}")
+
+
+@app.command()
+def metrics(
+    config: ConfigOption = None,
+    exposure: Annotated[list[str] | None, typer.Option(help="exposure name(s)")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="metric name(s)")] = None,
+    unit: Annotated[
+        list[str] | None, typer.Option(help="FPA, a CCD R-C or a quadrant R-C.Q")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="from this DATE-OBS (ISO)")] = None,
+    end: Annotated[str | None, typer.Option(help="until this DATE-OBS (ISO)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+) -> None:
+    """Print metrics as CSV (exposure,unit,metric,value) or JSON."""
+    if fmt not in ("csv", "json"):
+        raise typer.BadParameter("--format must be csv or json")
+    settings = _settings(config)
+    with _open_store(settings) as store:
+        rows = store.metrics(
+            exposures=exposure,
+            metrics=metric,
+            units=unit,
+            since=_parse_time(start),
+            until=_parse_time(end),
+        )
+    if fmt == "json":
+        payload = [
+            {
+                "exposure": r.exposure,
+                "unit": r.unit,
+                "metric": r.metric,
+                "value": _json_num(r.value),
+            }
+            for r in rows
+        ]
+        sys.stdout.write(json.dumps(payload, indent=1) + "\n")
+        return
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["exposure", "unit", "metric", "value"])
+    for r in rows:
+        writer.writerow([r.exposure, r.unit, r.metric, "" if r.value is None else repr(r.value)])
+
+
+def _json_num(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+@app.command()
+def status(config: ConfigOption = None) -> None:
+    """Exposures by date, type and state; failed stages and invalid files with reasons."""
+    settings = _settings(config)
+    with _open_store(settings) as store:
+        summary = store.status_summary()
+        failed = store.failed_stage_runs()
+        invalid = store.list_exposures(state="invalid")
+        unknown = store.list_exposures(frame_type="UNKNOWN")
+    table = Table(title=f"viskom status ({settings.db_url})")
+    for col in ("date", "frame type", "state", "exposures"):
+        table.add_column(col)
+    for row in summary:
+        table.add_row(
+            str(row["date"] or "?"), str(row["frame_type"] or "-"), row["state"], str(row["count"])
+        )
+    out.print(table)
+    if not summary:
+        out.print("no exposures registered yet: `viskom ingest PATH`")
+    for exp in invalid:
+        out.print(f"[red]invalid[/red] {exp.name}: {exp.reason}")
+    for exp in unknown:
+        if exp.state != "invalid":
+            out.print(f"[yellow]unknown type[/yellow] {exp.name}: {exp.reason}")
+    for name, runrow in failed:
+        out.print(
+            f"[red]failed[/red] {name} {runrow.stage} v{runrow.stage_version}: {runrow.error}"
+        )
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="folder for the demo")] = Path("viskom-demo"),
+    seed: Annotated[int, typer.Option(help="simulation seed")] = 2024,
+    workers: Annotated[int | None, typer.Option(min=1, help="parallel workers")] = None,
+) -> None:
+    """Simulate a small day of frames, ingest them, run the pipeline and show the status."""
+    from viskom.demo import make_demo_day
+
+    directory = directory.resolve()
+    cfg_path = directory / "viskom.toml"
+    if not cfg_path.exists():
+        write_default_config(directory)
+    settings = _settings(cfg_path)
+    console.print(f"simulating a small day of VIS frames into {settings.raw_path} ...")
+    paths = make_demo_day(settings.raw_path, seed=seed)
+    console.print(f"  {len(paths)} files")
+    ingest([settings.raw_path], config=cfg_path)
+    run(config=cfg_path, workers=workers, force=False, retry_failed=False, exposure=None)
+    status(config=cfg_path)
+    console.print(
+        f"\ndone. `cd {directory}` and try `viskom status`, "
+        "`viskom metrics --unit FPA --metric read_noise_e`"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

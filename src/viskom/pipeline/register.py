@@ -1,0 +1,136 @@
+"""Registering frames: read headers, classify, verify structure, record one exposure row each.
+
+Idempotent: a file already registered with the same path, size and checksum is left as
+it is. A file that cannot be used (not FITS, truncated, missing extensions) is recorded as
+`invalid` with its reason; a frame of unknown type is registered as UNKNOWN with the
+keyword values that matched no rule. Nothing here stops on a bad file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from viskom.le1.classify import Rule, classify, load_rules
+from viskom.le1.frame import FrameError, Le1Frame
+from viskom.le1.names import exposure_name
+from viskom.sources.local import find_frame_files
+from viskom.store import ExposureRecord, Store
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did, file by file."""
+
+    new: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    unknown_type: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.new) + len(self.updated) + len(self.unchanged)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in chunks (large frames never sit in memory)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_file(path: Path, rules: tuple[Rule, ...] | None = None) -> ExposureRecord:
+    """An exposure record for one file: header summary, frame type, or why it is invalid."""
+    name = exposure_name(path)
+    size = path.stat().st_size
+    checksum = sha256_of(path)
+    base = {"name": name, "path": str(path.resolve()), "size_bytes": size, "checksum": checksum}
+    try:
+        frame = Le1Frame(path)
+    except FrameError as exc:
+        return ExposureRecord(state="invalid", reason=f"{exc.kind}: {exc}", **base)
+    with frame:
+        ph = frame.primary
+        ident = frame.identity
+        problems = frame.problems()
+        cls = classify(frame.primary_fits_header, rules)
+        header = dict(ph.summary)
+        header["naming_convention"] = ident.convention
+        if frame.warnings:
+            header["fits_warnings"] = frame.warnings[:5]
+        reason = "; ".join(problems) if problems else cls.reason
+        return ExposureRecord(
+            state="invalid" if problems else "registered",
+            frame_type=cls.frame_type,
+            reason=reason,
+            date_obs=ph.date_obs or ident.timestamp,
+            mjd_obs=ph.mjd_obs,
+            exptime=ph.exptime,
+            ra=ph.ra,
+            dec=ph.dec,
+            pa=ph.pa,
+            obs_id=ph.obs_id or (str(ident.obs_id) if ident.obs_id is not None else None),
+            dither=ph.dither if ph.dither is not None else ident.dither,
+            exposure_index=ident.exposure_index,
+            img_cat=ph.img_cat,
+            img_t1=ph.img_t1,
+            img_t2=ph.img_t2,
+            obs_mode=ph.obs_mode,
+            n_quadrants=len(frame.quadrant_extnames),
+            header=header,
+            **base,
+        )
+
+
+def ingest(
+    store: Store,
+    paths: Iterable[str | Path],
+    *,
+    rules_path: Path | None = None,
+    progress: Callable[[Path], None] | None = None,
+) -> IngestReport:
+    """Register every frame file under `paths`; bad files are recorded, never fatal."""
+    rules = load_rules(str(rules_path) if rules_path else None)
+    report = IngestReport()
+    for path in find_frame_files(paths):
+        if progress:
+            progress(path)
+        name = exposure_name(path)
+        known = store.get_exposure(name)
+        if (
+            known is not None
+            and known.path == str(path.resolve())
+            and known.size_bytes == path.stat().st_size
+            and known.header is not None
+            and known.header.get("_mtime_ns") == path.stat().st_mtime_ns
+        ):
+            report.unchanged.append(name)
+            _tally_problem(report, known.name, known.state, known.frame_type, known.reason)
+            continue
+        try:
+            record = describe_file(path, rules)
+        except OSError as exc:  # unreadable file (permissions, I/O error): record it too
+            record = ExposureRecord(
+                name=name, path=str(path.resolve()), state="invalid", reason=f"io-error: {exc}"
+            )
+        header = dict(record.header or {})
+        header["_mtime_ns"] = path.stat().st_mtime_ns
+        record = replace(record, header=header)
+        _, created = store.register_exposure(record)
+        (report.new if created else report.updated).append(name)
+        _tally_problem(report, name, record.state, record.frame_type, record.reason)
+    return report
+
+
+def _tally_problem(
+    report: IngestReport, name: str, state: str, frame_type: str | None, reason: str | None
+) -> None:
+    if state == "invalid":
+        report.invalid.append((name, reason or "invalid"))
+    elif frame_type == "UNKNOWN":
+        report.unknown_type.append((name, reason or "unknown frame type"))

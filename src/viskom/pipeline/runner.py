@@ -1,0 +1,229 @@
+"""The runner: find pending (exposure, stage) work, execute it, record outcomes and provenance.
+
+A stage is pending for an exposure when it never ran, or ran with another stage version
+or configuration. Failed stages are retried only on request (`retry_failed`), so a bad
+frame does not cost time on every run. Work is grouped per exposure (the frame is opened
+once for all its stages) and executed on an executor; results are written by this
+process only, as each exposure finishes.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from viskom import __version__
+from viskom.le1.frame import Le1Frame
+from viskom.pipeline.executors import Executor
+from viskom.stages import STAGES, ExposureInfo, Stage, config_hash, get_stage
+from viskom.store import Exposure, StageRun, Store
+
+
+@dataclass(frozen=True)
+class StageCall:
+    """One stage to run on one exposure, with its configuration."""
+
+    stage: str
+    version: str
+    config: dict[str, Any]
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """All pending stages of one exposure (picklable, sent to a worker)."""
+
+    exposure: ExposureInfo
+    calls: tuple[StageCall, ...]
+
+
+@dataclass
+class Outcome:
+    """What one stage did on one exposure."""
+
+    exposure_id: int
+    exposure_name: str
+    call: StageCall
+    status: str
+    error: str | None
+    started_at: datetime
+    duration_s: float
+    metrics: list[tuple[str, str, float]] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    """Counts of what a run did."""
+
+    exposures: int = 0
+    stages_ok: int = 0
+    stages_failed: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (exposure, stage, error)
+    seconds: float = 0.0
+
+
+def plan(
+    store: Store,
+    settings: Any,
+    *,
+    stages: Sequence[Stage] = STAGES,
+    force: bool = False,
+    retry_failed: bool = False,
+    exposures: Sequence[str] | None = None,
+) -> tuple[list[Task], int]:
+    """Tasks for everything pending, and how many (exposure, stage) pairs were up to date."""
+    calls_by_stage = {}
+    for stage in stages:
+        cfg = stage.config_of(settings)
+        calls_by_stage[stage.name] = StageCall(stage.name, stage.version, cfg, config_hash(cfg))
+    registered = store.list_exposures(state="registered")
+    if exposures:
+        wanted = set(exposures)
+        registered = [e for e in registered if e.name in wanted]
+    runs = store.stage_runs([e.id for e in registered])
+    tasks, skipped = [], 0
+    for exp in registered:
+        calls = []
+        for stage in stages:
+            if not stage.applies_to(exp.frame_type):
+                continue
+            call = calls_by_stage[stage.name]
+            if _is_pending(runs.get((exp.id, stage.name)), call, force, retry_failed):
+                calls.append(call)
+            else:
+                skipped += 1
+        if calls:
+            tasks.append(Task(_exposure_info(exp, settings), tuple(calls)))
+    return tasks, skipped
+
+
+def _is_pending(run: StageRun | None, call: StageCall, force: bool, retry_failed: bool) -> bool:
+    if force or run is None:
+        return True
+    if run.stage_version != call.version or run.config_hash != call.config_hash:
+        return True
+    return run.status != "ok" and retry_failed
+
+
+def _exposure_info(exp: Exposure, settings: Any) -> ExposureInfo:
+    return ExposureInfo(
+        exposure_id=exp.id,
+        name=exp.name,
+        path=exp.path,
+        frame_type=exp.frame_type or "UNKNOWN",
+        exptime=exp.exptime,
+        products_dir=str(settings.products_path),
+    )
+
+
+def execute_task(task: Task) -> list[Outcome]:
+    """Run a task's stages on its frame (in a worker). Each stage's failure is captured."""
+    outcomes: list[Outcome] = []
+    frame = None
+    open_error = None
+    try:
+        frame = Le1Frame(task.exposure.path)
+    except Exception as exc:
+        open_error = f"cannot open frame: {exc}"
+    try:
+        for call in task.calls:
+            started = datetime.now(UTC)
+            t0 = time.perf_counter()
+            if frame is None:
+                outcomes.append(_failed(task, call, open_error or "", started, 0.0))
+                continue
+            try:
+                result = get_stage(call.stage).run(frame, task.exposure, call.config)
+            except Exception as exc:
+                detail = "".join(traceback.format_exception_only(exc)).strip()
+                tb = traceback.extract_tb(exc.__traceback__)
+                where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+                outcomes.append(
+                    _failed(task, call, detail + where, started, time.perf_counter() - t0)
+                )
+                continue
+            outcomes.append(
+                Outcome(
+                    task.exposure.exposure_id,
+                    task.exposure.name,
+                    call,
+                    "ok",
+                    None,
+                    started,
+                    time.perf_counter() - t0,
+                    [(u, m, float(v)) for u, m, v in result.metrics],
+                )
+            )
+    finally:
+        if frame is not None:
+            frame.close()
+    return outcomes
+
+
+def _failed(task: Task, call: StageCall, error: str, started: datetime, dt: float) -> Outcome:
+    return Outcome(
+        task.exposure.exposure_id, task.exposure.name, call, "failed", error, started, dt
+    )
+
+
+def record(store: Store, outcome: Outcome) -> None:
+    """Write one stage outcome (provenance row and metrics) in one transaction."""
+    run = StageRun(
+        exposure_id=outcome.exposure_id,
+        stage=outcome.call.stage,
+        stage_version=outcome.call.version,
+        config_hash=outcome.call.config_hash,
+        software_version=__version__,
+        status=outcome.status,
+        error=outcome.error,
+        started_at=outcome.started_at,
+        duration_s=outcome.duration_s,
+    )
+    store.record_stage_run(run, outcome.metrics if outcome.status == "ok" else ())
+
+
+def run_pipeline(
+    store: Store,
+    settings: Any,
+    executor: Executor,
+    *,
+    force: bool = False,
+    retry_failed: bool = False,
+    exposures: Sequence[str] | None = None,
+    stages: Iterable[Stage] = STAGES,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> RunSummary:
+    """Execute all pending work; never stops on a stage's or a worker's failure."""
+    t0 = time.perf_counter()
+    tasks, skipped = plan(
+        store,
+        settings,
+        stages=tuple(stages),
+        force=force,
+        retry_failed=retry_failed,
+        exposures=exposures,
+    )
+    summary = RunSummary(exposures=len(tasks), skipped=skipped)
+    for done, (task, result) in enumerate(executor.map_unordered(execute_task, tasks), start=1):
+        if isinstance(result, BaseException):
+            now = datetime.now(UTC)
+            msg = f"worker error: {result}"
+            result = [_failed(task, call, msg, now, 0.0) for call in task.calls]
+        for outcome in result:
+            record(store, outcome)
+            if outcome.status == "ok":
+                summary.stages_ok += 1
+            else:
+                summary.stages_failed += 1
+                summary.failures.append(
+                    (outcome.exposure_name, outcome.call.stage, outcome.error or "")
+                )
+        if progress:
+            progress(done, len(tasks), task.exposure.name)
+    summary.seconds = time.perf_counter() - t0
+    return summary

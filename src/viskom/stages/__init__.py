@@ -1,0 +1,18 @@
+"""The per-exposure stages, in the order the runner executes them."""
+
+from viskom.stages.base import ExposureInfo, Stage, StageResult, config_hash
+from viskom.stages.detector_health import DetectorHealth
+
+#: Registered stages, in execution order.
+STAGES: tuple[Stage, ...] = (DetectorHealth(),)
+
+
+def get_stage(name: str) -> Stage:
+    """The registered stage called `name`; KeyError lists the known ones."""
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise KeyError(f"unknown stage {name!r}; known: {', '.join(s.name for s in STAGES)}")
+
+
+__all__ = ["STAGES", "ExposureInfo", "Stage", "StageResult", "config_hash", "get_stage"]
