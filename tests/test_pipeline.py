@@ -1,0 +1,178 @@
+"""End to end through the `viskom` command: init, ingest (with bad files), run, metrics, status.
+
+Runs on both database backends (the `store_url` fixture: SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from viskom.cli import app
+from viskom.sources.simulator import SimConfig, simulate_frame
+from viskom.stages.detector_health import DetectorHealth
+
+T0 = datetime(2024, 7, 13, 2, 0, 0, tzinfo=UTC)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    """A folder of small frames: 6 good ones of every type and 4 bad ones."""
+    out = tmp_path_factory.mktemp("raw")
+    cfg = SimConfig(geometry="small")
+    plan = [
+        ("bias", None),
+        ("dark", None),
+        ("flat", None),
+        ("charge", None),
+        ("science", None),
+        ("dark", "unknown-type"),
+        ("science", "truncated"),
+        ("science", "missing-extensions"),
+        ("science", "not-fits"),
+    ]
+    for i, (kind, defect) in enumerate(plan):
+        sub = out / ("night" if i % 2 else "")  # folders are searched recursively
+        simulate_frame(
+            sub,
+            kind,
+            seed=300 + i,
+            date_obs=T0.replace(minute=i),
+            config=cfg,
+            defect=defect,
+            obs_id=2400 + i,
+        )
+    science_iws = SimConfig(geometry="small", naming="iws", gzip=True)
+    simulate_frame(out, "science", seed=399, date_obs=T0.replace(hour=3), config=science_iws)
+    return out
+
+
+def _invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result.output
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, store_url) -> Path:
+    for key in ("VISKOM_CONFIG", "VISKOM_WORKERS", "VISKOM_EXECUTOR"):
+        monkeypatch.delenv(key, raising=False)
+    _invoke("init", str(tmp_path / "proj"))
+    monkeypatch.chdir(tmp_path / "proj")
+    monkeypatch.setenv("VISKOM_DATABASE_URL", store_url)
+    return tmp_path / "proj"
+
+
+def _metrics_csv(*args: str) -> list[dict]:
+    text = _invoke("metrics", "--format", "csv", *args)
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
+    out = _invoke("ingest", str(raw))
+    assert "7 new" in out or "10 new" in out
+    assert "3 invalid" in out and "1 of unknown type" in out
+    assert "truncated" in out and "missing 3 of 144" in out and "not-fits" in out
+    # idempotent
+    out = _invoke("ingest", str(raw))
+    assert "0 new" in out and "10 unchanged" in out
+
+    monkeypatch.setenv("VISKOM_EXECUTOR", "process")
+    monkeypatch.setenv("VISKOM_WORKERS", "2")
+    out = _invoke("run")
+    assert "7 exposures, 7 stage runs ok, 0 failed" in out
+
+    rows = _metrics_csv("--unit", "FPA", "--metric", "read_noise_e")
+    assert len(rows) == 7
+    assert set(rows[0]) == {"exposure", "unit", "metric", "value"}
+    assert all(not r["exposure"].endswith((".fits", ".gz")) for r in rows)
+    assert all(3.5 < float(r["value"]) < 5.0 for r in rows)
+
+    # Quadrant values agree with the truth of that frame.
+    truth_files = sorted(raw.rglob("*.truth.json"))
+    checked = 0
+    for tf in truth_files:
+        truth = json.loads(tf.read_text())
+        if truth.get("defect"):
+            continue
+        payload = json.loads(
+            _invoke(
+                "metrics",
+                "--format",
+                "json",
+                "--exposure",
+                truth["name"],
+                "--unit",
+                "2-5.F",
+                "--metric",
+                "bias_prescan_adu",
+            )
+        )
+        assert len(payload) == 1
+        want = truth["quadrants"]["2-5.F"]["bias_prescan_adu"]
+        assert payload[0]["value"] == pytest.approx(want, abs=0.2)
+        checked += 1
+    assert checked == 6
+
+    # Nothing pending: a second run does nothing.
+    out = _invoke("run")
+    assert "0 exposures" in out and "7 up to date" in out
+
+    # A new stage version re-runs it everywhere.
+    monkeypatch.setattr(DetectorHealth, "version", "999")
+    monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
+    out = _invoke("run")
+    assert "7 exposures, 7 stage runs ok" in out
+
+    status = _invoke("status")
+    for word in ("SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN", "invalid"):
+        assert word in status
+    assert "truncated" in status and "MYSTERY_MODE" in status
+
+
+def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> None:
+    import viskom.stages.detector_health as dh
+
+    _invoke("ingest", str(raw))
+    real = dh.quadrant_health
+
+    def broken(data, geometry, *, frame_type, **kw):
+        if frame_type == "FLAT":
+            raise RuntimeError("simulated failure in the flat measurement")
+        return real(data, geometry, frame_type=frame_type, **kw)
+
+    monkeypatch.setattr(dh, "quadrant_health", broken)
+    monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
+    out = _invoke("run")
+    assert "6 stage runs ok, 1 failed" in out
+    assert "simulated failure in the flat measurement" in out
+    status = _invoke("status")
+    assert "failed" in status and "simulated failure" in status
+    # Failed stages are not retried on every run, only when asked.
+    assert "0 exposures" in _invoke("run")
+    monkeypatch.setattr(dh, "quadrant_health", real)
+    out = _invoke("run", "--retry-failed")
+    assert "1 exposures, 1 stage runs ok, 0 failed" in out
+
+
+def test_commands_without_settings_fail_clearly(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VISKOM_CONFIG", raising=False)
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 2
+    assert "viskom init" in result.output
+    (tmp_path / "viskom.toml").write_text("workers = -3\n")
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 2 and "workers" in result.output
+
+
+def test_ingest_missing_path_is_an_error(project) -> None:
+    result = runner.invoke(app, ["ingest", "does/not/exist"])
+    assert result.exit_code == 2 and "no such file" in result.output
