@@ -172,3 +172,28 @@ def test_geometry_check(extname: str) -> None:
     assert result.excess_adu > 30
     data, g = _synthetic_quadrant(extname, sky=0.0, flipped=True)  # a bias: cannot tell
     assert check_geometry(data, g).consistent is None
+
+
+def test_wcs_round_trip_and_locate() -> None:
+    from viskom.le1.wcs import QuadrantWcs, locate
+
+    wcs, geoms = {}, {}
+    for name in ("1-1.E", "3-4.G", "6-6.H"):
+        g = quadrant_geometry(name, 336, 276)
+        wcs[name] = QuadrantWcs.from_header(nominal_wcs_header(g, rotation_deg=0.015), name)
+        geoms[name] = g
+    g = geoms["3-4.G"]
+    x = np.array([g.image.col0 + 3.2, g.image.col1 - 7.7])
+    y = np.array([g.image.row0 + 10.0, g.image.row1 - 1.0])
+    X, Y = wcs["3-4.G"].pixel_to_instrument(x, y)
+    assert np.all(np.abs(X) < 0.4) and np.all(np.abs(Y) < 0.4)
+    x2, y2 = wcs["3-4.G"].instrument_to_pixel(X, Y)
+    assert np.allclose(x2, x, atol=1e-6) and np.allclose(y2, y, atol=1e-6)
+    ext, px, py = locate(np.append(X, 0.9), np.append(Y, 0.0), wcs, geoms)
+    assert list(ext) == ["3-4.G", "3-4.G", ""]
+    assert np.allclose(px[:2], x, atol=1e-6) and np.isnan(px[2])
+    assert np.allclose(py[:2], y, atol=1e-6)
+    corners = wcs["1-1.E"].image_footprint(geoms["1-1.E"])
+    assert corners.shape == (4, 2) and corners[:, 0].max() < -0.3
+    with pytest.raises(ValueError, match="no CRPIX"):
+        QuadrantWcs.from_header({"EXTNAME": "1-1.E"})

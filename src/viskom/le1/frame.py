@@ -23,6 +23,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from viskom.le1.geometry import QuadrantGeometry, all_extnames, parse_extname, quadrant_geometry
 from viskom.le1.header import PrimaryHeader, QuadrantHeader
 from viskom.le1.names import ExposureName, parse_file_name
+from viskom.le1.wcs import QuadrantWcs
 
 N_QUADRANTS = 144
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -172,6 +173,10 @@ class Le1Frame:
         return quadrant_geometry(
             extname, qh.naxis1, qh.naxis2, qh.prescan_x, qh.overscan_x, qh.overscan_y
         )
+
+    def wcs(self, extname: str) -> QuadrantWcs:
+        """The instrument-frame WCS of one quadrant (from its CRPIX/CRVAL/CD keywords)."""
+        return QuadrantWcs.from_header(self.quadrant_fits_header(extname), extname)
 
     def quadrant(self, extname: str) -> Quadrant:
         """Read one quadrant's pixels (uint16 when BZERO=32768, BSCALE=1)."""
