@@ -38,9 +38,10 @@ def small_frames(tmp_path_factory) -> dict[str, Path]:
     cfg = SimConfig(geometry="small")
     frames = {}
     for i, kind in enumerate(("bias", "dark", "flat", "charge", "science")):
-        frames[kind] = simulate_frame(out, kind, seed=100 + i, date_obs=T0, config=cfg).path
+        date_obs = T0.replace(minute=10 * i)  # distinct names: one file per frame
+        frames[kind] = simulate_frame(out, kind, seed=100 + i, date_obs=date_obs, config=cfg).path
     frames["flipped"] = simulate_frame(
-        out, "science", seed=200, date_obs=T0, config=cfg, defect="flipped-geometry"
+        out, "science", seed=200, date_obs=T0.replace(hour=2), config=cfg, defect="flipped-geometry"
     ).path
     return frames
 
