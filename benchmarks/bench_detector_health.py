@@ -24,15 +24,15 @@ from pathlib import Path
 CACHE = Path(__file__).parent / ".cache"
 
 _CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 from viskom.le1.frame import Le1Frame
 from viskom.stages import ExposureInfo
 from viskom.stages.detector_health import DetectorHealth
-path, mode = sys.argv[1], sys.argv[2]
+path, mode, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t0 = time.perf_counter()
 if mode == "stage":
     with Le1Frame(path) as frame:
-        info = ExposureInfo(0, "bench", path, "SCIENCE", 560.52, "/tmp")
+        info = ExposureInfo(0, "bench", path, "SCIENCE", 560.52, "/tmp", workers)
         result = DetectorHealth().run(frame, info, {})
     n = len(result.metrics)
 else:
@@ -41,7 +41,8 @@ dt = time.perf_counter() - t0
 # VmHWM (peak resident set of this process image); ru_maxrss would include the parent's
 # RSS inherited through fork+exec.
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"seconds": dt, "rows": n, "maxrss_mb": int(hwm) / 1024}))
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest worker
+print(json.dumps({"seconds": dt, "rows": n, "maxrss_mb": int(hwm) / 1024, "worker_mb": kids}))
 """
 
 
@@ -76,21 +77,24 @@ def read_all_quadrants(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_stage(path: Path) -> float:
+def run_stage(path: Path, quadrant_workers: int = 1) -> float:
     from viskom.le1.frame import Le1Frame
     from viskom.stages import ExposureInfo
     from viskom.stages.detector_health import DetectorHealth
 
     t0 = time.perf_counter()
     with Le1Frame(path) as frame:
-        info = ExposureInfo(0, "bench", str(path), "SCIENCE", 560.52, "/tmp")
+        info = ExposureInfo(0, "bench", str(path), "SCIENCE", 560.52, "/tmp", quadrant_workers)
         DetectorHealth().run(frame, info, {})
     return time.perf_counter() - t0
 
 
-def child(path: Path, mode: str) -> dict:
+def child(path: Path, mode: str, workers: int = 1) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), mode], check=True, capture_output=True, text=True
+        [sys.executable, "-c", _CHILD, str(path), mode, str(workers)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -103,19 +107,25 @@ def main() -> None:
     path = args.frame or full_frame()
     size_gb = path.stat().st_size / 1e9
     read_all_quadrants(path)  # warm the page cache
-    reads, stages = [], []
+    reads, one, two = [], [], []
     for _ in range(args.repeat):
         reads.append(read_all_quadrants(path))
-        stages.append(run_stage(path))
-    t_read, t_stage = statistics.median(reads), statistics.median(stages)
-    mem = child(path, "stage")
+        one.append(run_stage(path, 1))
+        two.append(run_stage(path, 2))
+    t_read = statistics.median(reads)
+    t_one, t_two = statistics.median(one), statistics.median(two)
+    mem1, mem2 = child(path, "stage", 1), child(path, "stage", 2)
     base = child(path, "import")
     print(f"frame: {path.name} ({size_gb:.2f} GB)")
-    print(f"read all 144 quadrants once: {t_read:.2f} s (median of {args.repeat})")
-    print(f"detector_health stage:       {t_stage:.2f} s (median of {args.repeat})")
-    print(f"ratio stage / read:          {t_stage / t_read:.2f}  (target < 3)")
+    print(f"read all 144 quadrants once:          {t_read:.2f} s (median of {args.repeat})")
+    print(f"detector_health, 1 process:           {t_one:.2f} s  ratio {t_one / t_read:.2f}")
     print(
-        f"peak RSS of the stage process: {mem['maxrss_mb']:.0f} MB "
+        f"detector_health, 2 processes:         {t_two:.2f} s  ratio {t_two / t_read:.2f}"
+        "  (target < 3)"
+    )
+    print(
+        f"peak RSS: 1 process {mem1['maxrss_mb']:.0f} MB; 2 processes: parent "
+        f"{mem2['maxrss_mb']:.0f} MB, largest worker {mem2['worker_mb']:.0f} MB "
         f"(import-only process: {base['maxrss_mb']:.0f} MB; target < 1024 MB)"
     )
 

@@ -163,7 +163,8 @@ def run(
     from viskom.pipeline.runner import run_pipeline
 
     settings = _settings(config)
-    executor = make_executor(settings.executor, workers or settings.workers)
+    n_workers = workers or settings.workers
+    executor = make_executor(settings.executor, n_workers)
     with _open_store(settings) as store:
 
         def progress(done: int, total: int, name: str) -> None:
@@ -176,6 +177,7 @@ def run(
             force=force,
             retry_failed=retry_failed,
             exposures=exposure,
+            workers=n_workers,
             progress=progress,
         )
     console.print(

@@ -140,14 +140,18 @@ def clipped_stats(values: np.ndarray, nsigma: float = 3.0, iterations: int = 10)
     sigma = max(float(q75 - q25) / 1.349, 1e-6)
     centre = med
     correction = sqrt(truncation_variance_factor(nsigma))
-    sel = flat
+    n_used, previous = flat.size, None
     for _ in range(iterations):
-        sel = flat[np.abs(flat - centre) <= nsigma * sigma]
-        if sel.size < 2:
+        keep = np.abs(flat - centre) <= nsigma * sigma
+        n_used = int(np.count_nonzero(keep))
+        if n_used < 2:
             break
-        mean, std = float(sel.mean()), float(sel.std(ddof=1)) / correction
-        converged = abs(mean - centre) < 1e-6 and abs(std - sigma) < 1e-6
+        sel = flat[keep]
+        mean = float(sel.mean())
+        dev = sel - mean
+        std = sqrt(float(np.square(dev, out=dev).sum()) / (n_used - 1)) / correction
         centre, sigma = mean, max(std, 1e-6)
-        if converged:
+        if previous == n_used:  # the same pixels twice: converged
             break
-    return RobustStats(med, centre, sigma, int(sel.size), int(arr.size))
+        previous = n_used
+    return RobustStats(med, centre, sigma, n_used, int(arr.size))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +75,7 @@ def plan(
     force: bool = False,
     retry_failed: bool = False,
     exposures: Sequence[str] | None = None,
+    workers: int | None = None,
 ) -> tuple[list[Task], int]:
     """Tasks for everything pending, and how many (exposure, stage) pairs were up to date."""
     calls_by_stage = {}
@@ -99,6 +100,12 @@ def plan(
                 skipped += 1
         if calls:
             tasks.append(Task(_exposure_info(exp, settings), tuple(calls)))
+    # Few pending exposures (a frame just landed): let stages spread its quadrants over the
+    # idle workers, so the answer comes sooner. Many: one process per exposure.
+    n_workers = workers if workers is not None else int(getattr(settings, "workers", 1))
+    spare = max(1, n_workers // max(1, len(tasks)))
+    if spare > 1:
+        tasks = [Task(replace(t.exposure, quadrant_workers=spare), t.calls) for t in tasks]
     return tasks, skipped
 
 
@@ -196,6 +203,7 @@ def run_pipeline(
     retry_failed: bool = False,
     exposures: Sequence[str] | None = None,
     stages: Iterable[Stage] = STAGES,
+    workers: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> RunSummary:
     """Execute all pending work; never stops on a stage's or a worker's failure."""
@@ -207,6 +215,7 @@ def run_pipeline(
         force=force,
         retry_failed=retry_failed,
         exposures=exposures,
+        workers=workers,
     )
     summary = RunSummary(exposures=len(tasks), skipped=skipped)
     for done, (task, result) in enumerate(executor.map_unordered(execute_task, tasks), start=1):

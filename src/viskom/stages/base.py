@@ -31,6 +31,7 @@ class ExposureInfo:
     frame_type: str
     exptime: float | None
     products_dir: str
+    quadrant_workers: int = 1  # processes a stage may use on this exposure's quadrants
 
 
 @dataclass
