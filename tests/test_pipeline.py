@@ -87,7 +87,8 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     monkeypatch.setenv("VISKOM_EXECUTOR", "process")
     monkeypatch.setenv("VISKOM_WORKERS", "2")
     out = _invoke("run")
-    assert "7 exposures, 7 stage runs ok, 0 failed" in out
+    # 7 detector_health + catalogue on 2 science and 1 flat + psf on 2 science
+    assert "7 exposures, 12 stage runs ok, 0 failed" in out
 
     rows = _metrics_csv("--unit", "FPA", "--metric", "read_noise_e")
     assert len(rows) == 7
@@ -123,13 +124,13 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
 
     # Nothing pending: a second run does nothing.
     out = _invoke("run")
-    assert "0 exposures" in out and "7 up to date" in out
+    assert "0 exposures" in out and "12 up to date" in out
 
     # A new stage version re-runs it everywhere.
     monkeypatch.setattr(DetectorHealth, "version", "999")
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "7 exposures, 7 stage runs ok" in out
+    assert "7 exposures, 7 stage runs ok" in out  # only detector_health changed
 
     status = _invoke("status")
     for word in ("SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN", "invalid"):
@@ -151,7 +152,7 @@ def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> No
     monkeypatch.setattr(dh, "quadrant_health", broken)
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "6 stage runs ok, 1 failed" in out
+    assert "11 stage runs ok, 1 failed" in out
     assert "simulated failure in the flat measurement" in out
     status = _invoke("status")
     assert "failed" in status and "simulated failure" in status

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +41,49 @@ class DetectorHealthSettings(BaseModel):
     geometry_threshold_adu: float = Field(5.0, gt=0.0, description="orientation check margin")
 
 
+class PsfSettings(BaseModel):
+    """Star selection and PSF moments (VISQL-SPEC 5.2, 5.5)."""
+
+    model_config = ConfigDict(extra="forbid")
+    weight_sigma_px: float = Field(2.5, gt=0.0, description="Gaussian weight sigma")
+    stamp_half_size_px: int = Field(14, ge=3, le=50, description="stamp is 2h+1 square")
+    edge_margin_px: int = Field(100, ge=0, description="stars closer to the array edge skipped")
+    bmin_px: float = Field(1.3, ge=0.0, description="B_IMAGE above this (cosmic rays are thin)")
+    nominal_exptime_s: float = Field(560.52, gt=0.0, description="exposure of VISQL's flux grid")
+
+
+class IQSettings(BaseModel):
+    """Image-quality score reference (VISQL-SPEC 7.4 defaults; replace per calibration period)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "VISQL 2023-09-20..23"
+    r2m: float = 1.9233812949640285
+    e1m: float = -0.023129496402877696
+    e2m: float = 0.002733812949640288
+    cov00: float = 0.0005422666041080192
+    cov01: float = -0.00011841403399019925
+    cov11: float = 4.4881659889479756e-05
+    vare2: float = 5.332022152062523e-06
+    ok_below: float = Field(27.0, gt=0.0)
+    reject_above: float = Field(1000.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_reference(self) -> IQSettings:
+        from viskom.measure.iq import IQReference
+
+        try:
+            IQReference.from_mapping(self.reference_mapping())
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"IQ reference unusable: {exc}") from None
+        if self.reject_above <= self.ok_below:
+            raise ValueError("reject_above must be larger than ok_below")
+        return self
+
+    def reference_mapping(self) -> dict[str, Any]:
+        keys = ("name", "r2m", "e1m", "e2m", "cov00", "cov01", "cov11", "vare2")
+        return {k: getattr(self, k) for k in keys}
+
+
 class Settings(BaseSettings):
     """Everything viskom needs to know, validated once at start."""
 
@@ -56,6 +99,8 @@ class Settings(BaseSettings):
     executor: Literal["process", "serial"] = "process"
     frame_type_rules: Path | None = Field(None, description="TOML rules; default built-in")
     detector_health: DetectorHealthSettings = Field(default_factory=DetectorHealthSettings)
+    psf: PsfSettings = Field(default_factory=PsfSettings)
+    iq: IQSettings = Field(default_factory=IQSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @field_validator("database_url")
@@ -202,6 +247,27 @@ noise_clip_sigma = 4.0       # sigma clipping of the overscan for read noise
 hot_pixel_sigma = 10.0       # a hot pixel is above the image median + N robust sigma
 flat_block_px = 32           # block size (px) for the flat's large-scale nonuniformity
 geometry_threshold_adu = 5.0 # bias-only strips brighter than their mirror by this: flagged
+
+[psf]
+weight_sigma_px = 2.5        # Gaussian weight of the moments (VISQL: 2.5 px)
+stamp_half_size_px = 14      # 29 x 29 stamps
+edge_margin_px = 100         # stars closer than this to the quadrant array's edge are skipped
+bmin_px = 1.3                # stars need B_IMAGE above this (cosmic rays are thin)
+nominal_exptime_s = 560.52   # VISQL's locus flux grid assumes this exposure time
+
+[iq]
+# Reference of the image-quality score (Mahalanobis distance in R2, e1, e2). Defaults:
+# VISQL's, calibrated on 2023-09-20..23. Replace all seven numbers for a new period.
+name = "VISQL 2023-09-20..23"
+r2m = 1.9233812949640285
+e1m = -0.023129496402877696
+e2m = 0.002733812949640288
+cov00 = 0.0005422666041080192
+cov01 = -0.00011841403399019925
+cov11 = 4.4881659889479756e-05
+vare2 = 5.332022152062523e-06
+ok_below = 27.0              # score below this: OK
+reject_above = 1000.0        # score above this: rejected
 """
 
 

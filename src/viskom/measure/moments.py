@@ -310,3 +310,84 @@ def measure_stars(
     out["skipped"][:] = ~ok
     out["flag"][~ok] = MomentFlag.EDGE
     return out
+
+
+def replace_neighbours(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    nx: np.ndarray,
+    ny: np.ndarray,
+    nradius: np.ndarray,
+    *,
+    half_size: int = HALF_SIZE,
+    background: float | np.ndarray = 0.0,
+    clip_sigma: float | None = 8.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove other sources (cosmic rays, neighbours) from the stamps of stars, in place.
+
+    For each star at (x, y) (0-based), every catalogue source at (nx, ny) inside its stamp,
+    other than the star itself, has the pixels within `nradius` replaced by the pixel
+    mirrored through the star's centre (which belongs to the star's own profile), or by
+    the star's background where the mirror is contaminated too. With `clip_sigma`, pixels
+    at least 2 px from the centre that exceed their mirror image by clip_sigma times the
+    stamp's noise plus half the mirrored value are replaced too (undetected hits).
+    Cosmic rays cover 1-3% of a VIS exposure: unmasked, one hit inside a 29 x 29 stamp
+    biases R2 by several percent.
+    `image` must be a float array (it is modified). Returns (image, per-star count of
+    pixels replaced).
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    nx = np.asarray(nx, float)
+    ny = np.asarray(ny, float)
+    nradius = np.asarray(nradius, float)
+    bg = np.broadcast_to(np.asarray(background, float), x.shape)
+    replaced = np.zeros(x.size, dtype=int)
+    ny_max, nx_max = image.shape
+    h = half_size
+    off = np.arange(-h, h + 1)
+    for i in range(x.size):
+        if not (np.isfinite(x[i]) and np.isfinite(y[i])):
+            continue
+        near = (np.abs(nx - x[i]) <= h + 3) & (np.abs(ny - y[i]) <= h + 3)
+        near &= np.hypot(nx - x[i], ny - y[i]) > 1.5  # not the star itself
+        if not near.any() and not clip_sigma:
+            continue
+        ix, iy = int(np.floor(x[i] + 0.5)), int(np.floor(y[i] + 0.5))
+        cols = np.clip(ix + off, 0, nx_max - 1)
+        rows = np.clip(iy + off, 0, ny_max - 1)
+        yy, xx = np.meshgrid(rows, cols, indexing="ij")
+        mask = np.zeros(xx.shape, dtype=bool)
+        for cx, cy, r in zip(nx[near], ny[near], nradius[near], strict=True):
+            mask |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        stamp = image[np.ix_(rows, cols)].astype(float)
+        mirrored = _mirror(stamp, x[i] - ix, y[i] - iy, bg[i])
+        if clip_sigma:
+            # Sharp positive excesses over the mirrored profile, away from the core: hits
+            # that were not detected on their own (merged into the star, or faint).
+            sky = stamp - bg[i]
+            ring = (xx - x[i]) ** 2 + (yy - y[i]) ** 2 > 100
+            noise = 1.4826 * float(np.median(np.abs(sky[ring] - np.median(sky[ring]))))
+            far = (xx - x[i]) ** 2 + (yy - y[i]) ** 2 >= 4.0
+            excess = sky - (mirrored - bg[i])
+            mask |= far & (excess > clip_sigma * max(noise, 1.0) + 0.5 * np.abs(mirrored - bg[i]))
+        if not mask.any():
+            continue
+        fill = np.where(mask[::-1, ::-1], bg[i], mirrored)
+        image[np.ix_(rows, cols)] = np.where(mask, fill, stamp)
+        replaced[i] = int(mask.sum())
+    return image, replaced
+
+
+def _mirror(stamp: np.ndarray, dx: float, dy: float, fill: float) -> np.ndarray:
+    """The stamp point-reflected through (dx, dy) from its centre pixel (bilinear)."""
+    from scipy.ndimage import map_coordinates
+
+    n = stamp.shape[0]
+    c = n // 2
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    # pixel (c + u) maps to (c + 2 d - u)
+    src_x = 2 * (c + dx) - xx
+    src_y = 2 * (c + dy) - yy
+    return map_coordinates(stamp, [src_y, src_x], order=1, mode="constant", cval=fill)

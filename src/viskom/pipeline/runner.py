@@ -78,10 +78,17 @@ def plan(
     workers: int | None = None,
 ) -> tuple[list[Task], int]:
     """Tasks for everything pending, and how many (exposure, stage) pairs were up to date."""
-    calls_by_stage = {}
+    calls_by_stage: dict[str, StageCall] = {}
     for stage in stages:
         cfg = stage.config_of(settings)
-        calls_by_stage[stage.name] = StageCall(stage.name, stage.version, cfg, config_hash(cfg))
+        # A stage's provenance includes what it reads: a new upstream version re-runs it.
+        upstream = {
+            name: (calls_by_stage[name].version, calls_by_stage[name].config_hash)
+            for name in stage.requires
+            if name in calls_by_stage
+        }
+        digest = config_hash({"config": cfg, "upstream": upstream} if upstream else cfg)
+        calls_by_stage[stage.name] = StageCall(stage.name, stage.version, cfg, digest)
     registered = store.list_exposures(state="registered")
     if exposures:
         wanted = set(exposures)
@@ -89,13 +96,22 @@ def plan(
     runs = store.stage_runs([e.id for e in registered])
     tasks, skipped = [], 0
     for exp in registered:
-        calls = []
+        calls: list[StageCall] = []
         for stage in stages:
             if not stage.applies_to(exp.frame_type):
                 continue
             call = calls_by_stage[stage.name]
             if _is_pending(runs.get((exp.id, stage.name)), call, force, retry_failed):
-                calls.append(call)
+                planned = {c.stage for c in calls}
+                ready = all(
+                    name in planned
+                    or (
+                        runs.get((exp.id, name)) is not None and runs[(exp.id, name)].status == "ok"
+                    )
+                    for name in stage.requires
+                )
+                if ready:
+                    calls.append(call)
             else:
                 skipped += 1
         if calls:
@@ -125,6 +141,7 @@ def _exposure_info(exp: Exposure, settings: Any) -> ExposureInfo:
         frame_type=exp.frame_type or "UNKNOWN",
         exptime=exp.exptime,
         products_dir=str(settings.products_path),
+        date_obs=exp.date_obs.isoformat() if exp.date_obs else None,
     )
 
 
@@ -137,15 +154,20 @@ def execute_task(task: Task) -> list[Outcome]:
         frame = Le1Frame(task.exposure.path)
     except Exception as exc:
         open_error = f"cannot open frame: {exc}"
+    failed: set[str] = set()
     try:
         for call in task.calls:
             started = datetime.now(UTC)
             t0 = time.perf_counter()
-            if frame is None:
-                outcomes.append(_failed(task, call, open_error or "", started, 0.0))
+            stage = get_stage(call.stage)
+            broken = [name for name in stage.requires if name in failed]
+            if frame is None or broken:
+                why = open_error or f"needs {', '.join(broken)}, which failed"
+                outcomes.append(_failed(task, call, why, started, 0.0))
+                failed.add(call.stage)
                 continue
             try:
-                result = get_stage(call.stage).run(frame, task.exposure, call.config)
+                result = stage.run(frame, task.exposure, call.config)
             except Exception as exc:
                 detail = "".join(traceback.format_exception_only(exc)).strip()
                 tb = traceback.extract_tb(exc.__traceback__)
@@ -153,6 +175,7 @@ def execute_task(task: Task) -> list[Outcome]:
                 outcomes.append(
                     _failed(task, call, detail + where, started, time.perf_counter() - t0)
                 )
+                failed.add(call.stage)
                 continue
             outcomes.append(
                 Outcome(

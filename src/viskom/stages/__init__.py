@@ -1,10 +1,12 @@
 """The per-exposure stages, in the order the runner executes them."""
 
 from viskom.stages.base import ExposureInfo, Stage, StageResult, config_hash
+from viskom.stages.catalogue import Catalogue
 from viskom.stages.detector_health import DetectorHealth
+from viskom.stages.psf import PsfMoments
 
-#: Registered stages, in execution order.
-STAGES: tuple[Stage, ...] = (DetectorHealth(),)
+#: Registered stages, in execution order (a stage comes after those it requires).
+STAGES: tuple[Stage, ...] = (DetectorHealth(), Catalogue(), PsfMoments())
 
 
 def get_stage(name: str) -> Stage:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from viskom.le1.frame import Le1Frame
+from viskom.store.products import exposure_dir, product_path
 
 MetricRow = tuple[str, str, float]
 
@@ -32,6 +33,16 @@ class ExposureInfo:
     exptime: float | None
     products_dir: str
     quadrant_workers: int = 1  # processes a stage may use on this exposure's quadrants
+    date_obs: str | None = None  # ISO UTC, for the product tree
+
+    @property
+    def product_folder(self) -> Path:
+        """This exposure's folder in the product tree."""
+        return exposure_dir(self.products_dir, self.name, self.date_obs)
+
+    def product(self, product: str, ext: str) -> Path:
+        """Path of one of this exposure's products, e.g. product('catalogue', 'parquet')."""
+        return product_path(self.product_folder, self.name, product, ext)
 
 
 @dataclass
@@ -49,6 +60,8 @@ class Stage(ABC):
     version: ClassVar[str]
     frame_types: ClassVar[frozenset[str]]
     level: ClassVar[str] = "quadrant"
+    #: Stages whose products this one reads; it runs after them and re-runs when they change.
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def applies_to(self, frame_type: str | None) -> bool:
         return (frame_type or "UNKNOWN").upper() in self.frame_types

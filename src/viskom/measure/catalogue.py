@@ -1,0 +1,172 @@
+"""Source catalogue of one quadrant with SExtractor's meanings, using sep (SExtractor as a library).
+
+Configuration mirrors VISQL's SExtractor run (VISQL-SPEC 3.5): background mesh 64 px,
+filter 3, detection at 1.5 sigma over 5 pixels with the 3x3 "all-ground" filter, 32
+deblending thresholds at contrast 0.005, cleaning 1.0, AUTO photometry with Kron factor
+2.5 and minimum radius 3.5, FLUX_RADIUS the half-light radius. Positions are returned
+1-based like SExtractor's X_IMAGE/Y_IMAGE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sep
+
+#: SExtractor FLAGS bits
+FLAG_NEIGHBOURS = 1
+FLAG_DEBLENDED = 2
+FLAG_SATURATED = 4
+FLAG_TRUNCATED = 8
+FLAG_APERTURE_INCOMPLETE = 16
+
+#: Columns of a quadrant catalogue, in order.
+CATALOGUE_COLUMNS = (
+    "number",
+    "x_image",
+    "y_image",
+    "flux_auto",
+    "fluxerr_auto",
+    "flux_radius",
+    "a_image",
+    "b_image",
+    "theta_image",
+    "kron_radius",
+    "flags",
+    "peak",
+    "area",
+    "background",
+)
+
+ALLGROUND_FILTER = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ExtractionParams:
+    """SExtractor-equivalent settings (defaults: VISQL's default.sex)."""
+
+    detect_thresh: float = 1.5
+    detect_minarea: int = 5
+    back_size: int = 64
+    back_filtersize: int = 3
+    deblend_nthresh: int = 32
+    deblend_mincont: float = 0.005
+    clean: bool = True
+    clean_param: float = 1.0
+    kron_factor: float = 2.5
+    kron_min_radius: float = 3.5
+    pixstack_fraction: float = 0.25  # pixel stack: this fraction of the image, >= 300000
+    radius_subpix: int = 3  # FLUX_RADIUS sub-sampling: 0.1% median error, 2x faster than 5
+
+
+def empty_catalogue() -> dict[str, np.ndarray]:
+    """A catalogue with no rows but every column, so that empty quadrants concatenate."""
+    ints = {"number", "flags", "area"}
+    return {c: np.zeros(0, dtype=np.int32 if c in ints else np.float64) for c in CATALOGUE_COLUMNS}
+
+
+def extract_sources(
+    image: np.ndarray,
+    *,
+    gain_e_per_adu: float | None = None,
+    saturation_adu: float | None = None,
+    params: ExtractionParams | None = None,
+) -> dict[str, np.ndarray]:
+    """Detect and measure sources on a bias-subtracted image area (ADU, any float dtype).
+
+    `saturation_adu` is the saturation level above bias: sources whose peak reaches it
+    get FLAGS bit 4. Returns a dict of equal-length columns (`CATALOGUE_COLUMNS`).
+    """
+    p = params or ExtractionParams()
+    data = np.ascontiguousarray(image, dtype=np.float32)
+    # sep allocates its pixel stack on every call: size it to the image, not to the maximum.
+    sep.set_extract_pixstack(max(300_000, int(p.pixstack_fraction * data.size)))
+    sep.set_sub_object_limit(4096)
+    bkg = sep.Background(
+        data, bw=p.back_size, bh=p.back_size, fw=p.back_filtersize, fh=p.back_filtersize
+    )
+    back = bkg.back()
+    data -= back
+    rms = float(bkg.globalrms)
+    objects = sep.extract(
+        data,
+        p.detect_thresh,
+        err=rms,
+        minarea=p.detect_minarea,
+        filter_kernel=ALLGROUND_FILTER,
+        deblend_nthresh=p.deblend_nthresh,
+        deblend_cont=p.deblend_mincont,
+        clean=p.clean,
+        clean_param=p.clean_param,
+    )
+    if len(objects) == 0:
+        return empty_catalogue()
+    x, y = objects["x"], objects["y"]
+    a, b, theta = objects["a"], objects["b"], objects["theta"]
+    # Guard degenerate shapes (single-row or single-column detections).
+    a = np.maximum(a, 1e-3)
+    b = np.clip(b, 1e-3, a)
+    theta = np.clip(theta, -np.pi / 2, np.pi / 2)
+    kron, kflag = sep.kron_radius(data, x, y, a, b, theta, 6.0)
+    kron = np.where(np.isfinite(kron) & (kron > 0), kron, 0.0)
+    r_min = p.kron_min_radius
+    # SExtractor: a Kron aperture smaller than the minimum radius becomes a circle of it.
+    use_circle = p.kron_factor * kron * np.sqrt(a * b) < r_min
+    flux = np.zeros(len(objects))
+    fluxerr = np.zeros(len(objects))
+    aflag = np.zeros(len(objects), dtype=np.int16)
+    ell = ~use_circle
+    if ell.any():
+        flux[ell], fluxerr[ell], aflag[ell] = sep.sum_ellipse(
+            data,
+            x[ell],
+            y[ell],
+            a[ell],
+            b[ell],
+            theta[ell],
+            p.kron_factor * kron[ell],
+            err=rms,
+            gain=gain_e_per_adu,
+            subpix=1,
+        )
+    if use_circle.any():
+        flux[use_circle], fluxerr[use_circle], aflag[use_circle] = sep.sum_circle(
+            data, x[use_circle], y[use_circle], r_min, err=rms, gain=gain_e_per_adu, subpix=1
+        )
+    rmax = np.maximum(6.0 * a, 3.0)
+    radius, rflag = sep.flux_radius(
+        data, x, y, rmax, 0.5, normflux=np.where(flux > 0, flux, np.nan), subpix=p.radius_subpix
+    )
+    flags = np.zeros(len(objects), dtype=np.int32)
+    flags[(objects["flag"] & sep.OBJ_MERGED) != 0] |= FLAG_DEBLENDED
+    flags[(objects["flag"] & sep.OBJ_TRUNC) != 0] |= FLAG_TRUNCATED
+    flags[((aflag | kflag | rflag) & sep.APER_TRUNC) != 0] |= FLAG_TRUNCATED
+    flags[((aflag | kflag) & sep.APER_HASMASKED) != 0] |= FLAG_APERTURE_INCOMPLETE
+    peak = (
+        objects["peak"]
+        + back[
+            np.clip(y.round().astype(int), 0, data.shape[0] - 1),
+            np.clip(x.round().astype(int), 0, data.shape[1] - 1),
+        ]
+    )
+    if saturation_adu is not None:
+        flags[peak >= saturation_adu] |= FLAG_SATURATED
+    xi = np.clip(x.round().astype(int), 0, data.shape[1] - 1)
+    yi = np.clip(y.round().astype(int), 0, data.shape[0] - 1)
+    return {
+        "number": np.arange(1, len(objects) + 1, dtype=np.int32),
+        "x_image": x + 1.0,
+        "y_image": y + 1.0,
+        "flux_auto": flux.astype(np.float64),
+        "fluxerr_auto": fluxerr.astype(np.float64),
+        "flux_radius": radius.astype(np.float64),
+        "a_image": a.astype(np.float64),
+        "b_image": b.astype(np.float64),
+        "theta_image": np.degrees(theta).astype(np.float64),
+        "kron_radius": kron.astype(np.float64),
+        "flags": flags,
+        "peak": objects["peak"].astype(np.float64),
+        "area": objects["npix"].astype(np.int32),
+        "background": back[yi, xi].astype(np.float64),
+    }

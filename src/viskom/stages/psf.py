@@ -1,0 +1,246 @@
+"""PSF stage: stars on the stellar locus, their Gaussian-weighted moments, and the IQ score.
+
+Reads the exposure's catalogue (catalogue stage), finds VISQL's "chimney" locus over the
+whole focal plane, measures the moments of the selected stars quadrant by quadrant on the
+raw pixels (bias and local sky removed), and stores per-exposure (FPA) and per-CCD
+medians and the IQ score. A field without a locus is a result, not an error: it is
+recorded with `psf_locus_found = 0` and `n_stars = 0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.measure.iq import IQReference, iq_score
+from viskom.measure.moments import cut_stamps, measure_stars, replace_neighbours
+from viskom.measure.robust import clipped_stats
+from viskom.measure.stars import find_stellar_locus, select_stars
+from viskom.stages.base import ExposureInfo, Stage, StageResult
+from viskom.stages.quadrants import map_quadrants
+from viskom.store.products import read_table, write_arrays, write_table
+
+#: Per-star moment columns -> FPA/CCD metric names (medians).
+MOMENT_METRICS = {
+    "r2": "psf_r2",
+    "e1": "psf_e1",
+    "e2": "psf_e2",
+    "c1": "psf_coma1",
+    "c2": "psf_coma2",
+    "t1": "psf_trefoil1",
+    "t2": "psf_trefoil2",
+}
+STAMPS_PER_QUADRANT = 2
+
+
+def quadrant_moments(
+    quad: Quadrant,
+    stars: Mapping[str, np.ndarray],
+    neighbours: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+) -> dict[str, np.ndarray]:
+    """Moments of one quadrant's selected stars (positions from the catalogue, 1-based),
+    with the other catalogue sources in their stamps replaced (see `replace_neighbours`)."""
+    g = quad.geometry
+    bias = np.nanmean(
+        [
+            clipped_stats(quad.data[g.serial_prescan.slices]).mean,
+            clipped_stats(quad.data[g.serial_overscan.slices]).mean,
+        ]
+    )
+    x = np.asarray(stars["x_image"], float) - 1.0
+    y = np.asarray(stars["y_image"], float) - 1.0
+    background = bias + np.asarray(stars["background"], float)
+    h = int(params["stamp_half_size_px"])
+    image = quad.data.astype(np.float32)
+
+    image, n_replaced = replace_neighbours(
+        image,
+        x,
+        y,
+        np.asarray(neighbours["x_image"], float) - 1.0,
+        np.asarray(neighbours["y_image"], float) - 1.0,
+        np.maximum(2.5, 2.0 * np.asarray(neighbours["a_image"], float) + 1.0),
+        half_size=h,
+        background=background,
+    )
+    res = measure_stars(
+        image,
+        x,
+        y,
+        background=background,
+        half_size=int(params["stamp_half_size_px"]),
+        edge_margin=int(params["edge_margin_px"]),
+        sigma_w=float(params["weight_sigma_px"]),
+    )
+    res["n_replaced"] = n_replaced
+    good = ~res["skipped"] & (res["flag"] == 0)
+    # A few of the brightest clean stars as stamps, for the mosaic plot.
+    order = np.argsort(-np.where(good, np.asarray(stars["flux_auto"], float), -np.inf))
+    pick = [i for i in order[:STAMPS_PER_QUADRANT] if good[i]]
+    if pick:
+        ix = np.floor(res["x_image"][pick] + 0.5).astype(int)
+        iy = np.floor(res["y_image"][pick] + 0.5).astype(int)
+        stamps = cut_stamps(image, ix, iy, h) - background[pick][:, None, None]
+    else:
+        stamps = np.zeros((0, 2 * h + 1, 2 * h + 1))
+    res["stamps"] = stamps.astype(np.float32)
+    res["stamp_index"] = np.asarray(pick, dtype=int)
+    return res
+
+
+class PsfMoments(Stage):
+    """Star selection, PSF moments and IQ score for SCIENCE frames."""
+
+    name = "psf"
+    version = "1"
+    frame_types = frozenset({"SCIENCE"})
+    level = "quadrant"
+    requires = ("catalogue",)
+
+    @staticmethod
+    def config_of(settings: Any) -> dict[str, Any]:
+        return {**settings.psf.model_dump(), "iq": settings.iq.reference_mapping()}
+
+    def run(
+        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
+    ) -> StageResult:
+        cat_path = exposure.product("catalogue", "parquet")
+        if not cat_path.exists():
+            raise FileNotFoundError(f"no catalogue at {cat_path}: run the catalogue stage first")
+        cat = read_table(cat_path)
+        exptime = exposure.exptime or config["nominal_exptime_s"]
+        locus = find_stellar_locus(
+            cat["flux_radius"],
+            cat["flux_auto"],
+            cat["b_image"],
+            bmin=float(config["bmin_px"]),
+            flux_scale=exptime / float(config["nominal_exptime_s"]),
+        )
+        selected = (
+            select_stars(
+                cat["flux_radius"], cat["flux_auto"], cat["b_image"], locus, flags=cat["flags"]
+            )
+            if locus.found
+            else np.zeros(len(cat["flux_radius"]), dtype=bool)
+        )
+        idx = np.flatnonzero(selected)
+        by_ext: dict[str, np.ndarray] = {}
+        for i, ext in zip(idx, cat["extname"][idx], strict=True):
+            by_ext.setdefault(str(ext), []).append(i)
+        names = [n for n in frame.quadrant_extnames if n in by_ext]
+        jobs = {
+            n: {k: cat[k][by_ext[n]] for k in ("x_image", "y_image", "background", "flux_auto")}
+            for n in names
+        }
+        near = _neighbours(cat, jobs, int(config["stamp_half_size_px"]) + 3)
+        results = map_quadrants(
+            frame,
+            _moments_of,
+            args=(jobs, near, dict(config)),
+            names=names,
+            workers=exposure.quadrant_workers,
+        )
+        stars, stamps, stamp_labels = _merge(cat, by_ext, results)
+        write_table(stars, exposure.product("stars", "parquet"))
+        if stamps:
+            write_arrays(
+                {"stamps": np.stack(stamps), "labels": np.asarray(stamp_labels)},
+                exposure.product("stamps", "npz"),
+            )
+        metrics = _metrics(stars, locus, IQReference.from_mapping(config["iq"]))
+        return StageResult(metrics=metrics, products=[exposure.product("stars", "parquet")])
+
+
+def _moments_of(
+    quad: Quadrant,
+    jobs: Mapping[str, Mapping[str, np.ndarray]],
+    near: Mapping[str, Mapping[str, np.ndarray]],
+    params: Mapping[str, Any],
+) -> dict[str, np.ndarray]:
+    return quadrant_moments(quad, jobs[quad.extname], near[quad.extname], params)
+
+
+def _neighbours(
+    cat: Mapping[str, np.ndarray], jobs: Mapping[str, Mapping[str, np.ndarray]], reach: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per quadrant, the catalogue sources close enough to a selected star to matter."""
+    out = {}
+    for ext, stars in jobs.items():
+        rows = np.flatnonzero(cat["extname"] == ext)
+        xs, ys = cat["x_image"][rows], cat["y_image"][rows]
+        close = np.zeros(rows.size, dtype=bool)
+        for sx, sy in zip(stars["x_image"], stars["y_image"], strict=True):
+            close |= (np.abs(xs - sx) <= reach) & (np.abs(ys - sy) <= reach)
+        out[ext] = {k: cat[k][rows[close]] for k in ("x_image", "y_image", "a_image")}
+    return out
+
+
+def _merge(
+    cat: Mapping[str, np.ndarray],
+    by_ext: Mapping[str, list[int]],
+    results: Mapping[str, Mapping[str, np.ndarray]],
+) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[str]]:
+    cols: dict[str, list[np.ndarray]] = {}
+    stamps: list[np.ndarray] = []
+    labels: list[str] = []
+    keep_cat = ("extname", "x_world", "y_world", "field_radius", "flux_auto", "flux_radius")
+    keep_cat += ("b_image", "flags")
+    for ext, res in results.items():
+        rows = np.asarray(by_ext[ext])
+        measured = ~res["skipped"]
+        for k in keep_cat:
+            cols.setdefault(k, []).append(np.asarray(cat[k])[rows][measured])
+        cols.setdefault("x_image", []).append(res["x_image"][measured] + 1.0)
+        cols.setdefault("y_image", []).append(res["y_image"][measured] + 1.0)
+        for k in (
+            "wtflux",
+            "r2",
+            "e1",
+            "e2",
+            "t1",
+            "t2",
+            "c1",
+            "c2",
+            "n_iter",
+            "flag",
+            "n_replaced",
+        ):
+            cols.setdefault(k, []).append(res[k][measured])
+        cols.setdefault("converged", []).append(res["converged"][measured])
+        for j, s in zip(res["stamp_index"], res["stamps"], strict=True):
+            stamps.append(s)
+            labels.append(f"{ext} R2={res['r2'][j]:.2f}")
+    names = (*keep_cat, "x_image", "y_image", "wtflux", "r2", "e1", "e2", "t1", "t2", "c1", "c2")
+    names += ("n_iter", "flag", "n_replaced", "converged")
+    stars = {k: np.concatenate(cols[k]) if k in cols else np.zeros(0) for k in names}
+    stars["extname"] = np.asarray(stars["extname"], dtype=str)
+    return stars, stamps, labels
+
+
+def _metrics(
+    stars: Mapping[str, np.ndarray], locus: Any, reference: IQReference
+) -> list[tuple[str, str, float]]:
+    good = np.asarray(stars["flag"]) == 0 if len(stars["r2"]) else np.zeros(0, bool)
+    rows: list[tuple[str, str, float]] = [
+        ("FPA", "psf_locus_found", 1.0 if locus.found else 0.0),
+        ("FPA", "psf_locus_radius_px", float(locus.rc) if locus.found else float("nan")),
+        ("FPA", "n_stars", float(good.sum())),
+    ]
+    medians = {}
+    for col, metric in MOMENT_METRICS.items():
+        v = np.asarray(stars[col], float)[good] if good.size else np.zeros(0)
+        medians[col] = float(np.median(v)) if v.size else float("nan")
+        rows.append(("FPA", metric, medians[col]))
+    score = float(iq_score(medians["r2"], medians["e1"], medians["e2"], reference))
+    rows.append(("FPA", "iq_score", score))
+    ccds = np.array([e.split(".")[0] for e in stars["extname"]]) if good.size else np.zeros(0)
+    for ccd in sorted(set(ccds[good])) if good.size else []:
+        sel = good & (ccds == ccd)
+        rows.append((ccd, "n_stars", float(sel.sum())))
+        for col, metric in MOMENT_METRICS.items():
+            rows.append((ccd, metric, float(np.median(np.asarray(stars[col], float)[sel]))))
+    return rows

@@ -1,0 +1,76 @@
+"""The product tree on disk: where each exposure's and each month's files live.
+
+Layout: `<products>/<YYYY-MM-DD>/<exposure>/<exposure>_<product>.<ext>` per exposure (the
+UTC date of DATE-OBS, `undated` if unknown) and `<products>/months/<YYYY-MM>/...` per
+month. Files are written under a temporary name and renamed, so a reader never sees half
+a file and a crash never leaves one under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def exposure_dir(products: str | Path, exposure: str, date_obs: datetime | str | None) -> Path:
+    """Folder of one exposure's products (not created)."""
+    if isinstance(date_obs, str):
+        day = date_obs[:10]
+    elif date_obs is not None:
+        day = date_obs.strftime("%Y-%m-%d")
+    else:
+        day = "undated"
+    return Path(products) / day / exposure
+
+
+def month_dir(products: str | Path, month: str) -> Path:
+    """Folder of one month's aggregate products ('YYYY-MM')."""
+    return Path(products) / "months" / month
+
+
+def product_path(folder: Path, exposure: str, product: str, ext: str) -> Path:
+    return folder / f"{exposure}_{product}.{ext}"
+
+
+def write_table(columns: Mapping[str, np.ndarray | list], path: Path) -> Path:
+    """Write columns as a Parquet file atomically (zstd); returns the path."""
+    table = pa.table(
+        {k: np.asarray(v) if not isinstance(v, list) else v for k, v in columns.items()}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
+    """Write numpy arrays as a compressed .npz atomically; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_table(path: Path) -> dict[str, np.ndarray]:
+    """Read a Parquet product back as numpy columns."""
+    table = pq.read_table(path)
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
