@@ -132,6 +132,12 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     out = _invoke("run")
     assert "7 exposures, 7 stage runs ok" in out  # only detector_health changed
 
+    iq_rows = list(
+        csv.DictReader(io.StringIO(_invoke("iq", "--month", "2024-07", "--format", "csv")))
+    )
+    assert len(iq_rows) == 2  # the two good science frames
+    assert all(1.8 < float(r["r2"]) < 2.1 and float(r["score"]) >= 0 for r in iq_rows)
+
     status = _invoke("status")
     for word in ("SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN", "invalid"):
         assert word in status

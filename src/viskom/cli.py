@@ -266,6 +266,69 @@ def status(config: ConfigOption = None) -> None:
 
 
 @app.command()
+def iq(
+    config: ConfigOption = None,
+    month: Annotated[str | None, typer.Option(help="calendar month YYYY-MM")] = None,
+    from_visql: Annotated[
+        Path | None, typer.Option("--from-visql", help="score VISQL's psfmoments_YYYYMM.txt")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or table")] = "table",
+) -> None:
+    """Per-exposure PSF medians and IQ scores of a month (or of a VISQL month table)."""
+    from viskom.measure.iq import IQ_OK, IQ_REJECT, IQReference, iq_class
+    from viskom.pipeline.iq import EXTRA_COLUMNS, IQ_COLUMNS, iq_rows_from_store, iq_rows_visql
+
+    if fmt not in ("csv", "table"):
+        raise typer.BadParameter("--format must be csv or table")
+    if (month is None) == (from_visql is None):
+        raise typer.BadParameter("give exactly one of --month YYYY-MM or --from-visql FILE")
+    columns = list(IQ_COLUMNS)
+    if from_visql is not None:
+        settings = load_settings(config, required=False) if config else Settings()
+        reference = IQReference.from_mapping(settings.iq.reference_mapping())
+        try:
+            rows = iq_rows_visql(from_visql, reference)
+        except (OSError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    else:
+        settings = _settings(config)
+        reference = IQReference.from_mapping(settings.iq.reference_mapping())
+        with _open_store(settings) as store:
+            try:
+                rows = iq_rows_from_store(store, month, reference)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+        columns += list(EXTRA_COLUMNS)
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([_csv_value(r.get(c)) for c in columns])
+        return
+    # A compact fixed-width table that stays readable in an 80-column terminal.
+    out.print(f"IQ reference: {reference.name}; OK < {IQ_OK:g}, rejected > {IQ_REJECT:g}")
+    out.print(f"{'exposure':<58} {'R2':>6} {'e1':>7} {'e2':>7} {'score':>8}  class")
+    for r in rows:
+        out.print(
+            f"{r['exposure'][:58]:<58} {r['r2']:6.3f} {r['e1']:7.4f} {r['e2']:7.4f} "
+            f"{r['score']:8.1f}  {iq_class(r['score'])}",
+            highlight=False,
+        )
+    out.print(f"{len(rows)} exposures")
+
+
+def _csv_value(value: object, digits: int | None = None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        return f"{value:.{digits}g}" if digits else repr(value)
+    return str(value)
+
+
+@app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="folder for the demo")] = Path("viskom-demo"),
     seed: Annotated[int, typer.Option(help="simulation seed")] = 2024,
