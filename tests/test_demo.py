@@ -20,11 +20,19 @@ def test_demo_day(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     out = result.output
     assert "14 files" in out
-    # detector_health on 13 frames, catalogue on 6 science + 1 flat, psf on 6 science
-    assert "13 exposures, 26 stage runs ok, 0 failed" in out
+    # detector_health on 13 frames, catalogue on 6 science + 1 flat, psf and plots on 6 science
+    assert "13 exposures, 32 stage runs ok, 0 failed" in out
     assert "1 invalid" in out and "1 of unknown type" in out
     assert (demo_dir / "viskom.toml").is_file()
     assert (demo_dir / "data" / "viskom.db").is_file()
+
+    # The pipeline made the plots and the month products.
+    products = demo_dir / "data" / "products"
+    assert len(list(products.rglob("*_flux_radius.png"))) == 6
+    assert len(list(products.rglob("*_moment_maps.png"))) == 6
+    month = products / "months" / "2024-07"
+    assert (month / "IQ_timeline_2024-07.png").stat().st_size > 10_000
+    assert len((month / "iq_2024-07.csv").read_text().splitlines()) == 7  # header + 6
 
     # Afterwards any command works from inside the folder.
     monkeypatch.chdir(demo_dir)

@@ -87,8 +87,8 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     monkeypatch.setenv("VISKOM_EXECUTOR", "process")
     monkeypatch.setenv("VISKOM_WORKERS", "2")
     out = _invoke("run")
-    # 7 detector_health + catalogue on 2 science and 1 flat + psf on 2 science
-    assert "7 exposures, 12 stage runs ok, 0 failed" in out
+    # 7 detector_health + catalogue on 2 science and 1 flat + psf and plots on 2 science
+    assert "7 exposures, 14 stage runs ok, 0 failed" in out
 
     rows = _metrics_csv("--unit", "FPA", "--metric", "read_noise_e")
     assert len(rows) == 7
@@ -124,7 +124,7 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
 
     # Nothing pending: a second run does nothing.
     out = _invoke("run")
-    assert "0 exposures" in out and "12 up to date" in out
+    assert "0 exposures" in out and "14 up to date" in out
 
     # A new stage version re-runs it everywhere.
     monkeypatch.setattr(DetectorHealth, "version", "999")
@@ -158,7 +158,7 @@ def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> No
     monkeypatch.setattr(dh, "quadrant_health", broken)
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "11 stage runs ok, 1 failed" in out
+    assert "13 stage runs ok, 1 failed" in out
     assert "simulated failure in the flat measurement" in out
     status = _invoke("status")
     assert "failed" in status and "simulated failure" in status

@@ -65,6 +65,7 @@ class RunSummary:
     skipped: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (exposure, stage, error)
     seconds: float = 0.0
+    months: set[str] = field(default_factory=set)  # 'YYYY-MM' of exposures measured anew
 
 
 def plan(
@@ -250,6 +251,8 @@ def run_pipeline(
             record(store, outcome)
             if outcome.status == "ok":
                 summary.stages_ok += 1
+                if task.exposure.date_obs:
+                    summary.months.add(task.exposure.date_obs[:7])
             else:
                 summary.stages_failed += 1
                 summary.failures.append(

@@ -33,17 +33,17 @@ EXTRA_PARAMS = ("EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "FLUX_MAX", "ISOAREA_IMAGE",
 EXECUTABLES = ("source-extractor", "sex")
 
 
-class SExtractorUnavailable(RuntimeError):
+class SExtractorUnavailableError(RuntimeError):
     """No SExtractor executable on this machine."""
 
 
 def find_executable() -> str:
-    """Path of source-extractor (Debian's name) or sex; SExtractorUnavailable if neither."""
+    """Path of source-extractor (Debian's name) or sex; SExtractorUnavailableError if neither."""
     for name in EXECUTABLES:
         path = shutil.which(name)
         if path:
             return path
-    raise SExtractorUnavailable(
+    raise SExtractorUnavailableError(
         "source-extractor is not installed (Debian: apt-get install source-extractor)"
     )
 
@@ -57,7 +57,7 @@ def run_sextractor(
     """Run SExtractor with VISQL's settings on a frame; returns the catalogue as columns.
 
     Column names are lower case (`x_world`, `flux_auto`, `ext_number`...). Raises
-    SExtractorUnavailable without the program, RuntimeError if it fails.
+    SExtractorUnavailableError without the program, RuntimeError if it fails.
     """
     exe = find_executable()
     params = VISQL_PARAMS if visql_params_only else VISQL_PARAMS + EXTRA_PARAMS

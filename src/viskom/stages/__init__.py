@@ -4,9 +4,10 @@ from viskom.stages.base import ExposureInfo, Stage, StageResult, config_hash
 from viskom.stages.catalogue import Catalogue
 from viskom.stages.detector_health import DetectorHealth
 from viskom.stages.psf import PsfMoments
+from viskom.stages.science_plots import SciencePlots
 
 #: Registered stages, in execution order (a stage comes after those it requires).
-STAGES: tuple[Stage, ...] = (DetectorHealth(), Catalogue(), PsfMoments())
+STAGES: tuple[Stage, ...] = (DetectorHealth(), Catalogue(), PsfMoments(), SciencePlots())
 
 
 def get_stage(name: str) -> Stage:

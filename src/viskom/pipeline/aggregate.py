@@ -1,0 +1,71 @@
+"""Month aggregates, remade after a run for the months whose exposures changed.
+
+Per month: the IQ table (CSV: exposure, r2, e1, e2, score, the other moments, n_stars,
+date_obs, exptime), the IQ timeline and the PSF month summary (PNG), in
+`<products>/months/YYYY-MM/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from viskom.measure.iq import IQReference
+from viskom.pipeline.iq import EXTRA_COLUMNS, IQ_COLUMNS, iq_rows_from_store
+from viskom.store import Store
+from viskom.store.products import month_dir
+
+
+def write_iq_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """The month's IQ table as CSV (atomic)."""
+    columns = [*IQ_COLUMNS, *EXTRA_COLUMNS]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([_cell(r.get(c)) for c in columns])
+    os.replace(tmp, path)
+    return path
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def update_month_products(store: Store, settings: Any, months: Iterable[str]) -> list[Path]:
+    """Rewrite the aggregate products of each month; returns the files written."""
+    from viskom.present.plots import plot_iq_timeline, plot_psf_month_summary
+
+    reference = IQReference.from_mapping(settings.iq.reference_mapping())
+    written: list[Path] = []
+    for month in sorted(set(months)):
+        rows = iq_rows_from_store(store, month, reference)
+        folder = month_dir(settings.products_path, month)
+        written.append(write_iq_csv(rows, folder / f"iq_{month}.csv"))
+        table = {c: [r.get(c) for r in rows] for c in [*IQ_COLUMNS, *EXTRA_COLUMNS]}
+        written.append(
+            plot_iq_timeline(
+                table,
+                folder / f"IQ_timeline_{month}.png",
+                month_label=month,
+                ok=settings.iq.ok_below,
+                reject=settings.iq.reject_above,
+            )
+        )
+        written.append(
+            plot_psf_month_summary(
+                table,
+                folder / f"psfmoments_{month}.png",
+                month_label=month,
+                ok=settings.iq.ok_below,
+            )
+        )
+    return written

@@ -1,0 +1,379 @@
+"""Plots: every function writes a PNG of the expected pixel size, also for empty/NaN inputs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from astropy.table import Table
+from PIL import Image
+
+from viskom.le1.geometry import all_extnames
+from viskom.measure.iq import iq_score
+from viskom.measure.stars import find_stellar_locus
+from viskom.present.focal import quadrant_rectangle, region_centre
+from viskom.present.inputs import mission_day, mission_day_to_date, month_mission_days
+from viskom.present.plots import (
+    plot_flux_radius,
+    plot_iq_timeline,
+    plot_moment_maps,
+    plot_moments_vs_position,
+    plot_psf_month_summary,
+    plot_star_stamps,
+)
+
+SIZES = {
+    "flux_radius": (800, 600),
+    "moment_maps": (1200, 900),
+    "moments_vs_position": (1400, 1400),
+    "stamps": (1000, 1000),
+    "timeline": (1400, 1400),
+    "month_summary": (1100, 900),
+}
+TITLE = "C_20240713_032840_W_52167482  2024-07-13T03:28:40"
+
+
+# ------------------------------------------------------------------------------------------
+# synthetic inputs
+
+
+def make_catalogue(seed: int = 1) -> dict[str, np.ndarray]:
+    """Stars on a locus at r ~ 1.12 px (saturated ones on the 'smoke'), galaxies, cosmics."""
+    rng = np.random.default_rng(seed)
+    n_star, n_gal, n_cr = 800, 15000, 8000
+    f_star = 10 ** rng.uniform(3.0, 7.0, n_star)
+    r_star = 1.12 * (1 + 0.025 * rng.standard_normal(n_star))
+    sat = f_star > 3e5
+    r_star[sat] *= np.sqrt(f_star[sat] / 3e5)
+    f_gal = 10 ** rng.normal(3.7, 0.45, n_gal)
+    r_gal = 10 ** rng.normal(0.4, 0.2, n_gal)
+    f_cr = 10 ** rng.uniform(3.0, 4.8, n_cr)
+    r_cr = 10 ** rng.uniform(-0.2, 0.5, n_cr)
+    r = np.concatenate([r_star, r_gal, r_cr])
+    f = np.concatenate([f_star, f_gal, f_cr])
+    b = np.concatenate(
+        [rng.uniform(1.5, 2.0, n_star), rng.uniform(1.4, 4.0, n_gal), rng.uniform(0.5, 1.2, n_cr)]
+    )
+    n = r.size
+    x = rng.uniform(-0.35, 0.35, n)
+    y = rng.uniform(-0.38, 0.38, n)
+    return {
+        "extname": np.array(["3-4.G"] * n),
+        "x_world": x,
+        "y_world": y,
+        "field_radius": np.hypot(x, y),
+        "flux_auto": f,
+        "fluxerr_auto": np.sqrt(f),
+        "flux_radius": r,
+        "a_image": b * rng.uniform(1.0, 2.0, n),
+        "b_image": b,
+        "theta_image": rng.uniform(-90, 90, n),
+        "flags": np.where(f > 3e5, 4, 0),
+        "peak": f / 10,
+        "area": np.full(n, 20),
+    }
+
+
+def make_star_moments(seed: int = 2, per_quadrant: int = 8) -> dict[str, np.ndarray]:
+    """Stars in every quadrant with smooth focal-plane patterns of R2, e, coma and trefoil."""
+    rng = np.random.default_rng(seed)
+    ext, xs, ys = [], [], []
+    for name in all_extnames():
+        x0, y0, w, h = quadrant_rectangle(name)
+        k = rng.poisson(per_quadrant)
+        ext += [name] * k
+        xs.append(x0 + w * rng.uniform(0.05, 0.95, k))
+        ys.append(y0 + h * rng.uniform(0.05, 0.95, k))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    n = x.size
+    rad = np.hypot(x, y)
+
+    def noise(s: float) -> np.ndarray:
+        return s * rng.standard_normal(n)
+
+    return {
+        "extname": np.array(ext),
+        "x_world": x,
+        "y_world": y,
+        "flux_auto": 10 ** rng.uniform(4.0, 5.4, n),
+        "flux_radius": 1.12 + noise(0.03),
+        "r2": 1.90 + 0.8 * rad**2 + 0.1 * x + noise(0.05),
+        "e1": -0.02 + 0.25 * (x**2 - y**2) + noise(0.015),
+        "e2": 0.005 + 0.5 * x * y + noise(0.015),
+        "t1": -0.235 + 0.2 * rad**2 + noise(0.05),
+        "t2": 0.03 + 0.1 * x + noise(0.05),
+        "c1": 0.03 + 0.25 * x + noise(0.05),
+        "c2": -0.02 + 0.25 * y + noise(0.05),
+    }
+
+
+def make_stamps(n: int = 100, seed: int = 3) -> np.ndarray:
+    """(n, 29, 29) background-subtracted elliptical Gaussian stars with noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[-14:15, -14:15].astype(float)
+    out = np.empty((n, 29, 29))
+    for i in range(n):
+        dx, dy = rng.uniform(-0.5, 0.5, 2)
+        s1, s2 = rng.uniform(0.9, 1.2), rng.uniform(0.9, 1.2)
+        amp = 10 ** rng.uniform(2.5, 4.0)
+        core = np.exp(-0.5 * (((xx - dx) / s1) ** 2 + ((yy - dy) / s2) ** 2))
+        halo = 0.02 * np.exp(-0.5 * ((xx - dx) ** 2 + (yy - dy) ** 2) / 4.0**2)
+        out[i] = amp * (core + halo) + rng.normal(0, 5, (29, 29))
+    return out
+
+
+def make_month(seed: int = 4, n: int = 300) -> dict[str, np.ndarray]:
+    """~300 exposures over July 2024: long/short pairs, a calibration block, a few outliers."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2024, 7, 1, 0, 10, tzinfo=UTC)
+    hours = np.sort(rng.uniform(0, 30.9 * 24, n))
+    dates = [start + timedelta(hours=float(h)) for h in hours]
+    exptime = np.where(np.arange(n) % 3 == 0, 89.52, 560.52)
+    exptime[(hours > 250) & (hours < 262)] = 240.0
+    r2 = rng.normal(1.978, 0.008, n)
+    e1 = rng.normal(-0.022, 0.004, n)
+    e2 = rng.normal(0.006, 0.002, n)
+    t1 = rng.normal(-0.235, 0.004, n)
+    t2 = rng.normal(0.03, 0.004, n)
+    bad = rng.choice(n, 6, replace=False)
+    r2[bad[:3]] += [0.4, 0.15, -0.5]
+    e1[bad[2:5]] += [0.1, -0.2, 0.05]
+    t1[bad[4:]] += [0.2, -0.1]
+    return {
+        "exposure": np.array([f"C_{d:%Y%m%d_%H%M%S}_W_{i:08x}" for i, d in enumerate(dates)]),
+        "date_obs": np.array([d.isoformat() for d in dates]),
+        "exptime": exptime,
+        "r2": r2,
+        "e1": e1,
+        "e2": e2,
+        "score": iq_score(r2, e1, e2),
+        "coma1": rng.normal(0.033, 0.004, n),
+        "coma2": rng.normal(-0.02, 0.005, n),
+        "trefoil1": t1,
+        "trefoil2": t2,
+    }
+
+
+def nan_like(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Same columns and length, every float column NaN."""
+    return {
+        k: (np.full(len(v), np.nan) if np.asarray(v).dtype.kind == "f" else v)
+        for k, v in table.items()
+    }
+
+
+def empty_like(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v)[:0] for k, v in table.items()}
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def assert_png(path: Path, kind: str) -> None:
+    assert path.exists()
+    assert png_size(path) == SIZES[kind]
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------------------
+# mission time
+
+
+def test_mission_day_epoch_and_july_2024() -> None:
+    days = mission_day(
+        [
+            "2023-07-01T00:00:00",
+            "2024-07-01T00:00:00Z",
+            datetime(2024, 7, 13, 5, 28, 40, tzinfo=timezone(timedelta(hours=2))),
+            np.datetime64("2024-07-31T12:00:00"),
+            "not a date",
+            None,
+        ]
+    )
+    assert days[0] == 0.0
+    assert days[1] == 366.0  # 2024 is a leap year
+    assert days[2] == pytest.approx(366 + 12 + (3 * 3600 + 28 * 60 + 40) / 86400)
+    assert days[3] == pytest.approx(396.5)
+    assert np.isnan(days[4]) and np.isnan(days[5])
+    assert month_mission_days("2024-07") == (366.0, 397.0)
+    assert month_mission_days("202407") == (366.0, 397.0)
+    assert month_mission_days("2023-07") == (0.0, 31.0)
+    assert mission_day_to_date(366.5) == datetime(2024, 7, 1, 12)
+    with pytest.raises(ValueError):
+        month_mission_days("2024-13")
+
+
+def test_month_table_days_fall_in_july() -> None:
+    days = mission_day(make_month()["date_obs"])
+    assert np.all((days >= 366.0) & (days < 397.0))
+
+
+def test_region_centres_follow_readout_corners() -> None:
+    # Columns 1-3: E bottom-left, G top-right; columns 4-6 rotated by 180 deg.
+    e, g = region_centre("1-1.E"), region_centre("1-1.G")
+    assert e is not None and g is not None
+    assert e[0] < g[0] and e[1] < g[1]
+    e4, g4 = region_centre("1-4.E"), region_centre("1-4.G")
+    assert e4 is not None and g4 is not None
+    assert e4[0] > g4[0] and e4[1] > g4[1]
+    assert region_centre("3-4") is not None
+    assert region_centre("junk") is None
+
+
+# ------------------------------------------------------------------------------------------
+# per-exposure plots
+
+
+def test_flux_radius(tmp_path: Path) -> None:
+    cat = make_catalogue()
+    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
+    assert locus.found
+    assert 1.0 < locus.rmin < 1.12 < locus.rmax < 1.3
+    out = plot_flux_radius(cat, locus, tmp_path / "chimney.png", title=TITLE)
+    assert out == tmp_path / "chimney.png"
+    assert_png(out, "flux_radius")
+
+
+def test_flux_radius_no_locus_and_empty(tmp_path: Path) -> None:
+    cat = make_catalogue()
+    not_found = {"found": False, "reason": "no chimney: best count 0"}
+    assert_png(plot_flux_radius(cat, not_found, tmp_path / "a.png", title=TITLE), "flux_radius")
+    empty = empty_like(cat)
+    assert_png(plot_flux_radius(empty, not_found, tmp_path / "b.png", title=TITLE), "flux_radius")
+    assert_png(plot_flux_radius({}, None, tmp_path / "c.png", title=TITLE), "flux_radius")
+    nan = nan_like(cat)
+    assert_png(plot_flux_radius(nan, not_found, tmp_path / "d.png", title=TITLE), "flux_radius")
+
+
+def test_flux_radius_pyarrow_and_astropy(tmp_path: Path) -> None:
+    cat = make_catalogue()
+    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
+    locus_map = {k: getattr(locus, k) for k in ("found", "reason", "rmin", "rmax", "fmin", "fmax")}
+    out = plot_flux_radius(pa.table(cat), locus_map, tmp_path / "pa.png", title=TITLE)
+    assert_png(out, "flux_radius")
+    out = plot_flux_radius(Table(cat), locus, tmp_path / "ap.png", title=TITLE)
+    assert_png(out, "flux_radius")
+
+
+def test_missing_required_column_is_reported(tmp_path: Path) -> None:
+    cat = make_catalogue()
+    del cat["flux_radius"]
+    with pytest.raises(KeyError, match="flux_radius"):
+        plot_flux_radius(cat, None, tmp_path / "x.png", title=TITLE)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("group", ["quadrant", "ccd"])
+def test_moment_maps(tmp_path: Path, group: str) -> None:
+    stars = make_star_moments()
+    out = plot_moment_maps(stars, tmp_path / "map.png", title=TITLE, group=group)  # type: ignore[arg-type]
+    assert_png(out, "moment_maps")
+
+
+def test_moment_maps_empty_and_nan(tmp_path: Path) -> None:
+    stars = make_star_moments()
+    for i, data in enumerate((empty_like(stars), nan_like(stars), {}, pa.table(stars).slice(0, 0))):
+        assert_png(plot_moment_maps(data, tmp_path / f"{i}.png", title=TITLE), "moment_maps")
+    # Unknown extension names fall back to the stars' median positions.
+    odd = dict(stars, extname=np.array(["CCD?"] * len(stars["r2"])))
+    assert_png(plot_moment_maps(odd, tmp_path / "odd.png", title=TITLE), "moment_maps")
+
+
+def test_moments_vs_position_subsample_is_deterministic(tmp_path: Path) -> None:
+    stars = make_star_moments(per_quadrant=20)  # ~2900 stars: more than the 2000 drawn
+    assert len(stars["r2"]) > 2000
+    a = plot_moments_vs_position(stars, tmp_path / "a.png", title=TITLE)
+    b = plot_moments_vs_position(Table(stars), tmp_path / "b.png", title=TITLE)
+    assert_png(a, "moments_vs_position")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_moments_vs_position_empty_and_nan(tmp_path: Path) -> None:
+    stars = make_star_moments()
+    for i, data in enumerate((empty_like(stars), nan_like(stars), None)):
+        out = plot_moments_vs_position(data, tmp_path / f"{i}.png", title=TITLE)
+        assert_png(out, "moments_vs_position")
+
+
+def test_star_stamps(tmp_path: Path) -> None:
+    stamps = make_stamps(130)
+    r2 = np.linspace(1.8, 2.1, 130)
+    labels = [f"{e} R2={r:.2f}" for e, r in zip(all_extnames()[:130], r2, strict=True)]
+    out = plot_star_stamps(stamps, tmp_path / "stamps.png", labels=labels, title=TITLE)
+    assert_png(out, "stamps")
+    assert_png(plot_star_stamps(stamps[:7], tmp_path / "few.png", title=TITLE), "stamps")
+
+
+def test_star_stamps_empty_and_nan(tmp_path: Path) -> None:
+    for i, data in enumerate(
+        (np.zeros((0, 29, 29)), np.full((4, 29, 29), np.nan), None, np.zeros((3, 29, 29)))
+    ):
+        assert_png(plot_star_stamps(data, tmp_path / f"{i}.png", title=TITLE), "stamps")
+
+
+# ------------------------------------------------------------------------------------------
+# monthly plots
+
+
+def test_iq_timeline(tmp_path: Path) -> None:
+    month = make_month()
+    out = plot_iq_timeline(month, tmp_path / "timeline.png", month_label="2024-07")
+    assert_png(out, "timeline")
+    # datetime objects and a pyarrow timestamp column work as well
+    as_dt = dict(month, date_obs=np.array([datetime.fromisoformat(d) for d in month["date_obs"]]))
+    out = plot_iq_timeline(pa.table(as_dt), tmp_path / "pa.png", month_label="2024-07")
+    assert_png(out, "timeline")
+
+
+def test_iq_timeline_empty_and_nan(tmp_path: Path) -> None:
+    month = make_month()
+    for i, data in enumerate((empty_like(month), nan_like(month), {}, None)):
+        out = plot_iq_timeline(data, tmp_path / f"{i}.png", month_label="2024-07")
+        assert_png(out, "timeline")
+    # A month without any of the table's exposures
+    out = plot_iq_timeline(month, tmp_path / "aug.png", month_label="2024-08")
+    assert_png(out, "timeline")
+
+
+def test_psf_month_summary(tmp_path: Path) -> None:
+    month = make_month()
+    out = plot_psf_month_summary(month, tmp_path / "summary.png", month_label="2024-07")
+    assert_png(out, "month_summary")
+    no_score = {k: v for k, v in month.items() if k != "score"}  # score computed
+    out = plot_psf_month_summary(Table(no_score), tmp_path / "ns.png", month_label="2024-07")
+    assert_png(out, "month_summary")
+
+
+def test_psf_month_summary_empty_and_nan(tmp_path: Path) -> None:
+    month = make_month()
+    for i, data in enumerate((empty_like(month), nan_like(month), {})):
+        out = plot_psf_month_summary(data, tmp_path / f"{i}.png", month_label="2024-07")
+        assert_png(out, "month_summary")
+
+
+def test_png_replaced_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "stamps.png"
+    plot_star_stamps(make_stamps(4), target, title="first")
+    first = target.read_bytes()
+    plot_star_stamps(make_stamps(9), target, title="second")
+    assert target.read_bytes() != first
+    assert sorted(p.name for p in target.parent.iterdir()) == ["stamps.png"]
+
+
+def test_plot_in_worker_process(tmp_path: Path) -> None:
+    # No pyplot state: a plot can be made in a fresh (spawned) worker process.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        out = pool.submit(
+            plot_star_stamps, make_stamps(4), tmp_path / "w.png", title="worker"
+        ).result(timeout=120)
+    assert_png(out, "stamps")
