@@ -119,6 +119,13 @@ class Le1Frame:
         expected = set(all_extnames())
         return [n for n in self._index if n in expected]
 
+    def extname_of_hdu(self, hdu_index: int) -> str | None:
+        """EXTNAME of the HDU at this position in the file (SExtractor's EXT_NUMBER)."""
+        for name, i in self._index.items():
+            if i == hdu_index:
+                return name
+        return None
+
     def missing_extnames(self) -> list[str]:
         present = set(self._index)
         return [n for n in all_extnames() if n not in present]

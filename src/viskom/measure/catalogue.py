@@ -58,6 +58,7 @@ class ExtractionParams:
     kron_min_radius: float = 3.5
     pixstack_fraction: float = 0.25  # pixel stack: this fraction of the image, >= 300000
     radius_subpix: int = 3  # FLUX_RADIUS sub-sampling: 0.1% median error, 2x faster than 5
+    aperture_subpix: int = 1  # AUTO aperture sub-sampling (5 gives the same medians, 5% slower)
 
 
 def empty_catalogue() -> dict[str, np.ndarray]:
@@ -110,30 +111,21 @@ def extract_sources(
     theta = np.clip(theta, -np.pi / 2, np.pi / 2)
     kron, kflag = sep.kron_radius(data, x, y, a, b, theta, 6.0)
     kron = np.where(np.isfinite(kron) & (kron > 0), kron, 0.0)
-    r_min = p.kron_min_radius
-    # SExtractor: a Kron aperture smaller than the minimum radius becomes a circle of it.
-    use_circle = p.kron_factor * kron * np.sqrt(a * b) < r_min
-    flux = np.zeros(len(objects))
-    fluxerr = np.zeros(len(objects))
-    aflag = np.zeros(len(objects), dtype=np.int16)
-    ell = ~use_circle
-    if ell.any():
-        flux[ell], fluxerr[ell], aflag[ell] = sep.sum_ellipse(
-            data,
-            x[ell],
-            y[ell],
-            a[ell],
-            b[ell],
-            theta[ell],
-            p.kron_factor * kron[ell],
-            err=rms,
-            gain=gain_e_per_adu,
-            subpix=1,
-        )
-    if use_circle.any():
-        flux[use_circle], fluxerr[use_circle], aflag[use_circle] = sep.sum_circle(
-            data, x[use_circle], y[use_circle], r_min, err=rms, gain=gain_e_per_adu, subpix=1
-        )
+    # SExtractor's AUTO aperture: the ellipse (a, b, theta) scaled by
+    # max(kron_factor * kron_radius, kron_min_radius) (PHOT_AUTOPARAMS 2.5, 3.5).
+    scale = np.maximum(p.kron_factor * kron, p.kron_min_radius)
+    flux, fluxerr, aflag = sep.sum_ellipse(
+        data,
+        x,
+        y,
+        a,
+        b,
+        theta,
+        scale,
+        err=rms,
+        gain=gain_e_per_adu,
+        subpix=p.aperture_subpix,
+    )
     rmax = np.maximum(6.0 * a, 3.0)
     radius, rflag = sep.flux_radius(
         data, x, y, rmax, 0.5, normflux=np.where(flux > 0, flux, np.nan), subpix=p.radius_subpix
