@@ -37,6 +37,7 @@ def raw(tmp_path_factory) -> Path:
         ("science", "truncated"),
         ("science", "missing-extensions"),
         ("science", "not-fits"),
+        ("science", "flipped-geometry"),
     ]
     for i, (kind, defect) in enumerate(plan):
         sub = out / ("night" if i % 2 else "")  # folders are searched recursively
@@ -77,21 +78,21 @@ def _metrics_csv(*args: str) -> list[dict]:
 
 def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     out = _invoke("ingest", str(raw))
-    assert "7 new" in out or "10 new" in out
+    assert "11 new" in out
     assert "3 invalid" in out and "1 of unknown type" in out
     assert "truncated" in out and "missing 3 of 144" in out and "not-fits" in out
     # idempotent
     out = _invoke("ingest", str(raw))
-    assert "0 new" in out and "10 unchanged" in out
+    assert "0 new" in out and "11 unchanged" in out
 
     monkeypatch.setenv("VISKOM_EXECUTOR", "process")
     monkeypatch.setenv("VISKOM_WORKERS", "2")
     out = _invoke("run")
-    # 7 detector_health + catalogue on 2 science and 1 flat + psf and plots on 2 science
-    assert "7 exposures, 14 stage runs ok, 0 failed" in out
+    # 8 detector_health + catalogue on 3 science and 1 flat + psf and plots on 3 science
+    assert "8 exposures, 18 stage runs ok, 0 failed" in out
 
     rows = _metrics_csv("--unit", "FPA", "--metric", "read_noise_e")
-    assert len(rows) == 7
+    assert len(rows) == 8
     assert set(rows[0]) == {"exposure", "unit", "metric", "value"}
     assert all(not r["exposure"].endswith((".fits", ".gz")) for r in rows)
     assert all(3.5 < float(r["value"]) < 5.0 for r in rows)
@@ -124,24 +125,25 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
 
     # Nothing pending: a second run does nothing.
     out = _invoke("run")
-    assert "0 exposures" in out and "14 up to date" in out
+    assert "0 exposures" in out and "18 up to date" in out
 
     # A new stage version re-runs it everywhere.
     monkeypatch.setattr(DetectorHealth, "version", "999")
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "7 exposures, 7 stage runs ok" in out  # only detector_health changed
+    assert "8 exposures, 8 stage runs ok" in out  # only detector_health changed
 
     iq_rows = list(
         csv.DictReader(io.StringIO(_invoke("iq", "--month", "2024-07", "--format", "csv")))
     )
-    assert len(iq_rows) == 2  # the two good science frames
-    assert all(1.8 < float(r["r2"]) < 2.1 and float(r["score"]) >= 0 for r in iq_rows)
+    assert len(iq_rows) == 3  # the three measurable science frames
+    assert all(1.8 < float(r["r2"]) < 2.1 and 0 <= float(r["score"]) < 100 for r in iq_rows)
 
     status = _invoke("status")
     for word in ("SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN", "invalid"):
         assert word in status
     assert "truncated" in status and "MYSTERY_MODE" in status
+    assert "geometry" in status and "3 quadrant(s)" in status
 
 
 def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> None:
@@ -158,7 +160,7 @@ def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> No
     monkeypatch.setattr(dh, "quadrant_health", broken)
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "13 stage runs ok, 1 failed" in out
+    assert "17 stage runs ok, 1 failed" in out
     assert "simulated failure in the flat measurement" in out
     status = _invoke("status")
     assert "failed" in status and "simulated failure" in status
@@ -183,3 +185,38 @@ def test_commands_without_settings_fail_clearly(tmp_path, monkeypatch) -> None:
 def test_ingest_missing_path_is_an_error(project) -> None:
     result = runner.invoke(app, ["ingest", "does/not/exist"])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_corrupt_and_odd_files_never_stop_ingest(project, tmp_path) -> None:
+    import gzip
+    import shutil
+
+    raw = tmp_path / "odd"
+    raw.mkdir()
+    cfg = SimConfig(geometry="small")
+    good = simulate_frame(raw, "bias", seed=1, date_obs=T0.replace(hour=7), config=cfg)
+    # an extension header without NAXIS1 (astropy raises KeyError on it)
+    bad = simulate_frame(raw, "bias", seed=2, date_obs=T0.replace(hour=8), config=cfg).path
+    blob = bytearray(bad.read_bytes())
+    at = blob.find(b"NAXIS1  =", blob.find(b"NAXIS1  =", 2880 * 3) + 1)
+    blob[at : at + 6] = b"NAXISZ"  # same length: the FITS stays aligned
+    bad.write_bytes(bytes(blob))
+    # a gzip stream cut in the middle
+    cut = raw / "EUC_LE1_VIS-02999-1-W_20240713T090000.000000Z_01_01_01.00.fits.gz"
+    with open(good.path, "rb") as src, gzip.open(cut, "wb", compresslevel=1) as dst:
+        shutil.copyfileobj(src, dst)
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    # the same exposure twice: plain and gzipped
+    twin = raw / "sub"
+    twin.mkdir()
+    with open(good.path, "rb") as src, gzip.open(twin / (good.name + ".fits.gz"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+    out = _invoke("ingest", str(raw))
+    assert "duplicate name" in out
+    assert "unusable header" in out or "cannot read" in out
+    assert "EUC_LE1_VIS-02999" in out and "truncated" in out
+    # nothing flips on a second ingest
+    out = _invoke("ingest", str(raw))
+    assert "0 new, 0 updated" in out

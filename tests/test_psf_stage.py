@@ -81,7 +81,8 @@ def test_psf_moments_match_truth(science) -> None:
         fpa = {m: v for u, m, v in result.metrics if u == "FPA"}
         assert fpa["psf_locus_found"] == 1.0
         assert fpa["n_stars"] == (s["flag"] == 0).sum()
-        assert fpa["iq_score"] >= 0
+        # the simulated PSF sits near VISQL's reference: a nominal score (OK < 27)
+        assert 0 <= fpa["iq_score"] < 27
     r2m, r2t = np.concatenate(r2m), np.concatenate(r2t)
     # Requirement: median R2 within 2% of truth, median e1 and e2 within 0.005.
     assert np.median(r2m) / np.median(r2t) == pytest.approx(1.0, abs=0.02)
@@ -124,7 +125,8 @@ def test_field_without_stars_is_reported_not_failed(tmp_path) -> None:
         result = PsfMoments().run(frame, info, PsfMoments.config_of(settings))
     fpa = {m: v for u, m, v in result.metrics if u == "FPA"}
     assert fpa["n_stars"] == 0
-    assert np.isnan(fpa["psf_r2"]) or fpa["psf_locus_found"] == 0.0
+    assert fpa["psf_locus_found"] == 0.0
+    assert np.isnan(fpa["psf_r2"]) and np.isnan(fpa["iq_score"])
 
 
 def test_catalogue_columns(science) -> None:

@@ -148,6 +148,8 @@ def ingest(
         console.print(f"  [red]invalid[/red] {name}: {reason}")
     for name, reason in report.unknown_type:
         console.print(f"  [yellow]unknown type[/yellow] {name}: {reason}")
+    for name, reason in report.duplicates:
+        console.print(f"  [yellow]duplicate name[/yellow] {name}: {reason}")
 
 
 @app.command()
@@ -193,6 +195,11 @@ def run(
         f"{summary.stages_failed} failed, {summary.skipped} up to date "
         f"({summary.seconds:.1f} s)"
     )
+    if summary.blocked:
+        console.print(
+            f"  [yellow]{summary.blocked} stage(s) wait for a stage that failed[/yellow] "
+            "(see `viskom status`; `viskom run --retry-failed` tries again)"
+        )
     for name, stage, error in summary.failures:
         console.print(f"  [red]failed[/red] {name} {stage}: {error}")
 
@@ -252,6 +259,11 @@ def status(config: ConfigOption = None) -> None:
         failed = store.failed_stage_runs()
         invalid = store.list_exposures(state="invalid")
         unknown = store.list_exposures(frame_type="UNKNOWN")
+        flipped = [
+            m
+            for m in store.metrics(metrics=["geometry_mismatch"], units=["FPA"])
+            if m.value is not None and m.value > 0
+        ]
     table = Table(title=f"viskom status ({settings.db_url})")
     for col in ("date", "frame type", "state", "exposures"):
         table.add_column(col)
@@ -267,6 +279,12 @@ def status(config: ConfigOption = None) -> None:
     for exp in unknown:
         if exp.state != "invalid":
             out.print(f"[yellow]unknown type[/yellow] {exp.name}: {exp.reason}")
+    for m in flipped:
+        out.print(
+            f"[yellow]geometry[/yellow] {m.exposure}: {m.value:.0f} quadrant(s) whose bias-only "
+            "columns or rows are not where the header puts them "
+            f"(`viskom metrics --exposure {m.exposure} --metric geometry_mismatch`)"
+        )
     for name, runrow in failed:
         out.print(
             f"[red]failed[/red] {name} {runrow.stage} v{runrow.stage_version}: {runrow.error}"
@@ -283,7 +301,7 @@ def iq(
     fmt: Annotated[str, typer.Option("--format", help="csv or table")] = "table",
 ) -> None:
     """Per-exposure PSF medians and IQ scores of a month (or of a VISQL month table)."""
-    from viskom.measure.iq import IQ_OK, IQ_REJECT, IQReference, iq_class
+    from viskom.measure.iq import IQReference, iq_class
     from viskom.pipeline.iq import EXTRA_COLUMNS, IQ_COLUMNS, iq_rows_from_store, iq_rows_visql
 
     if fmt not in ("csv", "table"):
@@ -292,7 +310,11 @@ def iq(
         raise typer.BadParameter("give exactly one of --month YYYY-MM or --from-visql FILE")
     columns = list(IQ_COLUMNS)
     if from_visql is not None:
-        settings = load_settings(config, required=False) if config else Settings()
+        try:
+            settings = load_settings(config, required=False)  # the [iq] section, if any
+        except ConfigError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
         reference = IQReference.from_mapping(settings.iq.reference_mapping())
         try:
             rows = iq_rows_visql(from_visql, reference)
@@ -315,12 +337,13 @@ def iq(
             writer.writerow([_csv_value(r.get(c)) for c in columns])
         return
     # A compact fixed-width table that stays readable in an 80-column terminal.
-    out.print(f"IQ reference: {reference.name}; OK < {IQ_OK:g}, rejected > {IQ_REJECT:g}")
+    ok, reject = settings.iq.ok_below, settings.iq.reject_above
+    out.print(f"IQ reference: {reference.name}; OK < {ok:g}, rejected > {reject:g}")
     out.print(f"{'exposure':<58} {'R2':>6} {'e1':>7} {'e2':>7} {'score':>8}  class")
     for r in rows:
         out.print(
             f"{r['exposure'][:58]:<58} {r['r2']:6.3f} {r['e1']:7.4f} {r['e2']:7.4f} "
-            f"{r['score']:8.1f}  {iq_class(r['score'])}",
+            f"{r['score']:8.1f}  {iq_class(r['score'], ok=ok, reject=reject)}",
             highlight=False,
         )
     out.print(f"{len(rows)} exposures")

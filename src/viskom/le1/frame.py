@@ -72,15 +72,22 @@ class Le1Frame:
         self.identity: ExposureName = parse_file_name(self.path)
         self.warnings: list[str] = []
         self._gz: gzip.GzipFile | None = None
+        hdul = None
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", AstropyUserWarning)
                 warnings.simplefilter("always", VerifyWarning)
-                self._hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
-                self._hdul.readall()
-        except (OSError, ValueError, TypeError, EOFError) as exc:
-            kind = "truncated" if "truncat" in str(exc).lower() else "not-fits"
-            raise FrameError(f"{self.path.name}: cannot read as FITS ({exc})", kind) from exc
+                hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
+                hdul.readall()
+        except Exception as exc:  # astropy raises many types on corrupt files; all are "bad"
+            if hdul is not None:
+                hdul.close()
+            text = str(exc).lower()
+            kind = "truncated" if "truncat" in text or isinstance(exc, EOFError) else "not-fits"
+            raise FrameError(
+                f"{self.path.name}: cannot read as FITS ({type(exc).__name__}: {exc})", kind
+            ) from exc
+        self._hdul = hdul
         self.warnings = [str(w.message) for w in caught]
         self.primary_fits_header = self._hdul[0].header
         self.primary = PrimaryHeader.from_header(self.primary_fits_header)
@@ -131,9 +138,9 @@ class Le1Frame:
         return [n for n in all_extnames() if n not in present]
 
     def truncated_extnames(self) -> list[str]:
-        """Extensions whose data run past the end of a plain (uncompressed) file."""
+        """Extensions whose data run past the end of the file (of the decompressed stream)."""
         if self.gzipped:
-            return []
+            return self._truncated_in_gzip()
         out = []
         for name, i in self._index.items():
             info = self._hdul[i].fileinfo()
@@ -143,6 +150,21 @@ class Le1Frame:
             if needed > self.file_size:
                 out.append(name)
         return out
+
+    def _truncated_in_gzip(self) -> list[str]:
+        """For a gzip stream: the extension where a cut stream (or its content) ends."""
+        length, complete = _gzip_length(self.path)
+        ends = []
+        for name, i in self._index.items():
+            info = self._hdul[i].fileinfo()
+            if info is not None:
+                ends.append((info["datLoc"] + _data_nbytes(self._hdul[i].header), name))
+        short = [name for end, name in sorted(ends) if end > length]
+        if short:
+            return short[:1]
+        if not complete:
+            return [max(ends)[1]] if ends else ["(primary)"]
+        return []
 
     def problems(self) -> list[str]:
         """Why this file is not a usable LE1 VIS frame (empty list: it is)."""
@@ -160,7 +182,12 @@ class Le1Frame:
             where = f" in extension(s) {', '.join(truncated)}" if truncated else ""
             issues.append(f"file truncated{where} ({self.file_size} bytes)")
         for name in self.quadrant_extnames:
-            qh = QuadrantHeader.from_header(self._hdul[self._index[name]].header)
+            try:
+                qh = QuadrantHeader.from_header(self._hdul[self._index[name]].header)
+                self.geometry(name)
+            except (ValueError, TypeError, KeyError) as exc:
+                issues.append(f"{name}: unusable header ({exc})")
+                break
             if qh.bitpix != 16 or qh.naxis1 <= 0 or qh.naxis2 <= 0:
                 issues.append(f"{name}: BITPIX={qh.bitpix}, NAXIS={qh.naxis1}x{qh.naxis2}")
                 break
@@ -268,6 +295,18 @@ def _scale(raw: np.ndarray, qh: QuadrantHeader) -> np.ndarray:
     if qh.bzero == 0 and qh.bscale == 1:
         return raw.astype(np.int16)
     return raw.astype(np.float32) * np.float32(qh.bscale) + np.float32(qh.bzero)
+
+
+def _gzip_length(path: Path) -> tuple[int, bool]:
+    """How many bytes a gzip stream decompresses to, and whether it ends properly."""
+    n = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while block := fh.read(1 << 22):
+                n += len(block)
+    except (OSError, EOFError, zlib.error):
+        return n, False
+    return n, True
 
 
 def _data_nbytes(header: fits.Header) -> int:

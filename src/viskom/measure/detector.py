@@ -33,6 +33,19 @@ class DetectorHealthParams:
     level_sample_px: int = 500_000
 
 
+def quadrant_bias(
+    data: np.ndarray, geometry: QuadrantGeometry, nsigma: float = 3.0
+) -> tuple[float, float, float]:
+    """Bias levels (ADU) of the serial prescan and overscan, and the level under the image.
+
+    The prescan and overscan bracket every image row, so their mean is the bias under the
+    image even with a gradient along the rows.
+    """
+    pre = clipped_stats(data[geometry.serial_prescan.slices], nsigma).mean
+    over = clipped_stats(data[geometry.serial_overscan.slices], nsigma).mean
+    return pre, over, float(np.nanmean([pre, over]))
+
+
 def smooth_trend(values: np.ndarray) -> np.ndarray:
     """Least-squares quadratic through a 1-d profile (plain sums: no BLAS threads)."""
     n = values.size
@@ -106,17 +119,13 @@ def quadrant_health(
     """All detector-health metrics of one quadrant (names as stored in the database)."""
     p = params or DetectorHealthParams()
     gain = gain_e_per_adu if gain_e_per_adu and gain_e_per_adu > 0 else NAN
-    pre = data[geometry.serial_prescan.slices]
     over = data[geometry.serial_overscan.slices]
     pover = data[geometry.parallel_overscan.slices]
     image = data[geometry.image.slices]
 
-    bias_pre = clipped_stats(pre, p.bias_clip_sigma).mean
-    bias_over = clipped_stats(over, p.bias_clip_sigma).mean
+    bias_pre, bias_over, bias_image = quadrant_bias(data, geometry, p.bias_clip_sigma)
     bias_pover = clipped_stats(pover, p.bias_clip_sigma).mean
     noise = read_noise_adu(over, p.noise_clip_sigma)
-    # Bias under the image: the serial prescan and overscan bracket it along each row.
-    bias_image = np.nanmean([bias_pre, bias_over])
 
     # Level and spread from a subsample of rows (>= 0.5 Mpx: sub-0.01 ADU precision);
     # hot and saturated pixels are counted over every pixel.

@@ -134,13 +134,15 @@ def iq_score(
 
 
 @overload
-def iq_class(score: float) -> str: ...
+def iq_class(score: float, *, ok: float = ..., reject: float = ...) -> str: ...
 @overload
-def iq_class(score: np.ndarray) -> np.ndarray: ...
-def iq_class(score: float | np.ndarray) -> str | np.ndarray:
-    """'ok' (score < 27), 'degraded' (27..1000) or 'rejected' (> 1000 or NaN)."""
+def iq_class(score: np.ndarray, *, ok: float = ..., reject: float = ...) -> np.ndarray: ...
+def iq_class(
+    score: float | np.ndarray, *, ok: float = IQ_OK, reject: float = IQ_REJECT
+) -> str | np.ndarray:
+    """'ok' (score < ok), 'degraded' (ok..reject) or 'rejected' (> reject or NaN)."""
     s = np.asarray(score, dtype=float)
-    cls = np.where(s < IQ_OK, "ok", np.where(s <= IQ_REJECT, "degraded", "rejected"))
+    cls = np.where(s < ok, "ok", np.where(s <= reject, "degraded", "rejected"))
     return str(cls) if cls.ndim == 0 else cls
 
 

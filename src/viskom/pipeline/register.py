@@ -1,9 +1,12 @@
 """Registering frames: read headers, classify, verify structure, record one exposure row each.
 
-Idempotent: a file already registered with the same path, size and checksum is left as
-it is. A file that cannot be used (not FITS, truncated, missing extensions) is recorded as
-`invalid` with its reason; a frame of unknown type is registered as UNKNOWN with the
-keyword values that matched no rule. Nothing here stops on a bad file.
+Idempotent: a file already registered with the same path, size and modification time is
+left as it is (a changed file is checksummed again; the store forgets its measurements
+when the checksum, frame type, exposure time or DATE-OBS changed). A file that cannot be
+used (not FITS, truncated, missing extensions, corrupt headers) is recorded as `invalid`
+with its reason; a frame of unknown type is registered as UNKNOWN with the keyword values
+that matched no rule; a second file with an already registered name is reported and
+skipped. Nothing here stops on a bad file.
 """
 
 from __future__ import annotations
@@ -29,10 +32,7 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     unknown_type: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return len(self.new) + len(self.updated) + len(self.unchanged)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (name, explanation)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -112,11 +112,24 @@ def ingest(
             report.unchanged.append(name)
             _tally_problem(report, known.name, known.state, known.frame_type, known.reason)
             continue
+        if (
+            known is not None
+            and known.path != str(path.resolve())
+            and Path(known.path).exists()
+            and known.state == "registered"
+        ):
+            # Two files, one exposure name (X.fits beside X.fits.gz, or two folders): keep
+            # the registered one and say so, rather than flip between them on every ingest.
+            report.duplicates.append((name, f"{path} duplicates {known.path}; kept the latter"))
+            continue
         try:
             record = describe_file(path, rules)
-        except OSError as exc:  # unreadable file (permissions, I/O error): record it too
+        except Exception as exc:  # any unreadable file is recorded, never fatal
             record = ExposureRecord(
-                name=name, path=str(path.resolve()), state="invalid", reason=f"io-error: {exc}"
+                name=name,
+                path=str(path.resolve()),
+                state="invalid",
+                reason=f"unreadable: {type(exc).__name__}: {exc}",
             )
         header = dict(record.header or {})
         header["_mtime_ns"] = path.stat().st_mtime_ns

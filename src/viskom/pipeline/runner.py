@@ -63,6 +63,7 @@ class RunSummary:
     stages_ok: int = 0
     stages_failed: int = 0
     skipped: int = 0
+    blocked: int = 0  # pending stages whose required stage failed
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (exposure, stage, error)
     seconds: float = 0.0
     months: set[str] = field(default_factory=set)  # 'YYYY-MM' of exposures measured anew
@@ -77,8 +78,9 @@ def plan(
     retry_failed: bool = False,
     exposures: Sequence[str] | None = None,
     workers: int | None = None,
-) -> tuple[list[Task], int]:
-    """Tasks for everything pending, and how many (exposure, stage) pairs were up to date."""
+) -> tuple[list[Task], int, int]:
+    """Tasks for everything pending, how many (exposure, stage) pairs were up to date, and
+    how many are blocked because a stage they need failed (retry it with retry_failed)."""
     calls_by_stage: dict[str, StageCall] = {}
     for stage in stages:
         cfg = stage.config_of(settings)
@@ -95,7 +97,7 @@ def plan(
         wanted = set(exposures)
         registered = [e for e in registered if e.name in wanted]
     runs = store.stage_runs([e.id for e in registered])
-    tasks, skipped = [], 0
+    tasks, skipped, blocked = [], 0, 0
     for exp in registered:
         calls: list[StageCall] = []
         for stage in stages:
@@ -113,6 +115,8 @@ def plan(
                 )
                 if ready:
                     calls.append(call)
+                else:
+                    blocked += 1
             else:
                 skipped += 1
         if calls:
@@ -123,7 +127,7 @@ def plan(
     spare = max(1, n_workers // max(1, len(tasks)))
     if spare > 1:
         tasks = [Task(replace(t.exposure, quadrant_workers=spare), t.calls) for t in tasks]
-    return tasks, skipped
+    return tasks, skipped, blocked
 
 
 def _is_pending(run: StageRun | None, call: StageCall, force: bool, retry_failed: bool) -> bool:
@@ -232,7 +236,7 @@ def run_pipeline(
 ) -> RunSummary:
     """Execute all pending work; never stops on a stage's or a worker's failure."""
     t0 = time.perf_counter()
-    tasks, skipped = plan(
+    tasks, skipped, blocked = plan(
         store,
         settings,
         stages=tuple(stages),
@@ -241,14 +245,19 @@ def run_pipeline(
         exposures=exposures,
         workers=workers,
     )
-    summary = RunSummary(exposures=len(tasks), skipped=skipped)
+    summary = RunSummary(exposures=len(tasks), skipped=skipped, blocked=blocked)
     for done, (task, result) in enumerate(executor.map_unordered(execute_task, tasks), start=1):
         if isinstance(result, BaseException):
             now = datetime.now(UTC)
             msg = f"worker error: {result}"
             result = [_failed(task, call, msg, now, 0.0) for call in task.calls]
         for outcome in result:
-            record(store, outcome)
+            try:
+                record(store, outcome)
+            except Exception as exc:  # e.g. a metric clash: this stage failed, the run goes on
+                outcome.status, outcome.error = "failed", f"could not record results: {exc}"
+                outcome.metrics = []
+                record(store, outcome)
             if outcome.status == "ok":
                 summary.stages_ok += 1
                 if task.exposure.date_obs:

@@ -11,7 +11,7 @@ import numpy as np
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.wcs import QuadrantWcs
 from viskom.measure.catalogue import ExtractionParams, extract_sources
-from viskom.measure.robust import clipped_stats
+from viskom.measure.detector import quadrant_bias
 from viskom.stages.base import ExposureInfo, Stage, StageResult
 from viskom.stages.quadrants import map_quadrants
 from viskom.store.products import write_table
@@ -43,12 +43,7 @@ def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np
     """Sources of one quadrant: bias removed, positions 1-based in the quadrant array and in
     the instrument frame (deg)."""
     g = quad.geometry
-    bias = np.nanmean(
-        [
-            clipped_stats(quad.data[g.serial_prescan.slices]).mean,
-            clipped_stats(quad.data[g.serial_overscan.slices]).mean,
-        ]
-    )
+    bias = quadrant_bias(quad.data, g)[2]
     image = quad.data[g.image.slices].astype(np.float32)
     image -= np.float32(bias)
     saturation = quad.header.saturate_adu

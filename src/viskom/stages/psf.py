@@ -10,18 +10,19 @@ recorded with `psf_locus_found = 0` and `n_stars = 0`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.measure.detector import quadrant_bias
 from viskom.measure.iq import IQReference, iq_score
 from viskom.measure.moments import cut_stamps, measure_stars, replace_neighbours
-from viskom.measure.robust import clipped_stats
 from viskom.measure.stars import find_stellar_locus, select_stars
 from viskom.stages.base import ExposureInfo, Stage, StageResult
 from viskom.stages.quadrants import map_quadrants
-from viskom.store.products import read_table, write_arrays, write_table
+from viskom.store.products import read_table, write_arrays, write_json, write_table
 
 #: Per-star moment columns -> FPA/CCD metric names (medians).
 MOMENT_METRICS = {
@@ -45,12 +46,7 @@ def quadrant_moments(
     """Moments of one quadrant's selected stars (positions from the catalogue, 1-based),
     with the other catalogue sources in their stamps replaced (see `replace_neighbours`)."""
     g = quad.geometry
-    bias = np.nanmean(
-        [
-            clipped_stats(quad.data[g.serial_prescan.slices]).mean,
-            clipped_stats(quad.data[g.serial_overscan.slices]).mean,
-        ]
-    )
+    bias = quadrant_bias(quad.data, g)[2]
     x = np.asarray(stars["x_image"], float) - 1.0
     y = np.asarray(stars["y_image"], float) - 1.0
     background = bias + np.asarray(stars["background"], float)
@@ -146,11 +142,15 @@ class PsfMoments(Stage):
         )
         stars, stamps, stamp_labels = _merge(cat, by_ext, results)
         write_table(stars, exposure.product("stars", "parquet"))
-        if stamps:
-            write_arrays(
-                {"stamps": np.stack(stamps), "labels": np.asarray(stamp_labels)},
-                exposure.product("stamps", "npz"),
-            )
+        h = int(config["stamp_half_size_px"])
+        write_arrays(  # always rewritten: a re-run without stars must not keep old stamps
+            {
+                "stamps": np.stack(stamps) if stamps else np.zeros((0, 2 * h + 1, 2 * h + 1)),
+                "labels": np.asarray(stamp_labels, dtype=str),
+            },
+            exposure.product("stamps", "npz"),
+        )
+        write_json(asdict(locus), exposure.product("locus", "json"))
         metrics = _metrics(stars, locus, IQReference.from_mapping(config["iq"]))
         return StageResult(metrics=metrics, products=[exposure.product("stars", "parquet")])
 

@@ -8,13 +8,14 @@ measuring anything again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from viskom.le1.frame import Le1Frame
-from viskom.measure.stars import find_stellar_locus
+from viskom.measure.stars import LocusResult
 from viskom.stages.base import ExposureInfo, Stage, StageResult
 from viskom.store.products import read_table
 
@@ -30,10 +31,7 @@ class SciencePlots(Stage):
 
     @staticmethod
     def config_of(settings: Any) -> dict[str, Any]:
-        return {
-            "bmin_px": settings.psf.bmin_px,
-            "nominal_exptime_s": settings.psf.nominal_exptime_s,
-        }
+        return {"nominal_exptime_s": settings.psf.nominal_exptime_s}
 
     def run(
         self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
@@ -48,13 +46,9 @@ class SciencePlots(Stage):
         cat = read_table(exposure.product("catalogue", "parquet"))
         stars = read_table(exposure.product("stars", "parquet"))
         exptime = exposure.exptime or config["nominal_exptime_s"]
-        locus = find_stellar_locus(
-            cat["flux_radius"],
-            cat["flux_auto"],
-            cat["b_image"],
-            bmin=float(config["bmin_px"]),
-            flux_scale=exptime / float(config["nominal_exptime_s"]),
-        )
+        # The box the psf stage actually used.
+        saved = json.loads(exposure.product("locus", "json").read_text())
+        locus = LocusResult(**{k: (float("nan") if v is None else v) for k, v in saved.items()})
         when = (exposure.date_obs or "")[:19].replace("T", " ")
         title = f"{exposure.name}  {when}  {exptime:g} s"
         good = {k: np.asarray(v)[np.asarray(stars["flag"]) == 0] for k, v in stars.items()}

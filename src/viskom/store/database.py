@@ -59,6 +59,16 @@ _WRITE_OPTION = "viskom_write"
 _S = TypeVar("_S", bound=Select[Any])
 
 
+_MEASURE_KEYS = ("checksum", "frame_type", "exptime", "date_obs")
+
+
+def _differs(old: Any, new: Any) -> bool:
+    """A real change (datetimes compared in UTC: SQLite returns them naive)."""
+    if isinstance(old, datetime) and isinstance(new, datetime):
+        return as_utc(old) != as_utc(new)
+    return old != new
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -220,8 +230,9 @@ class Store:
         """Insert or update the exposure called ``record.name``; return it and whether it is new.
 
         Idempotent: registering an identical record changes nothing. ``updated_at`` moves only
-        when the checksum or path changes; a changed checksum means the file changed, so the
-        exposure's stage runs and metrics are deleted for everything to be re-measured.
+        when the checksum or path changes. A changed checksum, frame type, exposure time or
+        DATE-OBS invalidates the measurements: the exposure's stage runs and metrics are
+        deleted for everything to be re-measured.
         """
         values = clean_record(record)
         for attempt in range(2):
@@ -249,12 +260,18 @@ class Store:
             else:
                 created = False
                 changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+                before = {k: getattr(row, k) for k in _MEASURE_KEYS}
                 for key, value in changed.items():
                     setattr(row, key, value)
                 if "checksum" in changed or "path" in changed:
                     row.updated_at = now
-                if "checksum" in changed:
-                    log.info("%s changed on disk: forgetting its stage runs", row.name)
+                # What the measurements depend on: the bytes, the frame type (which stages
+                # apply and how), the exposure time and DATE-OBS (the product folder).
+                invalidating = [
+                    k for k in _MEASURE_KEYS if k in changed and _differs(before[k], changed[k])
+                ]
+                if invalidating:
+                    log.info("%s: %s changed, forgetting its stage runs", row.name, invalidating)
                     session.execute(delete(MetricRow).where(MetricRow.exposure_id == row.id))
                     session.execute(delete(StageRunRow).where(StageRunRow.exposure_id == row.id))
         return _to_exposure(row), created

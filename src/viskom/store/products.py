@@ -70,6 +70,18 @@ def write_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
     return path
 
 
+def write_json(data: Mapping, path: Path) -> Path:
+    """Write a small JSON product atomically (NaN written as null)."""
+    import json
+
+    clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in data.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(clean, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
+
+
 def read_table(path: Path) -> dict[str, np.ndarray]:
     """Read a Parquet product back as numpy columns."""
     table = pq.read_table(path)
