@@ -10,32 +10,21 @@ import numpy as np
 
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.wcs import QuadrantWcs
-from viskom.measure.catalogue import ExtractionParams, extract_sources
+from viskom.measure.catalogue import CATALOGUE_COLUMNS, ExtractionParams, extract_sources
 from viskom.measure.detector import quadrant_bias
 from viskom.stages.base import ExposureInfo, Stage, StageResult
 from viskom.stages.quadrants import map_quadrants
 from viskom.store.products import write_table
 
-#: Columns of the exposure catalogue, in order (SExtractor's meanings, lower case).
+#: Columns of the exposure catalogue: the quadrant, the per-quadrant measurements, and the
+#: instrument-frame position after the pixel position.
 COLUMNS = (
     "extname",
-    "number",
-    "x_image",
-    "y_image",
+    *CATALOGUE_COLUMNS[:3],
     "x_world",
     "y_world",
     "field_radius",
-    "flux_auto",
-    "fluxerr_auto",
-    "flux_radius",
-    "a_image",
-    "b_image",
-    "theta_image",
-    "kron_radius",
-    "flags",
-    "peak",
-    "area",
-    "background",
+    *CATALOGUE_COLUMNS[3:],
 )
 
 
