@@ -182,14 +182,6 @@ def run(
             workers=n_workers,
             progress=progress,
         )
-        if summary.months:
-            from viskom.pipeline.aggregate import update_month_products
-
-            try:
-                made = update_month_products(store, settings, summary.months)
-                console.print(f"month products: {len(made)} files for {sorted(summary.months)}")
-            except Exception as exc:  # aggregates never undo the run's measurements
-                console.print(f"[red]month products failed:[/red] {exc}")
     console.print(
         f"run: {summary.exposures} exposures, {summary.stages_ok} stage runs ok, "
         f"{summary.stages_failed} failed, {summary.skipped} up to date "
@@ -202,6 +194,15 @@ def run(
         )
     for name, stage, error in summary.failures:
         console.print(f"  [red]failed[/red] {name} {stage}: {error}")
+    if summary.months:
+        from viskom.pipeline.aggregate import update_month_products
+
+        with _open_store(settings) as store:
+            try:
+                made = update_month_products(store, settings, summary.months)
+                console.print(f"month products: {len(made)} files for {sorted(summary.months)}")
+            except Exception as exc:  # aggregates never undo the run's measurements
+                console.print(f"[red]month products failed:[/red] {exc}")
 
 
 @app.command()
