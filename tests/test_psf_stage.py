@@ -152,3 +152,80 @@ def test_catalogue_columns(science) -> None:
     x = table.column("x_world").to_numpy()
     assert np.all(np.abs(x) < 0.45)
     assert Path(info.product("stars", "parquet")).exists()
+
+
+def test_star_selection_completeness_and_purity(tmp_path) -> None:
+    """Default ('snr') selection: > 80% of unsaturated S/N > 100 stars, purity > 95%.
+
+    A field of realistic crowding (star density x5 in the small geometry; the default x20
+    blends half of the stars, which no catalogue-based selection can keep).
+    """
+    from viskom.stages.psf import choose_stars
+
+    sim = simulate_frame(
+        tmp_path,
+        "science",
+        seed=11,
+        date_obs=T0,
+        config=SimConfig(geometry="small", star_density_factor=5.0),
+    )
+    info = ExposureInfo(0, sim.name, str(sim.path), "SCIENCE", 560.52, str(tmp_path / "p"))
+    settings = Settings()
+    with Le1Frame(sim.path) as frame:
+        Catalogue().run(frame, info, Catalogue.config_of(settings))
+    table = pq.read_table(info.product("catalogue", "parquet")).to_pydict()
+    cat = {k: np.asarray(v) for k, v in table.items()}
+    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
+    selected = choose_stars(cat, locus, settings.psf.model_dump())
+    is_star = _match(cat["extname"], cat["x_image"] - 1, cat["y_image"] - 1, _truth_stars(sim)) >= 0
+    snr = cat["flux_auto"] / cat["fluxerr_auto"]
+    candidates = is_star & (snr > 100) & ((cat["flags"] & 4) == 0)
+    assert candidates.sum() > 100
+    completeness = float(selected[candidates].mean())
+    purity = float(is_star[selected].mean())
+    assert completeness > 0.80, completeness
+    assert purity > 0.95, purity
+
+
+def test_full_geometry_psf_and_selection(tmp_path) -> None:
+    """One full-size science frame (real 2128 x 2086 quadrants, realistic star density):
+    moments against truth, and the selection's purity and completeness."""
+    from viskom.stages.psf import choose_stars
+
+    sim = simulate_frame(
+        tmp_path, "science", seed=21, date_obs=T0, config=SimConfig(geometry="full")
+    )
+    info = ExposureInfo(
+        0, sim.name, str(sim.path), "SCIENCE", 560.52, str(tmp_path / "p"), quadrant_workers=2
+    )
+    settings = Settings()
+    with Le1Frame(sim.path) as frame:
+        Catalogue().run(frame, info, Catalogue.config_of(settings))
+        result = PsfMoments().run(frame, info, PsfMoments.config_of(settings))
+    truth = _truth_stars(sim)
+    s = {
+        k: np.asarray(v)
+        for k, v in pq.read_table(info.product("stars", "parquet")).to_pydict().items()
+    }
+    idx = _match(s["extname"], s["x_image"] - 1, s["y_image"] - 1, truth)
+    ok = (idx >= 0) & (s["flag"] == 0)
+    assert ok.sum() > 500
+    assert np.median(s["r2"][ok]) / np.median(truth["true_r2"][idx[ok]]) == pytest.approx(
+        1, abs=0.02
+    )
+    assert np.median(s["e1"][ok]) == pytest.approx(np.median(truth["true_e1"][idx[ok]]), abs=0.005)
+    assert np.median(s["e2"][ok]) == pytest.approx(np.median(truth["true_e2"][idx[ok]]), abs=0.005)
+    fpa = {m: v for u, m, v in result.metrics if u == "FPA"}
+    assert fpa["n_stars"] == (s["flag"] == 0).sum()
+
+    cat = {
+        k: np.asarray(v)
+        for k, v in pq.read_table(info.product("catalogue", "parquet")).to_pydict().items()
+    }
+    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
+    selected = choose_stars(cat, locus, settings.psf.model_dump())
+    is_star = _match(cat["extname"], cat["x_image"] - 1, cat["y_image"] - 1, truth) >= 0
+    snr = cat["flux_auto"] / cat["fluxerr_auto"]
+    candidates = is_star & (snr > 100) & ((cat["flags"] & 4) == 0)
+    assert float(selected[candidates].mean()) > 0.80
+    assert float(is_star[selected].mean()) > 0.95

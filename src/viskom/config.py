@@ -50,6 +50,12 @@ class PsfSettings(BaseModel):
     edge_margin_px: int = Field(100, ge=0, description="stars closer to the array edge skipped")
     bmin_px: float = Field(1.3, ge=0.0, description="B_IMAGE above this (cosmic rays are thin)")
     nominal_exptime_s: float = Field(560.52, gt=0.0, description="exposure of VISQL's flux grid")
+    selection: Literal["snr", "visql"] = Field(
+        "snr", description="star box: VISQL's one flux decade, or the locus down to min_snr"
+    )
+    min_snr: float = Field(100.0, gt=0.0, description="'snr' selection: FLUX_AUTO/FLUXERR_AUTO")
+    bmin_select_px: float = Field(1.1, ge=0.0, description="'snr' selection: B_IMAGE above")
+    radius_widen: float = Field(1.05, ge=1.0, le=1.5, description="'snr': widen locus radii")
 
 
 class IQSettings(BaseModel):
@@ -254,6 +260,10 @@ stamp_half_size_px = 14      # 29 x 29 stamps
 edge_margin_px = 100         # stars closer than this to the quadrant array's edge are skipped
 bmin_px = 1.3                # stars need B_IMAGE above this (cosmic rays are thin)
 nominal_exptime_s = 560.52   # VISQL's locus flux grid assumes this exposure time
+selection = "snr"            # "snr": locus radii, S/N >= min_snr, unsaturated; "visql": VISQL's box
+min_snr = 100.0
+bmin_select_px = 1.1         # "snr" selection only (the locus search keeps bmin_px)
+radius_widen = 1.05
 
 [iq]
 # Reference of the image-quality score (Mahalanobis distance in R2, e1, e2). Defaults:

@@ -19,7 +19,7 @@ from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.measure.detector import quadrant_bias
 from viskom.measure.iq import IQReference, iq_score
 from viskom.measure.moments import cut_stamps, measure_stars, replace_neighbours
-from viskom.measure.stars import find_stellar_locus, select_stars
+from viskom.measure.stars import find_stellar_locus, select_stars, select_stars_snr
 from viskom.stages.base import ExposureInfo, Stage, StageResult
 from viskom.stages.quadrants import map_quadrants
 from viskom.store.products import read_table, write_arrays, write_json, write_table
@@ -116,13 +116,7 @@ class PsfMoments(Stage):
             bmin=float(config["bmin_px"]),
             flux_scale=exptime / float(config["nominal_exptime_s"]),
         )
-        selected = (
-            select_stars(
-                cat["flux_radius"], cat["flux_auto"], cat["b_image"], locus, flags=cat["flags"]
-            )
-            if locus.found
-            else np.zeros(len(cat["flux_radius"]), dtype=bool)
-        )
+        selected = choose_stars(cat, locus, config)
         idx = np.flatnonzero(selected)
         by_ext: dict[str, np.ndarray] = {}
         for i, ext in zip(idx, cat["extname"][idx], strict=True):
@@ -153,6 +147,27 @@ class PsfMoments(Stage):
         write_json(asdict(locus), exposure.product("locus", "json"))
         metrics = _metrics(stars, locus, IQReference.from_mapping(config["iq"]))
         return StageResult(metrics=metrics, products=[exposure.product("stars", "parquet")])
+
+
+def choose_stars(
+    cat: Mapping[str, np.ndarray], locus: Any, config: Mapping[str, Any]
+) -> np.ndarray:
+    """The stars to measure, with the configured selection ('snr' or VISQL's 'visql' box)."""
+    if config.get("selection", "visql") == "snr":
+        return select_stars_snr(
+            cat["flux_radius"],
+            cat["flux_auto"],
+            cat["fluxerr_auto"],
+            cat["b_image"],
+            locus,
+            flags=cat["flags"],
+            min_snr=float(config["min_snr"]),
+            bmin=float(config["bmin_select_px"]),
+            radius_widen=float(config["radius_widen"]),
+        )
+    return select_stars(
+        cat["flux_radius"], cat["flux_auto"], cat["b_image"], locus, flags=cat["flags"]
+    )
 
 
 def _moments_of(
