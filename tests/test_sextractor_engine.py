@@ -72,3 +72,32 @@ def test_sep_agrees_with_source_extractor(sextractor, tmp_path) -> None:
     assert n_found / n_bright > 0.9, (n_found, n_bright)
     assert np.median(flux_ratio) == pytest.approx(1.0, abs=0.03)
     assert np.median(radius_ratio) == pytest.approx(1.0, abs=0.05)
+
+
+def test_source_extractor_engine_feeds_the_psf_stage(sextractor, tmp_path) -> None:
+    """With catalogue_engine = "source-extractor" the stage writes the same columns and the
+    PSF stage measures the same PSF."""
+    from viskom.stages.psf import PsfMoments
+
+    sim = simulate_frame(
+        tmp_path,
+        "science",
+        seed=78,
+        date_obs=datetime(2024, 7, 14, 1, tzinfo=UTC),
+        config=SimConfig(geometry="small"),
+    )
+    results = {}
+    for engine in ("sep", "source-extractor"):
+        settings = Settings(catalogue_engine=engine)
+        info = ExposureInfo(0, sim.name, str(sim.path), "SCIENCE", 560.52, str(tmp_path / engine))
+        with Le1Frame(sim.path) as frame:
+            Catalogue().run(frame, info, Catalogue.config_of(settings))
+            res = PsfMoments().run(frame, info, PsfMoments.config_of(settings))
+        table = pq.read_table(info.product("catalogue", "parquet"))
+        sky = np.median(table.column("background").to_numpy())
+        assert 20 < sky < 80, (engine, sky)  # sky above bias (~0.22 e-/s x 560 s / 3.4), no bias
+        results[engine] = {m: v for u, m, v in res.metrics if u == "FPA"}
+    assert results["source-extractor"]["n_stars"] > 20
+    assert results["source-extractor"]["psf_r2"] == pytest.approx(
+        results["sep"]["psf_r2"], rel=0.01
+    )

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=512)
     executor: Literal["process", "serial"] = "process"
     frame_type_rules: Path | None = Field(None, description="TOML rules; default built-in")
+    catalogue_engine: Literal["sep", "source-extractor"] = Field(
+        "sep", description="source extraction: sep (library) or Debian's source-extractor"
+    )
     detector_health: DetectorHealthSettings = Field(default_factory=DetectorHealthSettings)
     psf: PsfSettings = Field(default_factory=PsfSettings)
     iq: IQSettings = Field(default_factory=IQSettings)
@@ -243,6 +246,10 @@ data_root = "data"
 
 # "process" (a local process pool) or "serial" (one process, easiest to debug).
 executor = "process"
+
+# Source catalogues: "sep" (SExtractor's algorithms as a library, VISQL's settings; about
+# twice as fast on two cores) or "source-extractor" (Debian's program, VISQL's configuration).
+catalogue_engine = "sep"
 
 # Frame-type rules (TOML). Default: the built-in rules (viskom/le1/frame_types.toml).
 # frame_type_rules = "frame_types.toml"

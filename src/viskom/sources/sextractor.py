@@ -29,7 +29,15 @@ VISQL_PARAMS = (
     "NUMBER",
     "FLAGS",
 )
-EXTRA_PARAMS = ("EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "FLUX_MAX", "ISOAREA_IMAGE", "BACKGROUND")
+EXTRA_PARAMS = (
+    "EXT_NUMBER",
+    "X_IMAGE",
+    "Y_IMAGE",
+    "FLUX_MAX",
+    "ISOAREA_IMAGE",
+    "BACKGROUND",
+    "KRON_RADIUS",
+)
 EXECUTABLES = ("source-extractor", "sex")
 
 

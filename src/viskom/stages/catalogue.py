@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from viskom.le1.focalplane import unwrap_longitude
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.wcs import QuadrantWcs
 from viskom.measure.catalogue import CATALOGUE_COLUMNS, ExtractionParams, extract_sources
@@ -56,8 +57,47 @@ def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np
     return cat
 
 
+def sextractor_catalogue(frame: Le1Frame) -> dict[str, dict[str, np.ndarray]]:
+    """The optional engine: Debian's source-extractor with VISQL's configuration on the
+    whole raw frame, converted to this stage's columns, per quadrant. SExtractor measures
+    the raw pixels, so its BACKGROUND includes the bias: the quadrant's bias is removed to
+    give the same meaning as sep's (sky above bias)."""
+    from viskom.sources.sextractor import run_sextractor
+
+    sex = run_sextractor(frame.path)
+    ext_of = np.array([frame.extname_of_hdu(int(n)) or "" for n in sex["ext_number"]])
+    out = {}
+    for name in frame.quadrant_extnames:
+        rows = np.flatnonzero(ext_of == name)
+        quad = frame.quadrant(name)
+        bias = quadrant_bias(quad.data, quad.geometry)[2]
+        x_world = np.asarray(unwrap_longitude(sex["x_world"][rows]))
+        out[name] = {
+            "extname": np.full(rows.size, name, dtype=object),
+            "number": sex["number"][rows].astype(np.int32),
+            "x_image": sex["x_image"][rows],
+            "y_image": sex["y_image"][rows],
+            "x_world": x_world,
+            "y_world": sex["y_world"][rows],
+            "field_radius": np.hypot(x_world, sex["y_world"][rows]),
+            "flux_auto": sex["flux_auto"][rows],
+            "fluxerr_auto": sex["fluxerr_auto"][rows],
+            "flux_radius": sex["flux_radius"][rows],
+            "a_image": sex["a_image"][rows],
+            "b_image": sex["b_image"][rows],
+            "theta_image": sex["theta_image"][rows],
+            "kron_radius": sex["kron_radius"][rows],
+            "flags": sex["flags"][rows].astype(np.int32),
+            "peak": sex["flux_max"][rows],
+            "area": sex["isoarea_image"][rows].astype(np.int32),
+            "background": sex["background"][rows] - bias,
+        }
+    return out
+
+
 class Catalogue(Stage):
-    """Source extraction (sep, VISQL's SExtractor settings) on every quadrant."""
+    """Source extraction on every quadrant: sep with VISQL's SExtractor settings (default), or
+    Debian's source-extractor itself (`catalogue_engine = "source-extractor"`)."""
 
     name = "catalogue"
     version = "1"
@@ -66,15 +106,22 @@ class Catalogue(Stage):
 
     @staticmethod
     def config_of(settings: Any) -> dict[str, Any]:
-        return asdict(ExtractionParams())
+        return {**asdict(ExtractionParams()), "engine": settings.catalogue_engine}
 
     def run(
         self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
     ) -> StageResult:
-        params = ExtractionParams(**dict(config))
-        per_quadrant = map_quadrants(
-            frame, quadrant_catalogue, args=(params,), workers=exposure.quadrant_workers
-        )
+        cfg = dict(config)
+        engine = cfg.pop("engine", "sep")
+        if engine == "source-extractor":
+            per_quadrant = sextractor_catalogue(frame)
+        else:
+            per_quadrant = map_quadrants(
+                frame,
+                quadrant_catalogue,
+                args=(ExtractionParams(**cfg),),
+                workers=exposure.quadrant_workers,
+            )
         table = {c: [] for c in COLUMNS}
         metrics = []
         for ext, cat in per_quadrant.items():
