@@ -213,7 +213,9 @@ def _median_line(ax: Axes, x: np.ndarray, y: np.ndarray, color: Any, label: str 
 # 1. FLUX_RADIUS vs FLUX_AUTO with the stellar-locus box (VISQL chimney2)
 
 
-def plot_flux_radius(catalogue: Any, locus: Any, path: PathLike, *, title: str) -> Path:
+def plot_flux_radius(
+    catalogue: Any, locus: Any, path: PathLike, *, title: str, selected: Any = None
+) -> Path:
     """Log-log FLUX_AUTO against FLUX_RADIUS of all sources, selected stars and the star box.
 
     `locus` has found, reason, rmin, rmax, fmin, fmax (and optionally bmin, rc, fc).
@@ -235,6 +237,8 @@ def plot_flux_radius(catalogue: Any, locus: Any, path: PathLike, *, title: str) 
         box_ok = found and all(np.isfinite(v) for v in (rmin, rmax, fmin, fmax))
         in_box = (r > rmin) & (r < rmax) & (f > fmin) & (f < fmax) if box_ok else False
         stars = visible & thick & in_box
+        if selected is not None:  # the stars the pipeline actually measured
+            stars = visible & np.asarray(selected, dtype=bool)
         others = visible & thick & ~stars
         thin = visible & ~thick
 
@@ -284,11 +288,17 @@ def plot_flux_radius(catalogue: Any, locus: Any, path: PathLike, *, title: str) 
         labels = [
             f"sources, b_image > {bmin:g} px: {int((visible & thick).sum()):,}",
             f"thin sources (b_image ≤ {bmin:g} px, cosmic rays): {int(thin.sum()):,}",
-            f"selected stars (in box, b_image > {bmin:g} px): {int(stars.sum()):,}",
+            (
+                f"selected stars (in box, b_image > {bmin:g} px): {int(stars.sum()):,}"
+                if selected is None
+                else f"selected stars (as measured): {int(stars.sum()):,}"
+            ),
         ]
         if box_ok:
             handles.append(Rectangle((0, 0), 1, 1, fill=False, edgecolor=COLOUR_BOX, lw=1.8))
-            labels.append(f"star box: r {rmin:.2f}–{rmax:.2f} px, f {_sci(fmin)}–{_sci(fmax)} ADU")
+            labels.append(
+                f"VISQL star box: r {rmin:.2f}–{rmax:.2f} px, f {_sci(fmin)}–{_sci(fmax)} ADU"
+            )
         n_hidden = int(cols.n - visible.sum())
         if cols.n == 0:
             no_data(ax, "no sources in the catalogue")

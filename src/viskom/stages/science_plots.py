@@ -17,6 +17,7 @@ import numpy as np
 from viskom.le1.frame import Le1Frame
 from viskom.measure.stars import LocusResult
 from viskom.stages.base import ExposureInfo, Stage, StageResult
+from viskom.stages.psf import choose_stars
 from viskom.store.products import read_table
 
 
@@ -31,7 +32,10 @@ class SciencePlots(Stage):
 
     @staticmethod
     def config_of(settings: Any) -> dict[str, Any]:
-        return {"nominal_exptime_s": settings.psf.nominal_exptime_s}
+        return {
+            "nominal_exptime_s": settings.psf.nominal_exptime_s,
+            "psf": settings.psf.model_dump(),
+        }
 
     def run(
         self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
@@ -53,7 +57,13 @@ class SciencePlots(Stage):
         title = f"{exposure.name}  {when}  {exptime:g} s"
         good = {k: np.asarray(v)[np.asarray(stars["flag"]) == 0] for k, v in stars.items()}
         paths = [
-            plot_flux_radius(cat, locus, exposure.product("flux_radius", "png"), title=title),
+            plot_flux_radius(
+                cat,
+                locus,
+                exposure.product("flux_radius", "png"),
+                title=title,
+                selected=choose_stars(cat, locus, config["psf"]),
+            ),
             plot_moment_maps(
                 good,
                 exposure.product("moment_maps", "png"),
