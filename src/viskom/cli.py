@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -358,6 +359,29 @@ def _csv_value(value: object, digits: int | None = None) -> str:
             return ""
         return f"{value:.{digits}g}" if digits else repr(value)
     return str(value)
+
+
+goes_app = typer.Typer(help="GOES space weather: X-ray (XRS) fluxes.", no_args_is_help=True)
+app.add_typer(goes_app, name="goes")
+
+
+@goes_app.command("show")
+def goes_show(
+    file: Annotated[Path, typer.Argument(help="a GOES XRS netCDF file (.nc)")],
+) -> None:
+    """Print an XRS file as CSV: time,xrsa_flux,xrsb_flux (ISO UTC; bad or missing left empty)."""
+    from viskom.sources.goes import GoesFileError, read_xrs
+
+    try:
+        series = read_xrs(file)
+    except (GoesFileError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["time", "xrsa_flux", "xrsb_flux"])
+    iso = np.datetime_as_string(series.time, unit="s")
+    for t, a, b in zip(iso, series.xrsa_flux, series.xrsb_flux, strict=True):
+        writer.writerow([f"{t}Z", "" if a != a else f"{a:.6g}", "" if b != b else f"{b:.6g}"])
 
 
 @app.command()
