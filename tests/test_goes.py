@@ -105,3 +105,80 @@ def test_bad_files_are_clear_errors(tmp_path) -> None:
     assert result.exit_code == 2 and "error" in result.output
     with pytest.raises(GoesFileError):
         parse_time_units("days after launch")
+
+
+XRAYS = b"""[
+ {"time_tag": "2024-07-13T03:28:00Z", "satellite": 16, "flux": 1.2e-08, "observed_flux": 1.3e-08,
+  "electron_correction": 1e-09, "electron_contaminaton": false, "energy": "0.05-0.4nm"},
+ {"time_tag": "2024-07-13T03:28:00Z", "satellite": 16, "flux": 3.4e-07, "observed_flux": 3.4e-07,
+  "electron_correction": 0.0, "electron_contaminaton": false, "energy": "0.1-0.8nm"},
+ {"time_tag": "2024-07-13T03:29:00Z", "satellite": 16, "flux": null, "energy": "0.05-0.4nm"},
+ {"time_tag": "2024-07-13T03:29:00Z", "satellite": 16, "flux": 3.6e-07, "energy": "0.1-0.8nm"},
+ {"time_tag": "not a time", "satellite": 16, "flux": 1.0, "energy": "0.1-0.8nm"}
+]"""
+PROTONS = b"""[
+ {"time_tag": "2024-07-13T03:25:00Z", "satellite": 18, "flux": 0.31, "energy": ">=10 MeV"},
+ {"time_tag": "2024-07-13T03:25:00Z", "satellite": 18, "flux": 1.2, "energy": ">=1 MeV"},
+ {"time_tag": "2024-07-13T03:20:00Z", "satellite": 18, "flux": 0.29, "energy": ">=10 MeV"}
+]"""
+SOURCES = b'[{"satellite": 19, "instrument": "xrs"}, {"satellite": 18, "instrument": "seiss"}]'
+
+
+def test_swpc_feeds_parse() -> None:
+    from viskom.sources.goes import parse_swpc_protons, parse_swpc_xrays, primary_satellite
+
+    s = parse_swpc_xrays(XRAYS)
+    assert [str(t) for t in s.time] == ["2024-07-13T03:28:00.000", "2024-07-13T03:29:00.000"]
+    assert s.xrsa_flux[0] == pytest.approx(1.2e-8) and np.isnan(s.xrsa_flux[1])
+    assert s.xrsb_flux.tolist() == pytest.approx([3.4e-7, 3.6e-7])
+    assert s.satellite == "g16"
+    t, f = parse_swpc_protons(PROTONS)
+    assert f.tolist() == pytest.approx([0.29, 0.31]) and str(t[0]).startswith("2024-07-13T03:20")
+    assert primary_satellite(SOURCES) == 19  # never hard-coded
+    with pytest.raises(GoesFileError, match="malformed JSON"):
+        parse_swpc_xrays(b'[{"time_tag": ')
+    with pytest.raises(GoesFileError, match="JSON array"):
+        parse_swpc_xrays(b'{"error": "busy"}')
+
+
+def test_client_caches_and_works_offline(tmp_path) -> None:
+    import http.server
+    import threading
+
+    from viskom.sources.goes import GoesClient, GoesUnavailableError
+
+    answers = {"/xrays-7-day.json": (200, XRAYS), "/instrument-sources.json": (200, b"{broken")}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code, body = answers.get(self.path, (404, b"not found"))
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        client = GoesClient(tmp_path / "cache", swpc_base=base, timeout_s=5, retries=1, backoff_s=0)
+        got = client.fetch_swpc("xrays-7-day.json")
+        assert not got.from_cache and got.content == XRAYS
+        # the service now fails: the cached copy is served, and says so
+        answers["/xrays-7-day.json"] = (500, b"oops")
+        got = client.fetch_swpc("xrays-7-day.json")
+        assert got.from_cache and "service failed" in got.note and got.content == XRAYS
+        # a malformed answer is never cached
+        with pytest.raises(GoesUnavailableError, match=r"instrument-sources\.json"):
+            client.fetch_swpc("instrument-sources.json")
+        offline = GoesClient(tmp_path / "cache", swpc_base=base, offline=True)
+        assert offline.fetch_swpc("xrays-7-day.json").from_cache
+        with pytest.raises(GoesUnavailableError, match="not in the cache"):
+            offline.fetch_swpc("integral-protons-7-day.json")
+    finally:
+        server.shutdown()
+        server.server_close()
