@@ -66,6 +66,24 @@ def _match(ext: np.ndarray, x0: np.ndarray, y0: np.ndarray, truth: dict) -> np.n
     return out
 
 
+def _selection_quality(
+    info: ExposureInfo, truth: dict, settings: Settings
+) -> tuple[float, float, int]:
+    """Completeness (unsaturated truth stars with S/N > 100 that are selected), purity, and
+    the number of such stars, for the configured selection on the exposure's catalogue."""
+    from viskom.stages.psf import choose_stars
+
+    table = pq.read_table(info.product("catalogue", "parquet")).to_pydict()
+    cat = {k: np.asarray(v) for k, v in table.items()}
+    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
+    selected = choose_stars(cat, locus, settings.psf.model_dump())
+    is_star = _match(cat["extname"], cat["x_image"] - 1, cat["y_image"] - 1, truth) >= 0
+    snr = cat["flux_auto"] / cat["fluxerr_auto"]
+    candidates = is_star & (snr > 100) & ((cat["flags"] & 4) == 0)
+    completeness = float(selected[candidates].mean())
+    return completeness, float(is_star[selected].mean()), int(candidates.sum())
+
+
 def test_psf_moments_match_truth(science) -> None:
     r2m, r2t, e1m, e1t, e2m, e2t = [], [], [], [], [], []
     for sim, info, result in science["frames"]:
@@ -160,7 +178,6 @@ def test_star_selection_completeness_and_purity(tmp_path) -> None:
     A field of realistic crowding (star density x5 in the small geometry; the default x20
     blends half of the stars, which no catalogue-based selection can keep).
     """
-    from viskom.stages.psf import choose_stars
 
     sim = simulate_frame(
         tmp_path,
@@ -173,16 +190,8 @@ def test_star_selection_completeness_and_purity(tmp_path) -> None:
     settings = Settings()
     with Le1Frame(sim.path) as frame:
         Catalogue().run(frame, info, Catalogue.config_of(settings))
-    table = pq.read_table(info.product("catalogue", "parquet")).to_pydict()
-    cat = {k: np.asarray(v) for k, v in table.items()}
-    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
-    selected = choose_stars(cat, locus, settings.psf.model_dump())
-    is_star = _match(cat["extname"], cat["x_image"] - 1, cat["y_image"] - 1, _truth_stars(sim)) >= 0
-    snr = cat["flux_auto"] / cat["fluxerr_auto"]
-    candidates = is_star & (snr > 100) & ((cat["flags"] & 4) == 0)
-    assert candidates.sum() > 100
-    completeness = float(selected[candidates].mean())
-    purity = float(is_star[selected].mean())
+    completeness, purity, n_candidates = _selection_quality(info, _truth_stars(sim), settings)
+    assert n_candidates > 100
     assert completeness > 0.80, completeness
     assert purity > 0.95, purity
 
@@ -190,7 +199,6 @@ def test_star_selection_completeness_and_purity(tmp_path) -> None:
 def test_full_geometry_psf_and_selection(tmp_path) -> None:
     """One full-size science frame (real 2128 x 2086 quadrants, realistic star density):
     moments against truth, and the selection's purity and completeness."""
-    from viskom.stages.psf import choose_stars
 
     sim = simulate_frame(
         tmp_path, "science", seed=21, date_obs=T0, config=SimConfig(geometry="full")
@@ -218,14 +226,6 @@ def test_full_geometry_psf_and_selection(tmp_path) -> None:
     fpa = {m: v for u, m, v in result.metrics if u == "FPA"}
     assert fpa["n_stars"] == (s["flag"] == 0).sum()
 
-    cat = {
-        k: np.asarray(v)
-        for k, v in pq.read_table(info.product("catalogue", "parquet")).to_pydict().items()
-    }
-    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
-    selected = choose_stars(cat, locus, settings.psf.model_dump())
-    is_star = _match(cat["extname"], cat["x_image"] - 1, cat["y_image"] - 1, truth) >= 0
-    snr = cat["flux_auto"] / cat["fluxerr_auto"]
-    candidates = is_star & (snr > 100) & ((cat["flags"] & 4) == 0)
-    assert float(selected[candidates].mean()) > 0.80
-    assert float(is_star[selected].mean()) > 0.95
+    completeness, purity, _ = _selection_quality(info, truth, settings)
+    assert completeness > 0.80, completeness
+    assert purity > 0.95, purity

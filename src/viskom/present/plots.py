@@ -414,6 +414,32 @@ def _quiver(
     )
 
 
+def _glyphs(
+    ax: Axes,
+    x: np.ndarray,
+    y: np.ndarray,
+    mag: np.ndarray,
+    angle: np.ndarray,
+    value_per_deg: float,
+    cmap: Colormap,
+    norm: Normalize,
+    *,
+    reference: float,
+    reference_xy: tuple[float, float],
+    arms: int = 1,
+    **style: Any,
+) -> None:
+    """Glyphs of `arms` arms (120 deg apart for 3) at the data points, and the reference glyph
+    of length `reference` at `reference_xy`, drawn the same way."""
+    rx, ry = np.array([reference_xy[0]]), np.array([reference_xy[1]])
+    for k in range(arms):
+        turn = k * 2 * np.pi / arms
+        _quiver(ax, x, y, mag, angle + turn, value_per_deg, cmap, norm, **style)
+        _quiver(
+            ax, rx, ry, np.array([reference]), np.array([turn]), value_per_deg, cmap, norm, **style
+        )
+
+
 def _side_colorbar(fig: Any, ax: Axes, mappable: ScalarMappable, label: str) -> None:
     """Colour bar hugging the (equal-aspect) axes, rather than the grid cell around it."""
     cax = ax.inset_axes((1.03, 0.0, 0.045, 1.0))
@@ -522,7 +548,7 @@ def plot_moment_maps(
         cmag = np.hypot(g["c1"], g["c2"])
         cmax = _glyph_scale(cmag, 0.2)
         c_cmap, c_norm = truncated_cmap("Blues", 0.3), Normalize(0.0, cmax)
-        _quiver(
+        _glyphs(
             ax_c,
             g["x"],
             g["y"],
@@ -531,19 +557,8 @@ def plot_moment_maps(
             cmax / arrow_len,
             c_cmap,
             c_norm,
-            head=True,
-            pivot="middle",
-            width=0.006,
-        )
-        _quiver(
-            ax_c,
-            np.array([_REF_XY[0]]),
-            np.array([_REF_XY[1]]),
-            np.array([cmax]),
-            np.array([0.0]),
-            cmax / arrow_len,
-            c_cmap,
-            c_norm,
+            reference=cmax,
+            reference_xy=_REF_XY,
             head=True,
             pivot="middle",
             width=0.006,
@@ -556,7 +571,7 @@ def plot_moment_maps(
         emag = np.hypot(g["e1"], g["e2"])
         emax = _glyph_scale(emag, 0.07)
         e_cmap, e_norm = truncated_cmap("Greens", 0.3), Normalize(0.0, emax)
-        _quiver(
+        _glyphs(
             ax_e,
             g["x"],
             g["y"],
@@ -565,19 +580,8 @@ def plot_moment_maps(
             emax / stick_len,
             e_cmap,
             e_norm,
-            head=False,
-            pivot="middle",
-            width=0.007,
-        )
-        _quiver(
-            ax_e,
-            np.array([_REF_XY[0]]),
-            np.array([_REF_XY[1]]),
-            np.array([emax]),
-            np.array([0.0]),
-            emax / stick_len,
-            e_cmap,
-            e_norm,
+            reference=emax,
+            reference_xy=_REF_XY,
             head=False,
             pivot="middle",
             width=0.007,
@@ -592,33 +596,22 @@ def plot_moment_maps(
         t_cmap, t_norm = truncated_cmap("Reds", 0.3), Normalize(0.0, tmax)
         tang = np.arctan2(g["t2"], g["t1"]) / 3.0
         tcap = np.minimum(tmag, _CAP * tmax)
-        for k in range(3):
-            _quiver(
-                ax_t,
-                g["x"],
-                g["y"],
-                tcap,
-                tang + k * 2 * np.pi / 3,
-                tmax / arm_len,
-                t_cmap,
-                t_norm,
-                head=False,
-                pivot="tail",
-                width=0.006,
-            )
-            _quiver(
-                ax_t,
-                np.array([_REF_XY[0]]),
-                np.array([_REF_XY[1] - 0.002]),
-                np.array([tmax]),
-                np.array([k * 2 * np.pi / 3]),
-                tmax / arm_len,
-                t_cmap,
-                t_norm,
-                head=False,
-                pivot="tail",
-                width=0.006,
-            )
+        _glyphs(
+            ax_t,
+            g["x"],
+            g["y"],
+            tcap,
+            tang,
+            tmax / arm_len,
+            t_cmap,
+            t_norm,
+            reference=tmax,
+            reference_xy=(_REF_XY[0], _REF_XY[1] - 0.002),
+            arms=3,
+            head=False,
+            pivot="tail",
+            width=0.006,
+        )
         _reference(ax_t, f"|t| = {tmax:.2f}")
         _side_colorbar(fig, ax_t, ScalarMappable(t_norm, t_cmap), "|t| (trefoil)")
         ax_t.set_title("(d) trefoil: arms ∝ |t|, angle ⅓ atan2(t2, t1)")
