@@ -188,6 +188,8 @@ def run(
         f"{summary.stages_failed} failed, {summary.skipped} up to date "
         f"({summary.seconds:.1f} s)"
     )
+    for note in summary.notes:
+        console.print(f"  {note}")
     if summary.blocked:
         console.print(
             f"  [yellow]{summary.blocked} stage(s) wait for a stage that failed[/yellow] "
@@ -361,27 +363,147 @@ def _csv_value(value: object, digits: int | None = None) -> str:
     return str(value)
 
 
-goes_app = typer.Typer(help="GOES space weather: X-ray (XRS) fluxes.", no_args_is_help=True)
+goes_app = typer.Typer(
+    help="GOES space weather: X-ray (XRS) fluxes and >=10 MeV protons.", no_args_is_help=True
+)
 app.add_typer(goes_app, name="goes")
+
+GoesStart = Annotated[
+    str | None, typer.Option("--start", help="UTC start of the window, e.g. 2024-07-13T00:00")
+]
+GoesEnd = Annotated[str | None, typer.Option("--end", help="UTC end of the window (excluded)")]
+GoesOffline = Annotated[
+    bool, typer.Option("--offline", help="use only the cache, never the network")
+]
+GoesCache = Annotated[
+    Path | None,
+    typer.Option("--cache", help="GOES cache folder (default: the settings' data_root/goes)"),
+]
+GoesSatellite = Annotated[
+    int | None,
+    typer.Option("--satellite", min=1, max=99, help="this GOES only (default: by date)"),
+]
+
+
+def _goes_window(
+    file: Path | None, start: str | None, end: str | None
+) -> tuple[datetime, datetime] | None:
+    """The --start/--end window, None for FILE; exit 2 when the choice is not exactly one."""
+    if file is not None and (start or end):
+        console.print("[red]error:[/red] give either FILE or --start/--end, not both")
+        raise typer.Exit(2)
+    if file is not None:
+        return None
+    if not (start and end):
+        console.print("[red]error:[/red] give a FILE, or both --start and --end")
+        raise typer.Exit(2)
+    t0, t1 = _parse_time(start), _parse_time(end)
+    assert t0 is not None and t1 is not None
+    if t1 <= t0:
+        console.print(f"[red]error:[/red] --end {end} is not after --start {start}")
+        raise typer.Exit(2)
+    return t0, t1
+
+
+def _goes_client(config: Path | None, cache: Path | None, offline: bool):
+    """The GOES client on --cache, else on data_root/goes of the settings (./data/goes without)."""
+    from viskom.sources.goes import GoesClient
+
+    if cache is None:
+        try:
+            cache = load_settings(config, required=False).data_path / "goes"
+        except ConfigError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    return GoesClient(cache, offline=offline)
+
+
+def _goes_report(missing: list[str], n_days: int) -> None:
+    """Missing days to stderr; exit 2 when no day at all could be read."""
+    from rich.markup import escape
+
+    for message in missing:
+        console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+    if n_days and len(missing) >= n_days:
+        console.print("[red]error:[/red] no GOES data for any day of the window")
+        raise typer.Exit(2)
+
+
+def _goes_csv(header: list[str], times: np.ndarray, *columns: np.ndarray) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(header)
+    iso = np.datetime_as_string(np.asarray(times, dtype="datetime64[ms]"), unit="s")
+    for t, *values in zip(iso, *columns, strict=True):
+        writer.writerow([f"{t}Z", *("" if v != v else f"{v:.6g}" for v in values)])
 
 
 @goes_app.command("show")
 def goes_show(
-    file: Annotated[Path, typer.Argument(help="a GOES XRS netCDF file (.nc)")],
+    file: Annotated[Path | None, typer.Argument(help="a GOES XRS netCDF file (.nc)")] = None,
+    start: GoesStart = None,
+    end: GoesEnd = None,
+    offline: GoesOffline = False,
+    cache: GoesCache = None,
+    satellite: GoesSatellite = None,
+    product: Annotated[str, typer.Option(help="archive product: avg1m or flx1s")] = "avg1m",
+    config: ConfigOption = None,
 ) -> None:
-    """Print an XRS file as CSV: time,xrsa_flux,xrsb_flux (ISO UTC; bad or missing left empty)."""
-    from viskom.sources.goes import GoesFileError, read_xrs
+    """Print XRS fluxes as CSV: time,xrsa_flux,xrsb_flux (ISO UTC; bad or missing left empty).
 
-    try:
-        series = read_xrs(file)
-    except (GoesFileError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["time", "xrsa_flux", "xrsb_flux"])
-    iso = np.datetime_as_string(series.time, unit="s")
-    for t, a, b in zip(iso, series.xrsa_flux, series.xrsb_flux, strict=True):
-        writer.writerow([f"{t}Z", "" if a != a else f"{a:.6g}", "" if b != b else f"{b:.6g}"])
+    From a FILE, or for --start/--end from NOAA's archive through the cache.
+    """
+    from viskom.sources.goes import GoesFileError, days_covering, read_xrs
+
+    window = _goes_window(file, start, end)
+    if window is None:
+        try:
+            series = read_xrs(file)
+        except (GoesFileError, FileNotFoundError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    else:
+        client = _goes_client(config, cache, offline)
+        try:
+            series, missing = client.xrs_range(*window, satellite=satellite, product=product)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        _goes_report(missing, len(days_covering(*window)))
+    _goes_csv(["time", "xrsa_flux", "xrsb_flux"], series.time, series.xrsa_flux, series.xrsb_flux)
+
+
+@goes_app.command("protons")
+def goes_protons(
+    file: Annotated[Path | None, typer.Argument(help="a GOES SGPS L2 avg5m file (.nc)")] = None,
+    start: GoesStart = None,
+    end: GoesEnd = None,
+    offline: GoesOffline = False,
+    cache: GoesCache = None,
+    satellite: GoesSatellite = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print >=10 MeV proton flux (pfu) as CSV: time,flux_ge10mev (bad or missing left empty).
+
+    From a FILE, or for --start/--end from NOAA's archive through the cache.
+    """
+    from viskom.sources.goes import GoesFileError, days_covering, read_sgps
+
+    window = _goes_window(file, start, end)
+    if window is None:
+        try:
+            series = read_sgps(file)
+        except (GoesFileError, FileNotFoundError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    else:
+        client = _goes_client(config, cache, offline)
+        try:
+            series, missing = client.protons_range(*window, satellite=satellite)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        _goes_report(missing, len(days_covering(*window)))
+    _goes_csv(["time", "flux_ge10mev"], series.time, series.flux_ge10mev)
 
 
 @app.command()

@@ -90,6 +90,39 @@ class IQSettings(BaseModel):
         return {k: getattr(self, k) for k in keys}
 
 
+class EventSettings(BaseModel):
+    """[events]: particle hits (cosmic rays, X-ray events, protons) and the hot-pixel map."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_sigma: float = Field(5.0, gt=0.0, description="hit seed: sigma above the sky")
+    grow_sigma: float = Field(2.5, gt=0.0, description="hits grow into pixels above this")
+    psf_single_ratio: float = Field(0.24, gt=0.0, lt=2.0, description="PSF neighbour ratio")
+    psf_pair_ratio: float = Field(0.055, gt=0.0, lt=1.0, description="PSF pair ratio")
+    star_sharp_sigma: float = Field(5.0, gt=0.0, description="near stars: excess in sigma")
+    xray_cosmic_ratio: float = Field(
+        0.4586, ge=0.0, description="X-ray-like hits per long cosmic track in quiet times"
+    )
+    hot_pixel_darks: int = Field(5, ge=2, description="recent darks for the hot-pixel map")
+    hot_pixel_sigma: float = Field(6.0, gt=0.0, description="hot in every dark above this")
+
+    def hit_params(self) -> dict[str, float]:
+        """The detector parameters (measure.cosmics.HitParams fields)."""
+        keys = ("seed_sigma", "grow_sigma", "psf_single_ratio", "psf_pair_ratio",
+                "star_sharp_sigma", "xray_cosmic_ratio")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
+
+
+class GoesSettings(BaseModel):
+    """[goes]: where GOES space-weather files are cached and whether to fetch them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cache_dir: Path | None = Field(None, description="GOES day cache; default data_root/goes")
+    online: bool = Field(True, description="fetch missing days from NOAA (else cache only)")
+    timeout_s: float = Field(20.0, gt=0.0, description="HTTP timeout")
+
+
 class Settings(BaseSettings):
     """Everything viskom needs to know, validated once at start."""
 
@@ -110,6 +143,8 @@ class Settings(BaseSettings):
     detector_health: DetectorHealthSettings = Field(default_factory=DetectorHealthSettings)
     psf: PsfSettings = Field(default_factory=PsfSettings)
     iq: IQSettings = Field(default_factory=IQSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    goes: GoesSettings = Field(default_factory=GoesSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @field_validator("database_url")
@@ -151,6 +186,13 @@ class Settings(BaseSettings):
     def products_path(self) -> Path:
         return (
             self._resolve(self.products_dir) if self.products_dir else self.data_path / "products"
+        )
+
+    @property
+    def goes_cache_path(self) -> Path:
+        """The GOES day cache (downloaded NOAA files)."""
+        return (
+            self._resolve(self.goes.cache_dir) if self.goes.cache_dir else self.data_path / "goes"
         )
 
     @property

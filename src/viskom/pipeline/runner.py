@@ -67,6 +67,7 @@ class RunSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (exposure, stage, error)
     seconds: float = 0.0
     months: set[str] = field(default_factory=set)  # 'YYYY-MM' of exposures measured anew
+    notes: list[str] = field(default_factory=list)  # calibration products and the like
 
 
 def plan(
@@ -236,6 +237,9 @@ def run_pipeline(
 ) -> RunSummary:
     """Execute all pending work; never stops on a stage's or a worker's failure."""
     t0 = time.perf_counter()
+    from viskom.pipeline.calibration import update_hot_pixel_map
+
+    _map, hot_note = update_hot_pixel_map(store, settings)
     tasks, skipped, blocked = plan(
         store,
         settings,
@@ -245,7 +249,7 @@ def run_pipeline(
         exposures=exposures,
         workers=workers,
     )
-    summary = RunSummary(exposures=len(tasks), skipped=skipped, blocked=blocked)
+    summary = RunSummary(exposures=len(tasks), skipped=skipped, blocked=blocked, notes=[hot_note])
     for done, (task, result) in enumerate(executor.map_unordered(execute_task, tasks), start=1):
         if isinstance(result, BaseException):
             now = datetime.now(UTC)

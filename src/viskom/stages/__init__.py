@@ -3,11 +3,18 @@
 from viskom.stages.base import ExposureInfo, Stage, StageResult, config_hash
 from viskom.stages.catalogue import Catalogue
 from viskom.stages.detector_health import DetectorHealth
+from viskom.stages.events import Events
 from viskom.stages.psf import PsfMoments
 from viskom.stages.science_plots import SciencePlots
 
 #: Registered stages, in execution order (a stage comes after those it requires).
-STAGES: tuple[Stage, ...] = (DetectorHealth(), Catalogue(), PsfMoments(), SciencePlots())
+STAGES: tuple[Stage, ...] = (
+    DetectorHealth(),
+    Catalogue(),
+    PsfMoments(),
+    SciencePlots(),
+    Events(),
+)
 
 
 def get_stage(name: str) -> Stage:

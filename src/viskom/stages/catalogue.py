@@ -1,4 +1,4 @@
-"""Catalogue stage: the sources of every quadrant of SCIENCE and FLAT frames, one Parquet each."""
+"""Catalogue stage: the sources of every quadrant of SCIENCE, FLAT and DARK frames (Parquet)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ class Catalogue(Stage):
 
     name = "catalogue"
     version = "1"
-    frame_types = frozenset({"SCIENCE", "FLAT"})
+    frame_types = frozenset({"SCIENCE", "FLAT", "DARK"})
     level = "quadrant"
 
     @staticmethod

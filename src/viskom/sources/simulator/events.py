@@ -68,6 +68,7 @@ class HitList:
         self.npts: list[np.ndarray] = []
         self.kind: list[np.ndarray] = []
         self.length: list[np.ndarray] = []
+        self.phi: list[np.ndarray] = []
 
     def add_tracks(
         self,
@@ -101,6 +102,7 @@ class HitList:
         self.npts.append(npts)
         self.kind.append(np.full(n, kind, dtype=np.int8))
         self.length.append(np.asarray(length, dtype=float))
+        self.phi.append(np.broadcast_to(np.asarray(phi, dtype=float), (n,)).copy())
 
     @property
     def n_hits(self) -> int:
@@ -206,7 +208,8 @@ def deposit(hits: HitList, width: int, height: int, threshold_e: float) -> dict[
 
     Each point spreads over a 3 x 3 pixel stencil (5 x 5 when sigma > 0.45 px), renormalised
     so that charge is conserved (charge falling outside the image area is lost).
-    Returns the charge map (float64, e-) and per hit: kind, length_px, charge_e (landed),
+    Returns the charge map (float64, e-) and per hit: kind, length_px, phi_deg (track direction
+    from +x towards +y), charge_e (landed),
     centroid x, y (image-area pixels), npix (pixels above threshold_e from that hit alone).
     """
     n = hits.n_hits
@@ -216,6 +219,7 @@ def deposit(hits: HitList, width: int, height: int, threshold_e: float) -> dict[
             "image": np.zeros((height, width), dtype=np.float64),
             "kind": np.zeros(0, dtype=np.int8),
             "length_px": empty,
+            "phi_deg": empty,
             "charge_e": empty,
             "x": empty,
             "y": empty,
@@ -261,6 +265,7 @@ def deposit(hits: HitList, width: int, height: int, threshold_e: float) -> dict[
         "image": image.reshape(height, width),
         "kind": np.concatenate(hits.kind),
         "length_px": np.concatenate(hits.length),
+        "phi_deg": np.degrees(np.concatenate(hits.phi)),
         "charge_e": charge,
         "x": cxw,
         "y": cyw,

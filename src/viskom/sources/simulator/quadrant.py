@@ -538,6 +538,7 @@ def synthesize(task: QuadrantTask) -> QuadrantResult:
                     name, m.extname, k,
                     x=dep["x"][sel] + col0, y=dep["y"][sel] + row0, flux_adu=q_adu,
                     length_px=dep["length_px"][sel], npix=dep["npix"][sel], charge_adu=q_adu,
+                    theta_deg=dep["phi_deg"][sel],
                 )
             )  # fmt: skip
     del dep

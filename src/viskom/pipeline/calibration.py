@@ -1,0 +1,89 @@
+"""Calibration products built from many exposures: the hot-pixel map from recent darks.
+
+A hot pixel looks exactly like a one-pixel particle hit in a single frame; only its coming
+back, frame after frame, gives it away. `update_hot_pixel_map` takes the most recent DARK
+frames of the store (`[events] hot_pixel_darks`), finds the pixels that are hot in all of
+them and writes one map per quadrant to `<products>/calibration/hot_pixels.npz`, rebuilt only
+when the set of darks changes. The events stage uses the map current when it runs (and records
+how many pixels it masked); a new map does not re-measure the past.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viskom.le1.frame import FrameError, Le1Frame
+from viskom.measure.cosmics import hot_pixel_indices
+from viskom.measure.detector import quadrant_bias
+
+HOT_PIXEL_FILE = Path("calibration") / "hot_pixels.npz"
+
+
+def hot_pixel_map_path(products_dir: str | Path) -> Path:
+    """Where the hot-pixel map lives in the product tree."""
+    return Path(products_dir) / HOT_PIXEL_FILE
+
+
+def load_hot_pixels(path: str | Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The map: {extname: flat indices in the image area} and the darks it was built from."""
+    path = Path(path)
+    if not path.exists():
+        return {}, []
+    with np.load(path) as z:
+        darks = json.loads(str(z["darks"]))
+        return {k[4:]: z[k] for k in z.files if k.startswith("ext:")}, darks
+
+
+def _image_area(frame: Le1Frame, name: str) -> np.ndarray:
+    quad = frame.quadrant(name)
+    g = quad.geometry
+    bias = quadrant_bias(quad.data, g)[2]
+    return quad.data[g.image.slices].astype(np.float32) - np.float32(bias)
+
+
+def build_hot_pixel_map(dark_paths: list[str], nsigma: float = 6.0) -> dict[str, np.ndarray]:
+    """Hot pixels per quadrant from dark frames (one quadrant of every dark in memory at once)."""
+    frames = [Le1Frame(p) for p in dark_paths]
+    try:
+        names = [
+            n for n in frames[0].quadrant_extnames if all(n in f.quadrant_extnames for f in frames)
+        ]
+        return {n: hot_pixel_indices([_image_area(f, n) for f in frames], nsigma) for n in names}
+    finally:
+        for f in frames:
+            f.close()
+
+
+def update_hot_pixel_map(store: Any, settings: Any) -> tuple[Path | None, str]:
+    """Rebuild the map when the most recent darks changed; returns (path or None, message)."""
+    n = int(settings.events.hot_pixel_darks)
+    darks = [
+        e
+        for e in store.list_exposures(frame_type="DARK", state="registered")
+        if e.path and Path(e.path).exists()
+    ][-n:]
+    path = hot_pixel_map_path(settings.products_path)
+    if len(darks) < 2:
+        return (path if path.exists() else None), "hot pixels: fewer than 2 darks, map unchanged"
+    key = [f"{d.name}:{d.checksum}" for d in darks]
+    if path.exists() and load_hot_pixels(path)[1] == key:
+        return path, "hot pixels: map up to date"
+    try:
+        hot = build_hot_pixel_map([d.path for d in darks], settings.events.hot_pixel_sigma)
+    except (FrameError, OSError, ValueError) as exc:
+        return (path if path.exists() else None), f"hot pixels: map not rebuilt ({exc})"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".hot_pixels.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    np.savez_compressed(
+        tmp, darks=np.array(json.dumps(key)), **{f"ext:{k}": v for k, v in hot.items()}
+    )
+    os.replace(tmp, path)
+    total = sum(v.size for v in hot.values())
+    return path, f"hot pixels: {total} in {len(hot)} quadrants from {len(darks)} darks"
