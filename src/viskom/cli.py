@@ -507,6 +507,66 @@ def goes_protons(
 
 
 @app.command()
+def movie(
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD (UTC)")],
+    end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD (UTC), included")],
+    kind: Annotated[str, typer.Option(help="xray: GOES + X-ray map + rf; protons")] = "xray",
+    output: Annotated[
+        Path | None, typer.Option(help="MP4 file; default in the product tree")
+    ] = None,
+    fps: Annotated[float, typer.Option(min=0.5, help="frames per second")] = 4.0,
+    config: ConfigOption = None,
+) -> None:
+    """Render a movie of a period: one frame per exposure (VISQL's xmovie), MP4 via ffmpeg."""
+    from datetime import timedelta
+
+    from viskom.present.movie import compose_frame, encode_mp4
+    from viskom.stages.base import ExposureInfo
+
+    if kind not in ("xray", "protons"):
+        console.print("[red]error:[/red] --kind must be xray or protons")
+        raise typer.Exit(2)
+    try:
+        since = datetime.fromisoformat(start).replace(tzinfo=UTC)
+        until = datetime.fromisoformat(end).replace(tzinfo=UTC) + timedelta(days=1)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    settings = _settings(config)
+    panels = ("goes", "cosmiX", "rf") if kind == "xray" else ("goes", "protons")
+    with _open_store(settings) as store:
+        exposures = [
+            e
+            for ft in ("SCIENCE", "DARK")
+            for e in store.list_exposures(
+                frame_type=ft, state="registered", since=since, until=until
+            )
+        ]
+    exposures.sort(key=lambda e: e.date_obs)
+    frames_dir = settings.products_path / "movies" / f".frames_{kind}_{start}_{end}"
+    frames, skipped = [], 0
+    for e in exposures:
+        info = ExposureInfo(
+            e.id, e.name, e.path, e.frame_type or "", e.exptime, str(settings.products_path),
+            date_obs=e.date_obs.isoformat() if e.date_obs else None,
+        )  # fmt: skip
+        paths = [info.product(p, "png") for p in panels]
+        if not all(p.exists() for p in paths):
+            skipped += 1
+            continue
+        frames.append(compose_frame(paths, frames_dir / f"{len(frames):05d}_{e.name}.png"))
+    if not frames:
+        console.print(f"[red]error:[/red] no exposure between {start} and {end} has its plots yet")
+        raise typer.Exit(2)
+    name = f"{'XCOSMIX' if kind == 'xray' else 'PROTONS'}_{start}_{end}.mp4"
+    out = output or settings.products_path / "movies" / name
+    encode_mp4(frames, out, fps=fps, progress=True)
+    console.print(
+        f"{out}: {len(frames)} frames" + (f" ({skipped} without plots)" if skipped else "")
+    )
+
+
+@app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="folder for the demo")] = Path("viskom-demo"),
     seed: Annotated[int, typer.Option(help="simulation seed")] = 2024,
@@ -519,9 +579,12 @@ def demo(
     cfg_path = directory / "viskom.toml"
     if not cfg_path.exists():
         write_default_config(directory)
+        # the demo day brings its own GOES files: no network
+        text = cfg_path.read_text().replace("online = true ", "online = false")
+        cfg_path.write_text(text)
     settings = _settings(cfg_path)
     console.print(f"simulating a small day of VIS frames into {settings.raw_path} ...")
-    paths = make_demo_day(settings.raw_path, seed=seed)
+    paths = make_demo_day(settings.raw_path, seed=seed, goes_cache=settings.goes_cache_path)
     console.print(f"  {len(paths)} files")
     ingest([settings.raw_path], config=cfg_path)
     run(config=cfg_path, workers=workers, force=False, retry_failed=False, exposure=None)

@@ -119,7 +119,7 @@ class GoesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cache_dir: Path | None = Field(None, description="GOES day cache; default data_root/goes")
-    online: bool = Field(True, description="fetch missing days from NOAA (else cache only)")
+    online: bool = Field(False, description="fetch missing days from NOAA (else cache only)")
     timeout_s: float = Field(20.0, gt=0.0, description="HTTP timeout")
 
 
@@ -327,6 +327,18 @@ cov11 = 4.4881659889479756e-05
 vare2 = 5.332022152062523e-06
 ok_below = 27.0              # score below this: OK
 reject_above = 1000.0        # score above this: rejected
+
+[events]
+# Particle hits (cosmic rays, X-ray events, protons); see viskom.measure.cosmics.
+seed_sigma = 5.0             # a hit's seed pixels are this many sky sigma above the sky
+grow_sigma = 2.5             # hits grow into neighbours above this
+xray_cosmic_ratio = 0.4586   # point-like 400-1200 ADU hits per long cosmic track, quiet Sun
+hot_pixel_darks = 5          # the hot-pixel map uses the most recent N darks
+
+[goes]
+# GOES X-ray and proton day files (NOAA NCEI), cached in data_root/goes by default.
+online = true                # fetch missing days; false: work from the cache only
+# cache_dir = "data/goes"
 """
 
 

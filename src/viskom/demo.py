@@ -8,14 +8,32 @@ from pathlib import Path
 DEMO_START = datetime(2024, 7, 13, 0, 0, 0, tzinfo=UTC)
 
 
-def make_demo_day(raw_dir: Path, *, seed: int = 2024, geometry: str = "small") -> list[Path]:
+#: The demo day's solar flare: M1 (XRS-B 1e-5 W/m2) peaking an hour into the day.
+DEMO_FLARE = (DEMO_START + timedelta(hours=1), 1.0e-5)
+
+
+def make_demo_day(
+    raw_dir: Path,
+    *,
+    seed: int = 2024,
+    geometry: str = "small",
+    goes_cache: Path | None = None,
+) -> list[Path]:
     """Simulate 2 bias, 2 dark, 1 flat, 1 charge-injection and 6 science frames of one day,
     plus one truncated file and one frame of unknown type, as a real day may bring.
     Frames already present are not simulated again.
     """
     from viskom.sources.simulator import SimConfig, simulate_frame
+    from viskom.sources.simulator.spaceweather import flare_day, write_goes_cache, xray_rate_table
 
-    cfg = SimConfig(geometry=geometry)
+    # GOES of the day (an M1 flare), written into the GOES cache as NOAA's files; the
+    # simulated X-ray event rate follows its XRS-A flux.
+    time, xrsa, xrsb = flare_day(DEMO_START.date(), [DEMO_FLARE], seed=seed)
+    if goes_cache is not None:
+        write_goes_cache(goes_cache, time, xrsa, xrsb)
+        # the +-12 h GOES panels of the first exposures reach into the day before (quiet)
+        write_goes_cache(goes_cache, *flare_day(DEMO_START.date() - timedelta(days=1), seed=seed))
+    cfg = SimConfig(geometry=geometry, xray_rate_multiplier=xray_rate_table(time, xrsa))
     raw_dir.mkdir(parents=True, exist_ok=True)
     plan: list[tuple[str, float | None, int, str | None]] = [
         ("bias", None, 1, None),

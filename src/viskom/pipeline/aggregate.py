@@ -11,11 +11,13 @@ import csv
 import math
 import os
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from viskom.measure.iq import IQReference
 from viskom.pipeline.iq import EXTRA_COLUMNS, IQ_COLUMNS, iq_rows_from_store
+from viskom.pipeline.spaceweather import period_rows, write_period_products
 from viskom.store import Store
 from viskom.store.products import month_dir
 
@@ -68,4 +70,13 @@ def update_month_products(store: Store, settings: Any, months: Iterable[str]) ->
                 ok=settings.iq.ok_below,
             )
         )
+        since, until = month_range(month)
+        written += write_period_products(period_rows(store, since, until), folder, month)
     return written
+
+
+def month_range(month: str) -> tuple[datetime, datetime]:
+    """[first day, first day of the next month) of 'YYYY-MM', UTC."""
+    first = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    nxt = first.replace(year=first.year + (first.month == 12), month=first.month % 12 + 1)
+    return first, nxt

@@ -3,9 +3,11 @@
 from viskom.stages.base import ExposureInfo, Stage, StageResult, config_hash
 from viskom.stages.catalogue import Catalogue
 from viskom.stages.detector_health import DetectorHealth
+from viskom.stages.event_plots import EventPlots
 from viskom.stages.events import Events
 from viskom.stages.psf import PsfMoments
 from viskom.stages.science_plots import SciencePlots
+from viskom.stages.space_weather import SpaceWeather
 
 #: Registered stages, in execution order (a stage comes after those it requires).
 STAGES: tuple[Stage, ...] = (
@@ -14,6 +16,8 @@ STAGES: tuple[Stage, ...] = (
     PsfMoments(),
     SciencePlots(),
     Events(),
+    EventPlots(),
+    SpaceWeather(),
 )
 
 

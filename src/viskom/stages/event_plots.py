@@ -1,0 +1,75 @@
+"""Event plots stage: VISQL's cosmic maps, the radius-flux diagram and hit histograms.
+
+From the catalogue (VISQL's classes: `_cosmiX`, `_cosmics`, `_protons` maps in the instrument
+frame, colour ranges scaled by exposure time, and `_rf`) and from the pixel-level hits
+(`_hit_histograms`). For SCIENCE and DARK frames; a separate stage so plots can be improved
+without measuring again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from viskom.le1.frame import Le1Frame
+from viskom.measure.cosmics import catalogue_classes
+from viskom.stages.base import ExposureInfo, Stage, StageResult
+from viskom.store.products import read_table
+
+#: product name of each VISQL map
+MAP_PRODUCTS = {"xray": "cosmiX", "cosmics": "cosmics", "protons": "protons"}
+
+
+class EventPlots(Stage):
+    """PNG maps and histograms of one exposure's particle events."""
+
+    name = "event_plots"
+    version = "1"
+    frame_types = frozenset({"SCIENCE", "DARK"})
+    level = "exposure"
+    requires = ("catalogue", "events")
+
+    def run(
+        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
+    ) -> StageResult:
+        from viskom.present.events import plot_event_map, plot_hit_histograms, plot_rf_diagram
+
+        cat = read_table(exposure.product("catalogue", "parquet"))
+        hits = read_table(exposure.product("hits", "parquet"))
+        exptime = exposure.exptime
+        when = (exposure.date_obs or "")[:19].replace("T", " ")
+        title = f"{exposure.name}  {when}"
+        classes = catalogue_classes(cat["flux_auto"], cat["flux_radius"])
+        xw, yw = np.asarray(cat["x_world"], float), np.asarray(cat["y_world"], float)
+        paths = [
+            plot_event_map(
+                xw[classes[kind]],
+                yw[classes[kind]],
+                kind,
+                exptime,
+                title,
+                exposure.product(p, "png"),
+            )
+            for kind, p in MAP_PRODUCTS.items()
+        ]
+        paths.append(
+            plot_rf_diagram(
+                cat["flux_radius"], cat["flux_auto"], title, exposure.product("rf", "png")
+            )
+        )
+        area = float(sum(frame.geometry(n).image.size for n in frame.quadrant_extnames))
+        paths.append(
+            plot_hit_histograms(
+                hits["npix"],
+                hits["length_px"],
+                hits["charge_adu"],
+                hits["kind"],
+                exptime,
+                title,
+                exposure.product("hit_histograms", "png"),
+                area_px=area,
+            )
+        )
+        return StageResult(metrics=[], products=paths)
