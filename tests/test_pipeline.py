@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from viskom.cli import app
 from viskom.sources.simulator import SimConfig, simulate_frame
+from viskom.sources.simulator.spaceweather import flare_day, write_goes_cache
 from viskom.stages.detector_health import DetectorHealth
 
 T0 = datetime(2024, 7, 13, 2, 0, 0, tzinfo=UTC)
@@ -68,6 +69,10 @@ def project(tmp_path, monkeypatch, store_url) -> Path:
     _invoke("init", str(tmp_path / "proj"))
     monkeypatch.chdir(tmp_path / "proj")
     monkeypatch.setenv("VISKOM_DATABASE_URL", store_url)
+    # GOES from the cache only: a quiet simulated day and the day before, as NOAA's files
+    monkeypatch.setenv("VISKOM_GOES__ONLINE", "false")
+    for day in (T0.date() - timedelta(days=1), T0.date()):
+        write_goes_cache(tmp_path / "proj" / "data" / "goes", *flare_day(day))
     return tmp_path / "proj"
 
 
@@ -88,8 +93,9 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     monkeypatch.setenv("VISKOM_EXECUTOR", "process")
     monkeypatch.setenv("VISKOM_WORKERS", "2")
     out = _invoke("run")
-    # 8 detector_health + catalogue on 3 science and 1 flat + psf and plots on 3 science
-    assert "8 exposures, 18 stage runs ok, 0 failed" in out
+    # 8 detector_health + catalogue on 3 science, 1 flat, 1 dark + psf and plots on 3 science
+    # + events, event plots, space weather on 3 science and 1 dark
+    assert "8 exposures, 31 stage runs ok, 0 failed" in out
 
     rows = _metrics_csv("--unit", "FPA", "--metric", "read_noise_e")
     assert len(rows) == 8
@@ -125,7 +131,7 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
 
     # Nothing pending: a second run does nothing.
     out = _invoke("run")
-    assert "0 exposures" in out and "18 up to date" in out
+    assert "0 exposures" in out and "31 up to date" in out
 
     # A new stage version re-runs it everywhere.
     monkeypatch.setattr(DetectorHealth, "version", "999")
@@ -160,7 +166,7 @@ def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> No
     monkeypatch.setattr(dh, "quadrant_health", broken)
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "17 stage runs ok, 1 failed" in out
+    assert "30 stage runs ok, 1 failed" in out
     assert "simulated failure in the flat measurement" in out
     status = _invoke("status")
     assert "failed" in status and "simulated failure" in status
