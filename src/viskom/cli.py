@@ -6,9 +6,10 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -429,6 +430,31 @@ def _goes_report(missing: list[str], n_days: int) -> None:
         raise typer.Exit(2)
 
 
+def _goes_series(
+    file: Path | None,
+    window: tuple[datetime, datetime] | None,
+    read_file: Callable[[Path], Any],
+    read_range: Callable[[tuple[datetime, datetime]], tuple[Any, list[str]]],
+) -> Any:
+    """A GOES series from FILE, or for a --start/--end window through the cache (missing
+    days reported on stderr); unusable input exits with code 2."""
+    from viskom.sources.goes import GoesFileError, days_covering
+
+    if window is None:
+        try:
+            return read_file(file)
+        except (GoesFileError, FileNotFoundError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    try:
+        series, missing = read_range(window)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _goes_report(missing, len(days_covering(*window)))
+    return series
+
+
 def _goes_csv(header: list[str], times: np.ndarray, *columns: np.ndarray) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(header)
@@ -452,23 +478,16 @@ def goes_show(
 
     From a FILE, or for --start/--end from NOAA's archive through the cache.
     """
-    from viskom.sources.goes import GoesFileError, days_covering, read_xrs
+    from viskom.sources.goes import read_xrs
 
-    window = _goes_window(file, start, end)
-    if window is None:
-        try:
-            series = read_xrs(file)
-        except (GoesFileError, FileNotFoundError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-    else:
-        client = _goes_client(config, cache, offline)
-        try:
-            series, missing = client.xrs_range(*window, satellite=satellite, product=product)
-        except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        _goes_report(missing, len(days_covering(*window)))
+    series = _goes_series(
+        file,
+        _goes_window(file, start, end),
+        read_xrs,
+        lambda window: _goes_client(config, cache, offline).xrs_range(
+            *window, satellite=satellite, product=product
+        ),
+    )
     _goes_csv(["time", "xrsa_flux", "xrsb_flux"], series.time, series.xrsa_flux, series.xrsb_flux)
 
 
@@ -486,23 +505,16 @@ def goes_protons(
 
     From a FILE, or for --start/--end from NOAA's archive through the cache.
     """
-    from viskom.sources.goes import GoesFileError, days_covering, read_sgps
+    from viskom.sources.goes import read_sgps
 
-    window = _goes_window(file, start, end)
-    if window is None:
-        try:
-            series = read_sgps(file)
-        except (GoesFileError, FileNotFoundError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-    else:
-        client = _goes_client(config, cache, offline)
-        try:
-            series, missing = client.protons_range(*window, satellite=satellite)
-        except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        _goes_report(missing, len(days_covering(*window)))
+    series = _goes_series(
+        file,
+        _goes_window(file, start, end),
+        read_sgps,
+        lambda window: _goes_client(config, cache, offline).protons_range(
+            *window, satellite=satellite
+        ),
+    )
     _goes_csv(["time", "flux_ge10mev"], series.time, series.flux_ge10mev)
 
 
