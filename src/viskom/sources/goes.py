@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -108,15 +108,20 @@ def _decode_time(tvar) -> tuple[np.ndarray, np.ndarray]:
     return times, np.asarray(bad_t, dtype=bool)
 
 
-def read_xrs(path: str | Path) -> XrsSeries:
-    """Read an XRS netCDF-4 file; GoesFileError (clear message) if it cannot be used."""
+def _open_netcdf(path: Path) -> Any:
+    """Open a netCDF-4 (HDF5) file for reading; GoesFileError when it is not one."""
     import h5py
 
-    path = Path(path)
     try:
-        fh = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise GoesFileError(f"{path.name}: not a netCDF-4/HDF5 file ({exc})") from None
+
+
+def read_xrs(path: str | Path) -> XrsSeries:
+    """Read an XRS netCDF-4 file; GoesFileError (clear message) if it cannot be used."""
+    path = Path(path)
+    fh = _open_netcdf(path)
     with fh:
         for name in ("time", "xrsa_flux", "xrsb_flux"):
             if name not in fh:
@@ -225,13 +230,8 @@ def read_sgps(path: str | Path) -> ProtonSeries:
     `L2_SciData_TimeStamp` (v1/v2), its epoch from `units`; the satellite is the file's
     `platform` attribute.
     """
-    import h5py
-
     path = Path(path)
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise GoesFileError(f"{path.name}: not a netCDF-4/HDF5 file ({exc})") from None
+    fh = _open_netcdf(path)
     with fh:
         tname = next((n for n in _SGPS_TIME_NAMES if n in fh), None)
         if tname is None:
