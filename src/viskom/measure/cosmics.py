@@ -328,7 +328,12 @@ def top10count(x_world: np.ndarray, y_world: np.ndarray, nbins: int = 115) -> fl
     y = np.asarray(y_world, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
     counts, _, _ = np.histogram2d(x[ok], y[ok], bins=int(nbins), range=[[-0.4, 0.4], [-0.4, 0.4]])
-    flat = np.sort(counts.ravel())
+    return top10_of_counts(counts)
+
+
+def top10_of_counts(counts: np.ndarray) -> float:
+    """`top10count` of an already binned map: 10th highest bin minus the median bin."""
+    flat = np.sort(np.asarray(counts, dtype=float).ravel())
     tenth = flat[-10] if flat.size >= 10 else flat[0]
     return float(tenth - np.median(flat))
 

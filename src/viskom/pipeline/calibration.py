@@ -40,6 +40,15 @@ def load_hot_pixels(path: str | Path) -> tuple[dict[str, np.ndarray], list[str]]
         return {k[4:]: z[k] for k in z.files if k.startswith("ext:")}, darks
 
 
+def hot_pixel_map_darks(path: str | Path) -> list[str]:
+    """The darks (name:checksum) a map was built from, without reading its pixel lists."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with np.load(path) as z:
+        return json.loads(str(z["darks"]))
+
+
 def _image_area(frame: Le1Frame, name: str) -> np.ndarray:
     quad = frame.quadrant(name)
     g = quad.geometry
@@ -72,7 +81,7 @@ def update_hot_pixel_map(store: Any, settings: Any) -> tuple[Path | None, str]:
     if len(darks) < 2:
         return (path if path.exists() else None), "hot pixels: fewer than 2 darks, map unchanged"
     key = [f"{d.name}:{d.checksum}" for d in darks]
-    if path.exists() and load_hot_pixels(path)[1] == key:
+    if hot_pixel_map_darks(path) == key:
         return path, "hot pixels: map up to date"
     try:
         hot = build_hot_pixel_map([d.path for d in darks], settings.events.hot_pixel_sigma)

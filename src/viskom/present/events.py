@@ -37,6 +37,7 @@ from viskom.measure.cosmics import (
     READOUT_S,
     XRAY_ADU,
     catalogue_classes,
+    top10_of_counts,
     top10count,
 )
 from viskom.present.focal import ccd_rectangle
@@ -257,7 +258,7 @@ def plot_event_map(
         counts, edges = _map_histogram(x, y, spec["nbins"])
         n_in = int(counts.sum())
         n_out = int((np.isfinite(x) & np.isfinite(y)).sum()) - n_in
-        t10 = top10count(x, y, spec["nbins"])
+        t10 = top10_of_counts(counts)
         norm = LogNorm(spec["vmin"] * factor, spec["vmax"] * factor)
         cmap = colormaps["jet"]
 
