@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.le1.geometry import parse_extname
 from viskom.le1.wcs import QuadrantWcs
 from viskom.measure.cosmics import (
     HitParams,
@@ -175,9 +176,11 @@ class Events(Stage):
         exptime = float(exposure.exptime or 0.0)
         tables = {c: [] for c in HIT_TABLE_COLUMNS}
         metrics: list[tuple[str, str, float]] = []
-        groups: dict[str, list[str]] = {"FPA": list(per_quadrant)}
+        # units: every quadrant, every CCD (R-C) and the focal plane
+        groups: dict[str, list[str]] = {ext: [ext] for ext in per_quadrant}
         for ext in per_quadrant:
-            groups.setdefault(ext.split(".")[0], []).append(ext)
+            groups.setdefault(parse_extname(ext).ccd, []).append(ext)
+        groups["FPA"] = list(per_quadrant)
         for res in per_quadrant.values():
             for c in HIT_TABLE_COLUMNS:
                 tables[c].append(res["table"][c])
@@ -188,8 +191,6 @@ class Events(Stage):
         # catalogue classes (VISQL)
         cat_ext = np.asarray(cat["extname"]).astype(str)
         classes = catalogue_classes(cat["flux_auto"], cat["flux_radius"])
-        for ext in per_quadrant:
-            groups[ext] = [ext]
         for unit, members in groups.items():
             sel_hits = np.isin(merged["extname"], members)
             measured = sum(per_quadrant[m]["measured_pixels"] for m in members)
