@@ -364,6 +364,82 @@ def _csv_value(value: object, digits: int | None = None) -> str:
     return str(value)
 
 
+@app.command("gaia-match")
+def gaia_match(
+    stars: Annotated[Path, typer.Option(help="VISQL moments catalogue (*_stars2_mom.cat)")],
+    gaia: Annotated[Path, typer.Option(help="Gaia in the instrument frame (*_stars2_gaia.cat)")],
+    exptime: Annotated[float, typer.Option(help="exposure time of the VIS fluxes [s]")] = 560.52,
+    gains: Annotated[
+        Path | None, typer.Option(help="relative quadrant gains ('EXT gain'); default all 1")
+    ] = None,
+    match_radius_pix: Annotated[float, typer.Option(help="pair tolerance [pix]")] = 20.0,
+    fmt: Annotated[str, typer.Option("--format", help="json or text")] = "text",
+) -> None:
+    """Match VISQL-format star and Gaia tables: astrometric offsets, gradients and VIS/Gaia."""
+    from viskom.measure.gaia import compare_with_gaia
+    from viskom.sources.visql import (
+        read_gaia_instrument_catalogue,
+        read_quadrant_gains,
+        read_star_moments,
+    )
+
+    if fmt not in ("json", "text"):
+        raise typer.BadParameter("--format must be json or text")
+    if not exptime > 0:
+        raise typer.BadParameter("--exptime must be positive")
+    try:
+        mom = read_star_moments(stars)
+        cat = read_gaia_instrument_catalogue(gaia)
+        gain_table = read_quadrant_gains(gains) if gains is not None else None
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    result = compare_with_gaia(
+        mom["extname"], mom["x_world"], mom["y_world"], mom["flux"],
+        cat["x_deg"], cat["y_deg"], cat["gmag"], cat["bp_rp"],
+        exptime=exptime, gains=gain_table, source_id=cat["source_id"],
+        match_radius_pix=match_radius_pix,
+    )  # fmt: skip
+    summary = result.summary()
+    if gains is not None:
+        missing = sorted(set(np.asarray(mom["extname"]).astype(str)) - set(gain_table or {}))
+        summary["quadrants_without_gain"] = missing
+    if fmt == "json":
+        out.print_json(json.dumps(_json_clean(summary)))
+        return
+    g = summary["gradients_pix"]
+    r = summary["vis_over_gaia"]
+    out.print(
+        f"matched {summary['n_matched']} of {summary['n_vis']} VIS stars "
+        f"({summary['n_gaia']} Gaia); sigma {summary['sigma_pix']:.3f} pix",
+        highlight=False,
+        markup=False,
+    )
+    out.print(
+        f"offset Gaia-VIS dx {summary['dx_pix']:.3f} dy {summary['dy_pix']:.3f} pix; gradients "
+        f"[pix/0.75 deg] ddx/dx {g[0]:.3f} ddy/dx {g[1]:.3f} ddx/dy {g[2]:.3f} ddy/dy {g[3]:.3f}",
+        highlight=False,
+        markup=False,
+    )
+    out.print(
+        f"VIS/Gaia at BP-RP 0.75 1.75 2.75: {r[0]:.4f} {r[1]:.4f} {r[2]:.4f} "
+        f"({summary['colour_fit']['n_fit']} stars, rms {summary['colour_fit']['rms']:.4f})",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _json_clean(value: Any) -> Any:
+    """NaN and infinities become null, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 goes_app = typer.Typer(
     help="GOES space weather: X-ray (XRS) fluxes and >=10 MeV protons.", no_args_is_help=True
 )

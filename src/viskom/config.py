@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from contextvars import ContextVar
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,6 +124,34 @@ class GoesSettings(BaseModel):
     timeout_s: float = Field(20.0, gt=0.0, description="HTTP timeout")
 
 
+class GaiaSettings(BaseModel):
+    """[gaia]: the Gaia DR3 cache and client, the VIS-Gaia match and the ice-trend reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cache_dir: Path | None = Field(None, description="Gaia tile cache; default data_root/gaia")
+    online: bool = Field(False, description="query VizieR / ESA TAP for missing tiles")
+    timeout_s: float = Field(60.0, gt=0.0, description="HTTP timeout per query")
+    cone_radius_deg: float = Field(0.6, gt=0.1, le=2.0, description="Gaia cone per pointing")
+    match_radius_pix: float = Field(20.0, gt=0.5, description="VIS-Gaia pair tolerance")
+    search_window_deg: float = Field(0.4, gt=0.0, description="largest pointing offset sought")
+    colour_gmax: float = Field(19.5, gt=10.0, description="colour fit: Gaia G below this")
+    min_stars_quadratic: int = Field(10, ge=4, description="fewer: FPA colour shape + offset")
+    gains_file: Path | None = Field(
+        None, description="relative quadrant gains ('EXT gain'); default: from the latest flat"
+    )
+    reference_start: date = Field(date(2024, 3, 14), description="ice reference period start")
+    reference_end: date = Field(date(2024, 3, 22), description="ice reference period end (incl.)")
+    selfcal_ra_deg: float = Field(268.75, description="self-calibration field centre RA")
+    selfcal_dec_deg: float = Field(65.3, description="self-calibration field centre Dec")
+
+    @model_validator(mode="after")
+    def _check_reference(self) -> GaiaSettings:
+        if self.reference_end < self.reference_start:
+            raise ValueError("reference_end is before reference_start")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything viskom needs to know, validated once at start."""
 
@@ -145,6 +174,7 @@ class Settings(BaseSettings):
     iq: IQSettings = Field(default_factory=IQSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     goes: GoesSettings = Field(default_factory=GoesSettings)
+    gaia: GaiaSettings = Field(default_factory=GaiaSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @field_validator("database_url")
@@ -194,6 +224,18 @@ class Settings(BaseSettings):
         return (
             self._resolve(self.goes.cache_dir) if self.goes.cache_dir else self.data_path / "goes"
         )
+
+    @property
+    def gaia_cache_path(self) -> Path:
+        """The Gaia DR3 tile cache."""
+        return (
+            self._resolve(self.gaia.cache_dir) if self.gaia.cache_dir else self.data_path / "gaia"
+        )
+
+    @property
+    def gaia_gains_path(self) -> Path | None:
+        """The configured relative-gain table, if any."""
+        return self._resolve(self.gaia.gains_file) if self.gaia.gains_file else None
 
     @property
     def rules_path(self) -> Path | None:
