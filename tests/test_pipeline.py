@@ -15,7 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from viskom.cli import app
+from viskom.sources.gaia import GaiaCache
 from viskom.sources.simulator import SimConfig, simulate_frame
+from viskom.sources.simulator.instrument import write_relative_gains
 from viskom.sources.simulator.spaceweather import flare_day, write_goes_cache
 from viskom.stages.detector_health import DetectorHealth
 
@@ -63,7 +65,7 @@ def _invoke(*args: str) -> str:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch, store_url) -> Path:
+def project(tmp_path, monkeypatch, store_url, raw) -> Path:
     for key in ("VISKOM_CONFIG", "VISKOM_WORKERS", "VISKOM_EXECUTOR"):
         monkeypatch.delenv(key, raising=False)
     _invoke("init", str(tmp_path / "proj"))
@@ -73,6 +75,14 @@ def project(tmp_path, monkeypatch, store_url) -> Path:
     monkeypatch.setenv("VISKOM_GOES__ONLINE", "false")
     for day in (T0.date() - timedelta(days=1), T0.date()):
         write_goes_cache(tmp_path / "proj" / "data" / "goes", *flare_day(day))
+    # Gaia from the cache only: the simulator's cones stand in for VizieR; the simulated
+    # instrument's relative gains as the configured gain table
+    monkeypatch.setenv("VISKOM_GAIA__ONLINE", "false")
+    gains = write_relative_gains(tmp_path / "proj" / "gains.txt", SimConfig(geometry="small"))
+    monkeypatch.setenv("VISKOM_GAIA__GAINS_FILE", str(gains))
+    cache = GaiaCache(tmp_path / "proj" / "data" / "gaia")
+    for path in sorted(raw.rglob("gaia_*.parquet")):
+        cache.seed_from_file(path)
     return tmp_path / "proj"
 
 
@@ -94,8 +104,8 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     monkeypatch.setenv("VISKOM_WORKERS", "2")
     out = _invoke("run")
     # 8 detector_health + catalogue on 3 science, 1 flat, 1 dark + psf and plots on 3 science
-    # + events, event plots, space weather on 3 science and 1 dark
-    assert "8 exposures, 31 stage runs ok, 0 failed" in out
+    # + events, event plots, space weather on 3 science and 1 dark + gaia on 3 science
+    assert "8 exposures, 34 stage runs ok, 0 failed" in out
 
     rows = _metrics_csv("--unit", "FPA", "--metric", "read_noise_e")
     assert len(rows) == 8
@@ -131,7 +141,7 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
 
     # Nothing pending: a second run does nothing.
     out = _invoke("run")
-    assert "0 exposures" in out and "31 up to date" in out
+    assert "0 exposures" in out and "34 up to date" in out
 
     # A new stage version re-runs it everywhere.
     monkeypatch.setattr(DetectorHealth, "version", "999")
@@ -166,7 +176,7 @@ def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> No
     monkeypatch.setattr(dh, "quadrant_health", broken)
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "30 stage runs ok, 1 failed" in out
+    assert "33 stage runs ok, 1 failed" in out
     assert "simulated failure in the flat measurement" in out
     status = _invoke("status")
     assert "failed" in status and "simulated failure" in status

@@ -667,12 +667,22 @@ def demo(
     cfg_path = directory / "viskom.toml"
     if not cfg_path.exists():
         write_default_config(directory)
-        # the demo day brings its own GOES files: no network
+        # the demo day brings its own GOES files and Gaia cones: no network; the simulated
+        # instrument's relative gains stand in for a gain calibration
         text = cfg_path.read_text().replace("online = true ", "online = false")
+        text = text.replace(
+            '# gains_file = "relative_gains.txt"', 'gains_file = "relative_gains.txt"'
+        )
         cfg_path.write_text(text)
     settings = _settings(cfg_path)
     console.print(f"simulating a small day of VIS frames into {settings.raw_path} ...")
-    paths = make_demo_day(settings.raw_path, seed=seed, goes_cache=settings.goes_cache_path)
+    paths = make_demo_day(
+        settings.raw_path,
+        seed=seed,
+        goes_cache=settings.goes_cache_path,
+        gaia_cache=settings.gaia_cache_path,
+        gains_file=directory / "relative_gains.txt",
+    )
     console.print(f"  {len(paths)} files")
     ingest([settings.raw_path], config=cfg_path)
     run(config=cfg_path, workers=workers, force=False, retry_failed=False, exposure=None)

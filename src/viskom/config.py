@@ -132,11 +132,16 @@ class GaiaSettings(BaseModel):
     cache_dir: Path | None = Field(None, description="Gaia tile cache; default data_root/gaia")
     online: bool = Field(False, description="query VizieR / ESA TAP for missing tiles")
     timeout_s: float = Field(60.0, gt=0.0, description="HTTP timeout per query")
-    cone_radius_deg: float = Field(0.6, gt=0.1, le=2.0, description="Gaia cone per pointing")
+    cone_radius_deg: float = Field(
+        0.55, gt=0.1, le=2.0, description="Gaia cone per pointing (FPA corners at 0.52 deg)"
+    )
     match_radius_pix: float = Field(20.0, gt=0.5, description="VIS-Gaia pair tolerance")
     search_window_deg: float = Field(0.4, gt=0.0, description="largest pointing offset sought")
     colour_gmax: float = Field(19.5, gt=10.0, description="colour fit: Gaia G below this")
     min_stars_quadratic: int = Field(10, ge=4, description="fewer: FPA colour shape + offset")
+    aperture_radius_px: float = Field(
+        15.0, ge=0.0, description="aperture correction FLUX_AUTO -> total (0: VISQL, none)"
+    )
     gains_file: Path | None = Field(
         None, description="relative quadrant gains ('EXT gain'); default: from the latest flat"
     )
@@ -381,6 +386,14 @@ hot_pixel_darks = 5          # the hot-pixel map uses the most recent N darks
 # GOES X-ray and proton day files (NOAA NCEI), cached in data_root/goes by default.
 online = true                # fetch missing days; false: work from the cache only
 # cache_dir = "data/goes"
+
+[gaia]
+# Gaia DR3 (VizieR I/355/gaiadr3, ESA TAP as fallback), cached as HEALPix tiles.
+online = true                # query missing tiles; false: work from the cache only
+# cache_dir = "data/gaia"
+# gains_file = "relative_gains.txt"  # 'EXT gain' per quadrant; default: from the latest flat
+reference_start = 2024-03-14 # ice reference period (just after a decontamination)
+reference_end = 2024-03-22
 """
 
 

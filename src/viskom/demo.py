@@ -18,12 +18,17 @@ def make_demo_day(
     seed: int = 2024,
     geometry: str = "small",
     goes_cache: Path | None = None,
+    gaia_cache: Path | None = None,
+    gains_file: Path | None = None,
 ) -> list[Path]:
     """Simulate 2 bias, 2 dark, 1 flat, 1 charge-injection and 6 science frames of one day,
     plus one truncated file and one frame of unknown type, as a real day may bring.
-    Frames already present are not simulated again.
+    Frames already present are not simulated again. With `gaia_cache`, the simulator's
+    Gaia-like cones are stored in the Gaia tile cache (standing in for VizieR); with
+    `gains_file`, the simulated relative quadrant gains are written there.
     """
     from viskom.sources.simulator import SimConfig, simulate_frame
+    from viskom.sources.simulator.instrument import write_relative_gains
     from viskom.sources.simulator.spaceweather import flare_day, write_goes_cache, xray_rate_table
 
     # GOES of the day (an M1 flare), written into the GOES cache as NOAA's files; the
@@ -68,4 +73,25 @@ def make_demo_day(
         )
         paths.append(frame.path)
         t += timedelta(seconds=(exptime or 560.52) + 72.0 + 60.0)
+    if gains_file is not None:
+        write_relative_gains(gains_file, cfg)
+    if gaia_cache is not None:
+        seed_gaia_cache(gaia_cache, raw_dir)
     return paths
+
+
+def seed_gaia_cache(cache_dir: Path, folder: Path) -> int:
+    """Store every simulated Gaia cone (`gaia_*.parquet` in `folder`) in the Gaia tile cache."""
+    from viskom.sources.gaia import GaiaCache
+    from viskom.sources.simulator import read_gaia_catalogue
+
+    cache = GaiaCache(cache_dir)
+    n = 0
+    for path in sorted(folder.glob("gaia_*.parquet")):
+        table = read_gaia_catalogue(path)
+        meta = table.meta
+        cache.seed_from_catalogue(
+            table, float(meta["ra0"]), float(meta["dec0"]), float(meta["radius_deg"])
+        )
+        n += 1
+    return n

@@ -120,21 +120,77 @@ def find_offset(
     y_gaia: np.ndarray,
     *,
     window_deg: float = 0.4,
+    first_window_deg: float = 0.02,
     bin_deg: float = 0.002,
+    fine_bin_deg: float = 3.0 / PIX_PER_DEG,
     refine_to_deg: float = 2.0 / PIX_PER_DEG,
 ) -> tuple[float, float, int]:
     """The shift (Gaia minus VIS) that lines the two star lists up; (dx_deg, dy_deg, n_peak).
 
-    Both lists are binned on a common grid and cross-correlated by FFT: the correlation at
-    lag d counts the pairs whose separation is d (to a bin), so its peak within `window_deg`
-    is VISQL's pair-difference histogram peak, at O(N log N) instead of O(N1 N2). The peak is
-    refined with the median separation of the KD-tree pairs near it, shrinking the radius to
-    `refine_to_deg`. n_peak is the number of pairs within that final radius.
+    VISQL histograms all pair separations; here only the pairs that can matter are formed.
+    Header pointings are good to arcseconds, so first the pairs within `first_window_deg`
+    (KD-tree) are histogrammed at `fine_bin_deg`; the peak is accepted when its pairs stand
+    out from chance coincidences (at least 5, and 5 sigma above the Poisson expectation).
+    Otherwise both lists are binned at `bin_deg` and cross-correlated by FFT over the whole
+    `window_deg` (the correlation at lag d counts the pairs separated by d, at O(N log N)),
+    and the fine histogram is repeated around that peak. The offset is the median separation
+    of the pairs within `refine_to_deg` of the peak; n_peak is their number.
     """
     xv, yv = np.asarray(x_vis, float), np.asarray(y_vis, float)
     xg, yg = np.asarray(x_gaia, float), np.asarray(y_gaia, float)
     if xv.size == 0 or xg.size == 0:
         return math.nan, math.nan, 0
+    tree = cKDTree(np.column_stack([xg, yg]))
+    first = min(first_window_deg, window_deg)
+    dx, dy, n, chance = _pair_peak(tree, xv, yv, xg, yg, 0.0, 0.0, first, fine_bin_deg,
+                                   refine_to_deg)  # fmt: skip
+    if n >= max(5.0, chance + 5.0 * math.sqrt(chance)) or first >= window_deg:
+        return dx, dy, n
+    cx, cy = _correlation_peak(xv, yv, xg, yg, window_deg, bin_deg)
+    dx2, dy2, n2, _ = _pair_peak(tree, xv, yv, xg, yg, cx, cy, 3.0 * bin_deg, fine_bin_deg,
+                                 refine_to_deg)  # fmt: skip
+    return (dx2, dy2, n2) if n2 > n else (dx, dy, n)
+
+
+def _pair_peak(
+    tree: cKDTree, xv, yv, xg, yg, cx: float, cy: float, radius: float, fine_bin: float,
+    refine_to: float,
+) -> tuple[float, float, int, float]:  # fmt: skip
+    """Peak of the Gaia-minus-VIS separations within `radius` of (cx, cy): dx, dy, n, chance.
+
+    chance is the number of pairs expected within `refine_to` of any point by coincidence.
+    """
+    pairs = tree.query_ball_point(np.column_stack([xv + cx, yv + cy]), r=radius)
+    iv = np.repeat(np.arange(xv.size), [len(p) for p in pairs])
+    ig = np.fromiter((j for p in pairs for j in p), dtype=np.intp, count=iv.size)
+    if iv.size == 0:
+        return math.nan, math.nan, 0, 0.0
+    ddx, ddy = xg[ig] - xv[iv], yg[ig] - yv[iv]
+    nb = max(int(2 * radius / fine_bin), 1)
+    h, ye, xe = np.histogram2d(
+        ddy, ddx, bins=nb, range=((cy - radius, cy + radius), (cx - radius, cx + radius))
+    )
+    h = uniform_filter(h, size=5, mode="constant")  # unmodelled distortion spreads the peak
+    iy, ix = np.unravel_index(np.argmax(h), h.shape)
+    dx, dy = 0.5 * (xe[ix] + xe[ix + 1]), 0.5 * (ye[iy] + ye[iy + 1])
+    chance = iv.size * (refine_to / radius) ** 2
+    r = 4.0 * fine_bin
+    n = 0
+    while True:
+        near = (ddx - dx) ** 2 + (ddy - dy) ** 2 <= r**2
+        n = int(near.sum())
+        if n == 0:
+            return dx, dy, 0, chance
+        dx, dy = float(np.median(ddx[near])), float(np.median(ddy[near]))
+        if r <= refine_to:
+            break
+        r = max(r / 2.0, refine_to)
+    n = int(((ddx - dx) ** 2 + (ddy - dy) ** 2 <= refine_to**2).sum())
+    return dx, dy, n, chance
+
+
+def _correlation_peak(xv, yv, xg, yg, window: float, bin_deg: float) -> tuple[float, float]:
+    """Lag (Gaia minus VIS) of the peak of the FFT cross-correlation of the binned lists."""
     lo_x = min(xv.min(), xg.min())
     lo_y = min(yv.min(), yg.min())
     nx = int((max(xv.max(), xg.max()) - lo_x) / bin_deg) + 2
@@ -149,27 +205,9 @@ def find_offset(
     corr = uniform_filter(corr, size=3, mode="constant")  # a peak spreads over +-1 bin
     lag_y = (np.arange(corr.shape[0]) - (ny - 1)) * bin_deg
     lag_x = (np.arange(corr.shape[1]) - (nx - 1)) * bin_deg
-    outside = (lag_y[:, None] ** 2 + lag_x[None, :] ** 2) > window_deg**2
-    corr[outside] = -np.inf
+    corr[lag_y[:, None] ** 2 + lag_x[None, :] ** 2 > window**2] = -np.inf
     iy, ix = np.unravel_index(np.argmax(corr), corr.shape)
-    dx, dy = float(lag_x[ix]), float(lag_y[iy])
-
-    tree = cKDTree(np.column_stack([xg, yg]))
-    radius = 3.0 * bin_deg
-    n = 0
-    while True:
-        pairs = tree.query_ball_point(np.column_stack([xv + dx, yv + dy]), r=radius)
-        iv = np.repeat(np.arange(xv.size), [len(p) for p in pairs])
-        ig = np.fromiter((j for p in pairs for j in p), dtype=np.intp, count=iv.size)
-        n = int(iv.size)
-        if n == 0:
-            break
-        dx = float(np.median(xg[ig] - xv[iv]))
-        dy = float(np.median(yg[ig] - yv[iv]))
-        if radius <= refine_to_deg:
-            break
-        radius = max(radius / 3.0, refine_to_deg)
-    return dx, dy, n
+    return float(lag_x[ix]), float(lag_y[iy])
 
 
 def match_nearest(
@@ -661,3 +699,83 @@ def compare_with_gaia(
         "colour_kept": colour_kept,
     }
     return GaiaComparison(match, fits, stars, n_vis=len(np.asarray(x_vis)), n_gaia=g.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Aperture correction: FLUX_AUTO to total flux
+# ---------------------------------------------------------------------------------------------
+def aperture_flux_ratios(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux_auto: np.ndarray,
+    background: np.ndarray | float,
+    *,
+    radius_px: float = 20.0,
+    region: tuple[int, int, int, int] | None = None,
+    subtract: np.ndarray | float = 0.0,
+) -> np.ndarray:
+    """Flux in a large circular aperture over FLUX_AUTO, per star (NaN where not measurable).
+
+    FLUX_AUTO's Kron aperture misses the PSF wings (about 2% for VIS), which biases a zero
+    point; the median of this ratio over bright isolated stars is the aperture correction.
+    `image` is bias-subtracted; `background` the local sky per star (ADU); x, y 0-based array
+    pixels; `region` (row0, row1, col0, col1) the image area: apertures must lie inside it;
+    `subtract` the flux of other sources inside each aperture (see `neighbour_flux`).
+    """
+    import sep
+
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    out = np.full(x.size, np.nan)
+    if x.size == 0:
+        return out
+    r0, r1, c0, c1 = region if region is not None else (0, image.shape[0], 0, image.shape[1])
+    inside = (
+        (x - radius_px >= c0) & (x + radius_px <= c1 - 1)
+        & (y - radius_px >= r0) & (y + radius_px <= r1 - 1)
+    )  # fmt: skip
+    if not inside.any():
+        return out
+    data = np.ascontiguousarray(image, dtype=np.float64)
+    flux, _err, _flag = sep.sum_circle(data, x[inside], y[inside], radius_px, subpix=5)
+    bkg = np.broadcast_to(np.asarray(background, float), x.shape)[inside]
+    others = np.broadcast_to(np.asarray(subtract, float), x.shape)[inside]
+    total = flux - bkg * math.pi * radius_px**2 - others
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[inside] = total / np.asarray(flux_auto, float)[inside]
+    return out
+
+
+def neighbour_flux(
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    x_all: np.ndarray,
+    y_all: np.ndarray,
+    flux_all: np.ndarray,
+    radius: float,
+    *,
+    edge: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Other sources' flux inside an aperture, and the fraction straddling its edge.
+
+    Returns (inside, edge_fraction) per source: the summed `flux_all` of other sources whose
+    centres are within radius - edge (to subtract from the aperture sum), and the summed
+    flux of those within radius +- edge over the source's own flux (partly inside: an
+    aperture with much of it is not usable).
+    """
+    n = len(x)
+    inside = np.zeros(n)
+    straddle = np.zeros(n)
+    if n == 0:
+        return inside, straddle
+    tree = cKDTree(np.column_stack([x_all, y_all]))
+    f_all = np.nan_to_num(np.asarray(flux_all, float), nan=0.0).clip(min=0.0)
+    for i, near in enumerate(tree.query_ball_point(np.column_stack([x, y]), r=radius + edge)):
+        near = np.asarray(near, np.intp)
+        d = np.hypot(x_all[near] - x[i], y_all[near] - y[i])
+        other = d > 1e-3
+        inside[i] = f_all[near][other & (d < radius - edge)].sum()
+        straddle[i] = f_all[near][other & (d >= radius - edge)].sum() / float(flux[i])
+    return inside, straddle

@@ -96,3 +96,65 @@ def update_hot_pixel_map(store: Any, settings: Any) -> tuple[Path | None, str]:
     os.replace(tmp, path)
     total = sum(v.size for v in hot.values())
     return path, f"hot pixels: {total} in {len(hot)} quadrants from {len(darks)} darks"
+
+
+# ---------------------------------------------------------------------------------------------
+# Relative quadrant gains (VIS-Gaia photometry)
+# ---------------------------------------------------------------------------------------------
+GAINS_FILE = Path("calibration") / "relative_gains.txt"
+
+
+def relative_gains_path(products_dir: str | Path) -> Path:
+    """Where the relative gains derived from the latest flat live in the product tree."""
+    return Path(products_dir) / GAINS_FILE
+
+
+def update_relative_gains(store: Any, settings: Any) -> tuple[Path | None, str]:
+    """Write relative gains from the latest measured FLAT (VISQL's mean(level) / level).
+
+    Only needed (and only done) when no gains table is configured ([gaia] gains_file). The
+    flat levels are the detector-health stage's `image_level_adu` per quadrant, so a flat
+    registered in this run is used from the next run on.
+    """
+    from viskom.measure.gaia import gains_from_flat_levels
+
+    path = relative_gains_path(settings.products_path)
+    if settings.gaia_gains_path is not None:
+        return settings.gaia_gains_path, f"relative gains: from {settings.gaia_gains_path}"
+    flats = store.list_exposures(frame_type="FLAT", state="registered")
+    for flat in reversed(flats):
+        levels = {
+            m.unit: m.value
+            for m in store.metrics(exposures=[flat.name], metrics=["image_level_adu"])
+            if m.value is not None and "." in m.unit
+        }
+        if len(levels) < 4:
+            continue
+        key = f"# from the flat {flat.name} (mean level / level)"
+        if path.exists() and path.read_text().startswith(key):
+            return path, f"relative gains: up to date ({flat.name})"
+        gains = gains_from_flat_levels(levels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".relative_gains.", suffix=".txt", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+            fh.writelines(f"{ext} {g:.10f}\n" for ext, g in sorted(gains.items()))
+        os.replace(tmp, path)
+        return path, f"relative gains: {len(gains)} quadrants from the flat {flat.name}"
+    if path.exists():
+        return path, "relative gains: no measured flat, keeping the existing table"
+    return None, "relative gains: no gains table and no measured flat; all gains 1"
+
+
+def resolve_relative_gains(settings: Any) -> tuple[dict[str, float], str]:
+    """The gains the Gaia stage uses and where they come from (configured file, flat, none)."""
+    from viskom.sources.visql import read_quadrant_gains
+
+    configured = settings.gaia_gains_path
+    path = configured or relative_gains_path(settings.products_path)
+    if configured is None and not path.exists():
+        return {}, "none (all 1)"
+    try:
+        return read_quadrant_gains(path), str(path)
+    except (OSError, ValueError) as exc:
+        return {}, f"error: {exc}"

@@ -237,9 +237,10 @@ def run_pipeline(
 ) -> RunSummary:
     """Execute all pending work; never stops on a stage's or a worker's failure."""
     t0 = time.perf_counter()
-    from viskom.pipeline.calibration import update_hot_pixel_map
+    from viskom.pipeline.calibration import update_hot_pixel_map, update_relative_gains
 
     _map, hot_note = update_hot_pixel_map(store, settings)
+    _gains, gains_note = update_relative_gains(store, settings)
     tasks, skipped, blocked = plan(
         store,
         settings,
@@ -249,7 +250,9 @@ def run_pipeline(
         exposures=exposures,
         workers=workers,
     )
-    summary = RunSummary(exposures=len(tasks), skipped=skipped, blocked=blocked, notes=[hot_note])
+    summary = RunSummary(
+        exposures=len(tasks), skipped=skipped, blocked=blocked, notes=[hot_note, gains_note]
+    )
     for done, (task, result) in enumerate(executor.map_unordered(execute_task, tasks), start=1):
         if isinstance(result, BaseException):
             now = datetime.now(UTC)

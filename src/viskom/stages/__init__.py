@@ -5,6 +5,7 @@ from viskom.stages.catalogue import Catalogue
 from viskom.stages.detector_health import DetectorHealth
 from viskom.stages.event_plots import EventPlots
 from viskom.stages.events import Events
+from viskom.stages.gaia import GaiaPhotometry
 from viskom.stages.psf import PsfMoments
 from viskom.stages.science_plots import SciencePlots
 from viskom.stages.space_weather import SpaceWeather
@@ -15,6 +16,7 @@ STAGES: tuple[Stage, ...] = (
     Catalogue(),
     PsfMoments(),
     SciencePlots(),
+    GaiaPhotometry(),
     Events(),
     EventPlots(),
     SpaceWeather(),

@@ -9,6 +9,7 @@ area), nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -171,3 +172,23 @@ def quadrant_models(config: SimConfig) -> dict[str, QuadrantModel]:
             ci_level_adu=ci_level,
         )
     return models
+
+
+def write_relative_gains(path, config: SimConfig) -> Path:
+    """Write the simulated instrument's true relative quadrant gains as an 'EXT gain' table.
+
+    The format of VISQL's quadrant_relative_gains.txt ([gaia] gains_file): multiplying a
+    quadrant's ADU fluxes by its gain puts all quadrants on one photometric scale.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    models = quadrant_models(config)
+    lines = [
+        "# EXT relative_gain  (viskom simulator truth: gain / (nominal gain x QE);"
+        f" instrument_seed {config.instrument_seed})\n"
+    ]
+    lines += [f"{ext} {m.relative_gain:.10f}\n" for ext, m in models.items()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,220 @@
+"""Gaia stage: the exposure's stars against Gaia DR3, astrometry and photometry (VISQL-SPEC 8).
+
+Gaia DR3 around the header pointing comes from the tile cache (`sources.gaia`; online only
+when `[gaia] online = true`), moved to the exposure epoch with the proper motions and rotated
+into the instrument frame (VISQL's rotation and empirical distortion). The PSF stage's stars
+are matched to it (`measure.gaia.compare_with_gaia`): affine offsets, gradients and residual
+sigma in pixels on the focal plane, Gaia-minus-VIS offsets per CCD and quadrant, and
+ln(VIS/Gaia) against BP-RP with VIS/Gaia at BP-RP 0.75, 1.75, 2.75 per focal plane, 3x3
+block, CCD and quadrant. Products: `_gaia_stars.parquet` (VISQL's `_frat.txt`: one row per
+matched star), `_gaia.json` (the fit) and the two plots `_gaia_dxdy.png` and `_gaia_colour.png`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.measure.detector import quadrant_bias
+from viskom.measure.gaia import (
+    aperture_flux_ratios,
+    compare_with_gaia,
+    gaia_instrument_frame,
+    neighbour_flux,
+)
+from viskom.stages.base import ExposureInfo, Stage, StageResult
+from viskom.stages.quadrants import map_quadrants
+from viskom.store.products import read_table, write_json, write_table
+
+#: Aperture correction: stars with FLUX_AUTO / FLUXERR_AUTO above this, unsaturated; other
+#: sources well inside the aperture are subtracted, those within this margin [px] of its edge
+#: may add at most this fraction of the star's flux; at least this many stars.
+APCORR_MIN_SNR, APCORR_MARGIN_PX, APCORR_MAX_EDGE_FLUX, APCORR_MIN_STARS = 200.0, 5.0, 0.002, 5
+
+
+def quadrant_aperture_ratios(
+    quad: Quadrant, jobs: Mapping[str, Mapping[str, np.ndarray]], radius_px: float
+) -> np.ndarray:
+    """Large-aperture flux over FLUX_AUTO of one quadrant's chosen stars (catalogue rows)."""
+    job = jobs[quad.extname]
+    g = quad.geometry
+    bias = quadrant_bias(quad.data, g)[2]
+    image = quad.data.astype(np.float32) - np.float32(bias)
+    region = (g.image.row0, g.image.row1, g.image.col0, g.image.col1)
+    return aperture_flux_ratios(
+        image,
+        np.asarray(job["x_image"], float) - 1.0,
+        np.asarray(job["y_image"], float) - 1.0,
+        job["flux_auto"],
+        job["background"],
+        radius_px=radius_px,
+        region=region,
+        subtract=job["subtract"],
+    )
+
+
+def aperture_correction(
+    frame: Le1Frame, stars: Mapping[str, np.ndarray], cat: Mapping[str, np.ndarray],
+    radius_px: float, workers: int = 1,
+) -> tuple[float, int]:  # fmt: skip
+    """Median large-aperture / FLUX_AUTO flux of bright, isolated, unsaturated PSF stars.
+
+    Returns (correction, number of stars); (1, n) when fewer than APCORR_MIN_STARS.
+    """
+    ext = np.asarray(cat["extname"]).astype(str)
+    index = {(e, float(x)): i for i, (e, x) in enumerate(zip(ext, cat["x_world"], strict=True))}
+    rows = np.array(
+        [index.get((str(e), float(x)), -1) for e, x in zip(stars["extname"], stars["x_world"],
+                                                           strict=True)],
+        dtype=np.intp,
+    )  # fmt: skip
+    rows = rows[rows >= 0]
+    flux = np.asarray(cat["flux_auto"], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = flux / np.asarray(cat["fluxerr_auto"], float)
+    ok = (snr[rows] > APCORR_MIN_SNR) & ((np.asarray(cat["flags"])[rows].astype(int) & 4) == 0)
+    rows = rows[ok]
+    jobs: dict[str, dict[str, np.ndarray]] = {}
+    x_all, y_all = np.asarray(cat["x_image"], float), np.asarray(cat["y_image"], float)
+    for name in np.unique(ext[rows]):
+        mine = rows[ext[rows] == name]
+        same = ext == name
+        inside, straddle = neighbour_flux(
+            x_all[mine], y_all[mine], flux[mine], x_all[same], y_all[same], flux[same],
+            radius_px, edge=APCORR_MARGIN_PX,
+        )  # fmt: skip
+        usable = straddle < APCORR_MAX_EDGE_FLUX
+        mine = mine[usable]
+        if mine.size:
+            job = {k: np.asarray(cat[k])[mine] for k in ("x_image", "y_image", "flux_auto")}
+            job["background"] = np.asarray(cat["background"])[mine]
+            job["subtract"] = inside[usable]
+            jobs[str(name)] = job
+    if not jobs:
+        return 1.0, 0
+    ratios = map_quadrants(
+        frame, quadrant_aperture_ratios, args=(jobs, radius_px), names=list(jobs), workers=workers
+    )
+    values = np.concatenate(list(ratios.values()))
+    values = values[np.isfinite(values)]
+    if values.size < APCORR_MIN_STARS:
+        return 1.0, int(values.size)
+    return float(np.median(values)), int(values.size)
+
+
+class GaiaPhotometry(Stage):
+    """VIS stars against Gaia DR3: pointing offset, field gradients, VIS/Gaia colour relation."""
+
+    name = "gaia"
+    version = "1"
+    frame_types = frozenset({"SCIENCE"})
+    level = "quadrant"
+    requires = ("psf",)
+
+    @staticmethod
+    def config_of(settings: Any) -> dict[str, Any]:
+        from viskom.pipeline.calibration import resolve_relative_gains
+
+        gains, source = resolve_relative_gains(settings)
+        g = settings.gaia
+        return {
+            "cache_dir": str(settings.gaia_cache_path),
+            "online": g.online,
+            "timeout_s": g.timeout_s,
+            "cone_radius_deg": g.cone_radius_deg,
+            "match_radius_pix": g.match_radius_pix,
+            "search_window_deg": g.search_window_deg,
+            "colour_gmax": g.colour_gmax,
+            "min_stars_quadratic": g.min_stars_quadratic,
+            "aperture_radius_px": g.aperture_radius_px,
+            "gains": gains,
+            "gains_source": source,
+        }
+
+    def run(
+        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
+    ) -> StageResult:
+        from viskom.present.astrometry import plot_gaia_colour, plot_gaia_dxdy
+        from viskom.sources.gaia import GaiaClient
+
+        if str(config["gains_source"]).startswith("error"):
+            raise ValueError(f"relative gains unusable: {config['gains_source']}")
+        p = frame.primary
+        if p.ra is None or p.dec is None or p.pa is None:
+            raise ValueError("no pointing in the primary header (RA, DEC, PA): cannot place Gaia")
+        if p.date_obs is None:
+            raise ValueError("no DATE-OBS in the primary header: cannot move Gaia to the epoch")
+        stars_path = exposure.product("stars", "parquet")
+        if not stars_path.exists():
+            raise FileNotFoundError(f"no star table at {stars_path}: run the psf stage first")
+        stars = read_table(stars_path)
+        exptime = float(exposure.exptime or p.exptime or 0.0)
+        if exptime <= 0:
+            raise ValueError("no exposure time: VIS fluxes cannot be scaled to 89.52 s")
+
+        apcorr, n_apcorr = 1.0, 0
+        if float(config["aperture_radius_px"]) > 0:
+            cat = read_table(exposure.product("catalogue", "parquet"))
+            apcorr, n_apcorr = aperture_correction(
+                frame, stars, cat, float(config["aperture_radius_px"]), exposure.quadrant_workers
+            )
+
+        client = GaiaClient(
+            config["cache_dir"], online=bool(config["online"]), timeout_s=config["timeout_s"]
+        )
+        gaia = client.cone(p.ra, p.dec, float(config["cone_radius_deg"]), epoch=p.date_obs)
+        xg, yg, keep = gaia_instrument_frame(
+            np.asarray(gaia["ra_epoch"], float),
+            np.asarray(gaia["dec_epoch"], float),
+            np.asarray(gaia["Gmag"], float),
+            np.asarray(gaia["e_FG"], float),
+            np.asarray(gaia["FG"], float),
+            np.asarray(gaia["BP-RP"], float),
+            (p.ra, p.dec, p.pa),
+        )
+        good = np.isfinite(np.asarray(stars["flux_auto"], float)) & (
+            np.asarray(stars["flux_auto"], float) > 0
+        )
+        result = compare_with_gaia(
+            np.asarray(stars["extname"]).astype(str)[good],
+            np.asarray(stars["x_world"], float)[good],
+            np.asarray(stars["y_world"], float)[good],
+            np.asarray(stars["flux_auto"], float)[good] * apcorr,
+            xg[keep],
+            yg[keep],
+            np.asarray(gaia["Gmag"], float)[keep],
+            np.asarray(gaia["BP-RP"], float)[keep],
+            exptime=exptime,
+            gains=config["gains"],
+            source_id=np.asarray(gaia["Source"], np.int64)[keep],
+            match_radius_pix=float(config["match_radius_pix"]),
+            window_deg=float(config["search_window_deg"]),
+            colour_gmax=float(config["colour_gmax"]),
+            min_stars=int(config["min_stars_quadratic"]),
+        )
+        table = write_table(result.stars, exposure.product("gaia_stars", "parquet"))
+        summary = {
+            **result.summary(),
+            "pointing": {"ra": p.ra, "dec": p.dec, "pa": p.pa},
+            "epoch": p.date_obs.isoformat(),
+            "exptime": exptime,
+            "gains_source": config["gains_source"],
+            "aperture_correction": apcorr,
+            "aperture_correction_stars": n_apcorr,
+            "colour_fits": {u: f.as_dict() for u, f in result.colour.items()},
+        }
+        write_json(summary, exposure.product("gaia", "json"))
+        title = f"{exposure.name}  ({exptime:.2f} s)"
+        plots = [
+            plot_gaia_dxdy(result, exposure.product("gaia_dxdy", "png"), title=title),
+            plot_gaia_colour(result, exposure.product("gaia_colour", "png"), title=title),
+        ]
+        metrics = [
+            *result.metrics(),
+            ("FPA", "gaia_aperture_correction", apcorr),
+            ("FPA", "gaia_aperture_stars", float(n_apcorr)),
+        ]
+        return StageResult(metrics=metrics, products=[table, *plots])

@@ -1,0 +1,150 @@
+"""The gaia stage on simulated science frames, against the simulator's injected truth.
+
+Truth: the pointing error (pixels; Gaia minus VIS = minus the error), the colour relation
+ln(F_VIS/F_G) = c0 + c1 c + c2 c^2 with total VIS fluxes, and the relative quadrant gains.
+The simulator's Gaia-like cone stands in for the Gaia cache (seeded, offline).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from viskom.config import Settings
+from viskom.le1.frame import Le1Frame
+from viskom.sources.gaia import GaiaCache, GaiaUnavailable
+from viskom.sources.simulator import SimConfig, read_gaia_catalogue, simulate_frame
+from viskom.sources.simulator.instrument import write_relative_gains
+from viskom.stages import ExposureInfo
+from viskom.stages.catalogue import Catalogue
+from viskom.stages.gaia import GaiaPhotometry
+from viskom.stages.psf import PsfMoments
+from viskom.store.products import read_table
+
+T0 = datetime(2024, 7, 13, 5, 0, 0, tzinfo=UTC)
+N_FRAMES = 3
+
+
+def _settings(tmp, gains) -> Settings:
+    return Settings(
+        data_root=tmp / "data",
+        gaia={"online": False, "gains_file": gains, "cache_dir": tmp / "gaia"},
+    )
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> dict:
+    """Three small science frames (3 fields, dense stars, short and nominal), all stages run."""
+    out = tmp_path_factory.mktemp("gaia")
+    cfg = SimConfig(geometry="small", star_density_factor=60.0, pointing_error_pix=3.0)
+    gains = write_relative_gains(out / "gains.txt", cfg)
+    settings = _settings(out, gains)
+    cache = GaiaCache(settings.gaia_cache_path)
+    frames = []
+    for i in range(N_FRAMES):
+        exptime = 89.52 if i == 2 else 560.52
+        sim = simulate_frame(
+            out,
+            "science",
+            seed=700 + i,
+            date_obs=T0.replace(hour=5 + i),
+            exptime=exptime,
+            config=cfg,
+            obs_id=2700 + i,
+            pointing=(56.25 + 3 * i, -55.7 + i, 46.2 + 30 * i),
+        )
+        truth = json.loads(sim.truth_path.read_text())
+        table = read_gaia_catalogue(out / truth["gaia_catalogue"])
+        meta = table.meta
+        cache.seed_from_catalogue(table, meta["ra0"], meta["dec0"], meta["radius_deg"])
+        info = ExposureInfo(
+            0, sim.name, str(sim.path), "SCIENCE", exptime, str(settings.products_path),
+            date_obs=T0.replace(hour=5 + i).isoformat(),
+        )  # fmt: skip
+        with Le1Frame(sim.path) as frame:
+            Catalogue().run(frame, info, Catalogue.config_of(settings))
+            PsfMoments().run(frame, info, PsfMoments.config_of(settings))
+            result = GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(settings))
+        metrics = {(u, m): v for u, m, v in result.metrics}
+        frames.append({"sim": sim, "info": info, "truth": truth, "metrics": metrics,
+                       "products": result.products})  # fmt: skip
+    return {"frames": frames, "settings": settings, "out": out}
+
+
+def test_offsets_recover_the_injected_pointing_error(measured):
+    """Gaia minus VIS = minus the injected error, within 0.1 px (the issue's bound)."""
+    for f in measured["frames"]:
+        err = f["truth"]["pointing_error_pix"]
+        m = f["metrics"]
+        assert m[("FPA", "astrom_dx_pix")] == pytest.approx(-err["dx"], abs=0.1)
+        assert m[("FPA", "astrom_dy_pix")] == pytest.approx(-err["dy"], abs=0.1)
+        assert m[("FPA", "astrom_sigma_pix")] < 0.2  # centroid noise only
+        for k in ("astrom_ddx_dx", "astrom_ddy_dx", "astrom_ddx_dy", "astrom_ddy_dy"):
+            assert abs(m[("FPA", k)]) < 0.3  # no gradient injected
+        assert m[("FPA", "n_matched")] >= 40
+
+
+def test_zero_point_and_colour_terms(measured):
+    """Zero point within 0.5% and colour terms within 0.01 of the injected relation.
+
+    All frames' star tables stacked (a single small frame has ~40 stars with G < 19.5);
+    every frame's own fit must also be within 2% / 0.05.
+    """
+    rows = []
+    for f in measured["frames"]:
+        s = read_table(f["info"].product("gaia_stars", "parquet"))
+        rows.append(s)
+        p = f["truth"]["photometry"]
+        m = f["metrics"]
+        assert m[("FPA", "gaia_colour_c0")] == pytest.approx(p["c0"], abs=0.02)
+        assert m[("FPA", "gaia_colour_c1")] == pytest.approx(p["c1"], abs=0.05)
+        assert 1.0 < m[("FPA", "gaia_aperture_correction")] < 1.05
+    from viskom.measure.gaia import fit_colour_relation
+
+    used = np.concatenate([r["colour_used"] for r in rows])
+    c = np.concatenate([r["bp_rp"] for r in rows])[used]
+    y = np.concatenate([r["ln_ratio"] for r in rows])[used]
+    fit = fit_colour_relation(c, y)
+    p = measured["frames"][0]["truth"]["photometry"]
+    assert fit.n_fit >= 100
+    truth = np.exp(p["c0"] + p["c1"] * 1.75 + p["c2"] * 1.75**2)
+    assert fit.ratio_at()[1] == pytest.approx(truth, rel=0.005)
+    assert fit.c0 == pytest.approx(p["c0"], abs=0.01)
+    assert fit.c1 == pytest.approx(p["c1"], abs=0.01)
+    assert fit.c2 == pytest.approx(p["c2"], abs=0.01)
+
+
+def test_products_and_units(measured):
+    f = measured["frames"][0]
+    names = {p.name for p in f["products"]}
+    assert any(n.endswith("_gaia_dxdy.png") for n in names)
+    assert any(n.endswith("_gaia_colour.png") for n in names)
+    summary = json.loads(f["info"].product("gaia", "json").read_text())
+    assert summary["gains_source"].endswith("gains.txt")
+    assert len(summary["vis_over_gaia"]) == 3
+    units = {u for u, _ in f["metrics"]}
+    assert "FPA" in units and any(u.startswith("B") for u in units)
+    assert any(len(u) == 3 for u in units) and any(len(u) == 5 for u in units)
+
+
+def test_offline_without_the_field_says_what_is_missing(measured, tmp_path):
+    f = measured["frames"][0]
+    settings = Settings(data_root=tmp_path, gaia={"online": False, "cache_dir": tmp_path / "g"})
+    with Le1Frame(f["sim"].path) as frame, pytest.raises(GaiaUnavailable, match="tile"):
+        GaiaPhotometry().run(frame, f["info"], GaiaPhotometry.config_of(settings))
+
+
+def test_missing_pointing_is_a_clear_error(measured, tmp_path):
+    from astropy.io import fits
+
+    f = measured["frames"][0]
+    bad = tmp_path / f["sim"].path.name
+    with fits.open(f["sim"].path) as hdul:
+        del hdul[0].header["RA"]
+        hdul.writeto(bad)
+    info = ExposureInfo(**{**f["info"].__dict__, "path": str(bad)})
+    with Le1Frame(bad) as frame, pytest.raises(ValueError, match="RA, DEC, PA"):
+        GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(measured["settings"]))
