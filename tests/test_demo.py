@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
 from typer.testing import CliRunner
 
 from viskom.cli import app
@@ -21,8 +22,9 @@ def test_demo_day(tmp_path, monkeypatch) -> None:
     out = result.output
     assert "14 files" in out
     # detector_health on 13 frames, catalogue on 6 science + 1 flat + 2 darks, psf and plots
-    # on 6 science, events, event plots and space weather on 6 science + 2 darks
-    assert "13 exposures, 58 stage runs ok, 0 failed" in out
+    # on 6 science, events, event plots and space weather on 6 science + 2 darks, gaia on 6
+    # science (the simulator's Gaia cones seeded into the cache: no network)
+    assert "13 exposures, 64 stage runs ok, 0 failed" in out
     assert "1 invalid" in out and "1 of unknown type" in out
     assert (demo_dir / "viskom.toml").is_file()
     assert (demo_dir / "data" / "viskom.db").is_file()
@@ -42,6 +44,24 @@ def test_demo_day(tmp_path, monkeypatch) -> None:
     fits = json.loads((month / "spaceweather_fits_2024-07.json").read_text())
     assert fits["xray_rate_vs_xrsa"]["r"] > 0.9
     assert fits["xray_rate_vs_xrsa"]["slope"] > 5 * fits["xray_rate_vs_xrsa"]["slope_err"]
+
+    # Gaia: every science exposure matched; offsets = minus the injected pointing error and
+    # VIS/Gaia at BP-RP 1.75 as injected (single small frames: 40-90 stars each)
+    assert len(list(products.rglob("*_gaia_dxdy.png"))) == 6
+    assert len(list(products.rglob("*_gaia_colour.png"))) == 6
+    import math
+
+    for truth_file in (demo_dir / "data" / "raw").glob("*.truth.json"):
+        truth = json.loads(truth_file.read_text())
+        if truth.get("kind") != "science" or truth.get("defect"):
+            continue
+        summary = json.loads(next(products.rglob(f"{truth['name']}_gaia.json")).read_text())
+        err = truth["pointing_error_pix"]
+        assert summary["dx_pix"] == pytest.approx(-err["dx"], abs=0.1)
+        assert summary["dy_pix"] == pytest.approx(-err["dy"], abs=0.1)
+        p = truth["photometry"]
+        expect = math.exp(p["c0"] + p["c1"] * 1.75 + p["c2"] * 1.75**2) * p["throughput"]
+        assert summary["vis_over_gaia"][1] == pytest.approx(expect, rel=0.015)
 
     # Afterwards any command works from inside the folder.
     monkeypatch.chdir(demo_dir)

@@ -142,6 +142,12 @@ class GaiaSettings(BaseModel):
     aperture_radius_px: float = Field(
         15.0, ge=0.0, description="aperture correction FLUX_AUTO -> total (0: VISQL, none)"
     )
+    aperture_max_error: float = Field(
+        0.004, gt=0.0, description="apply the measured aperture correction below this error"
+    )
+    aperture_correction_fallback: float = Field(
+        1.02, gt=0.5, lt=1.5, description="else this typical FLUX_AUTO -> total correction"
+    )
     gains_file: Path | None = Field(
         None, description="relative quadrant gains ('EXT gain'); default: from the latest flat"
     )

@@ -38,7 +38,10 @@ def make_demo_day(
         write_goes_cache(goes_cache, time, xrsa, xrsb)
         # the +-12 h GOES panels of the first exposures reach into the day before (quiet)
         write_goes_cache(goes_cache, *flare_day(DEMO_START.date() - timedelta(days=1), seed=seed))
-    cfg = SimConfig(geometry=geometry, xray_rate_multiplier=xray_rate_table(time, xrsa))
+    # Gaia-like cones of 0.7 deg: they contain the 0.55 deg cone of every dithered pointing
+    cfg = SimConfig(
+        geometry=geometry, xray_rate_multiplier=xray_rate_table(time, xrsa), gaia_radius_deg=0.7
+    )
     raw_dir.mkdir(parents=True, exist_ok=True)
     plan: list[tuple[str, float | None, int, str | None]] = [
         ("bias", None, 1, None),

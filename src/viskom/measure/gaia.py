@@ -779,3 +779,30 @@ def neighbour_flux(
         inside[i] = f_all[near][other & (d < radius - edge)].sum()
         straddle[i] = f_all[near][other & (d >= radius - edge)].sum() / float(flux[i])
     return inside, straddle
+
+
+def aperture_correction_estimate(
+    ratios: np.ndarray, *, plausible: tuple[float, float] = (0.8, 1.25), clip: float = 4.0
+) -> tuple[float, float, int]:
+    """Robust aperture correction from per-star ratios: (median, its error, stars used).
+
+    Ratios outside the plausible range (blends, bad neighbour subtraction) are dropped, then
+    the rest is clipped at `clip` robust sigma (1.4826 MAD) until stable; the error is that
+    of a median, 1.2533 sigma / sqrt(n). NaN with fewer than 3 stars.
+    """
+    v = np.asarray(ratios, float)
+    v = v[np.isfinite(v) & (v > plausible[0]) & (v < plausible[1])]
+    for _ in range(5):
+        if v.size < 3:
+            return math.nan, math.nan, int(v.size)
+        med = float(np.median(v))
+        sigma = 1.4826 * float(np.median(np.abs(v - med)))
+        keep = np.abs(v - med) <= clip * max(sigma, 1e-4)
+        if keep.all():
+            break
+        v = v[keep]
+    if v.size < 3:
+        return math.nan, math.nan, int(v.size)
+    med = float(np.median(v))
+    sigma = 1.4826 * float(np.median(np.abs(v - med)))
+    return med, 1.2533 * sigma / math.sqrt(v.size), int(v.size)

@@ -53,8 +53,9 @@ def _offsets(result: GaiaComparison) -> dict[str, Any]:
 def plot_gaia_dxdy(result: GaiaComparison, path: PathLike, *, title: str = "") -> Path:
     """2x3 panels: Gaia-VIS dx, dy against x, y (kept red), the residual field, the fluxes."""
     with plot_style(), quiet_numpy():
-        fig = new_figure(1200, 700)
+        fig = new_figure(1200, 700, constrained=False)  # constrained layout: 1 s per figure
         axes = fig.subplots(2, 3)
+        fig.subplots_adjust(left=0.055, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.28)
         fit = result.match.fit
         o = _offsets(result)
         k = o["kept"]
@@ -127,8 +128,11 @@ def plot_gaia_dxdy(result: GaiaComparison, path: PathLike, *, title: str = "") -
 def plot_gaia_colour(result: GaiaComparison, path: PathLike, *, title: str = "") -> Path:
     """VIS/Gaia against BP-RP with the fit, the colour histogram and VIS/Gaia per quadrant."""
     with plot_style(), quiet_numpy():
-        fig = new_figure(1200, 700)
-        grid = fig.add_gridspec(2, 2, width_ratios=(1.25, 1))
+        fig = new_figure(1200, 700, constrained=False)
+        grid = fig.add_gridspec(
+            2, 2, width_ratios=(1.25, 1), left=0.06, right=0.97, bottom=0.08, top=0.92,
+            wspace=0.25, hspace=0.3,
+        )  # fmt: skip
         ax = fig.add_subplot(grid[:, 0])
         s = result.stars
         used = s["colour_used"]

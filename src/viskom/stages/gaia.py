@@ -12,6 +12,7 @@ matched star), `_gaia.json` (the fit) and the two plots `_gaia_dxdy.png` and `_g
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.measure.detector import quadrant_bias
 from viskom.measure.gaia import (
+    aperture_correction_estimate,
     aperture_flux_ratios,
     compare_with_gaia,
     gaia_instrument_frame,
@@ -31,7 +33,8 @@ from viskom.store.products import read_table, write_json, write_table
 
 #: Aperture correction: stars with FLUX_AUTO / FLUXERR_AUTO above this, unsaturated; other
 #: sources well inside the aperture are subtracted, those within this margin [px] of its edge
-#: may add at most this fraction of the star's flux; at least this many stars.
+#: may add at most this fraction of the star's flux; the measured correction is applied when
+#: at least this many stars give it.
 APCORR_MIN_SNR, APCORR_MARGIN_PX, APCORR_MAX_EDGE_FLUX, APCORR_MIN_STARS = 200.0, 5.0, 0.002, 5
 
 
@@ -59,10 +62,9 @@ def quadrant_aperture_ratios(
 def aperture_correction(
     frame: Le1Frame, stars: Mapping[str, np.ndarray], cat: Mapping[str, np.ndarray],
     radius_px: float, workers: int = 1,
-) -> tuple[float, int]:  # fmt: skip
-    """Median large-aperture / FLUX_AUTO flux of bright, isolated, unsaturated PSF stars.
-
-    Returns (correction, number of stars); (1, n) when fewer than APCORR_MIN_STARS.
+) -> tuple[float, float, int]:  # fmt: skip
+    """Large-aperture / FLUX_AUTO flux of bright, unsaturated PSF stars (other sources inside
+    the aperture subtracted): (correction, error, stars), see `aperture_correction_estimate`.
     """
     ext = np.asarray(cat["extname"]).astype(str)
     index = {(e, float(x)): i for i, (e, x) in enumerate(zip(ext, cat["x_world"], strict=True))}
@@ -94,15 +96,11 @@ def aperture_correction(
             job["subtract"] = inside[usable]
             jobs[str(name)] = job
     if not jobs:
-        return 1.0, 0
+        return math.nan, math.nan, 0
     ratios = map_quadrants(
         frame, quadrant_aperture_ratios, args=(jobs, radius_px), names=list(jobs), workers=workers
     )
-    values = np.concatenate(list(ratios.values()))
-    values = values[np.isfinite(values)]
-    if values.size < APCORR_MIN_STARS:
-        return 1.0, int(values.size)
-    return float(np.median(values)), int(values.size)
+    return aperture_correction_estimate(np.concatenate(list(ratios.values())))
 
 
 class GaiaPhotometry(Stage):
@@ -130,6 +128,8 @@ class GaiaPhotometry(Stage):
             "colour_gmax": g.colour_gmax,
             "min_stars_quadratic": g.min_stars_quadratic,
             "aperture_radius_px": g.aperture_radius_px,
+            "aperture_max_error": g.aperture_max_error,
+            "aperture_correction_fallback": g.aperture_correction_fallback,
             "gains": gains,
             "gains_source": source,
         }
@@ -155,12 +155,19 @@ class GaiaPhotometry(Stage):
         if exptime <= 0:
             raise ValueError("no exposure time: VIS fluxes cannot be scaled to 89.52 s")
 
-        apcorr, n_apcorr = 1.0, 0
+        # FLUX_AUTO misses the PSF wings: measured per exposure, applied when precise enough,
+        # else the configured typical value (recorded either way)
+        measured, apcorr_err, n_apcorr = math.nan, math.nan, 0
+        apcorr = 1.0
         if float(config["aperture_radius_px"]) > 0:
             cat = read_table(exposure.product("catalogue", "parquet"))
-            apcorr, n_apcorr = aperture_correction(
+            measured, apcorr_err, n_apcorr = aperture_correction(
                 frame, stars, cat, float(config["aperture_radius_px"]), exposure.quadrant_workers
             )
+            good_apcorr = n_apcorr >= APCORR_MIN_STARS and apcorr_err <= float(
+                config["aperture_max_error"]
+            )
+            apcorr = measured if good_apcorr else float(config["aperture_correction_fallback"])
 
         client = GaiaClient(
             config["cache_dir"], online=bool(config["online"]), timeout_s=config["timeout_s"]
@@ -203,6 +210,8 @@ class GaiaPhotometry(Stage):
             "exptime": exptime,
             "gains_source": config["gains_source"],
             "aperture_correction": apcorr,
+            "aperture_correction_measured": measured,
+            "aperture_correction_error": apcorr_err,
             "aperture_correction_stars": n_apcorr,
             "colour_fits": {u: f.as_dict() for u, f in result.colour.items()},
         }
@@ -215,6 +224,8 @@ class GaiaPhotometry(Stage):
         metrics = [
             *result.metrics(),
             ("FPA", "gaia_aperture_correction", apcorr),
+            ("FPA", "gaia_aperture_measured", measured),
+            ("FPA", "gaia_aperture_error", apcorr_err),
             ("FPA", "gaia_aperture_stars", float(n_apcorr)),
         ]
         return StageResult(metrics=metrics, products=[table, *plots])
