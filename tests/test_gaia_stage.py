@@ -148,3 +148,29 @@ def test_missing_pointing_is_a_clear_error(measured, tmp_path):
     info = ExposureInfo(**{**f["info"].__dict__, "path": str(bad)})
     with Le1Frame(bad) as frame, pytest.raises(ValueError, match="RA, DEC, PA"):
         GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(measured["settings"]))
+
+
+def test_gaia_cli_cone_and_seed(measured, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from viskom.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VISKOM_CONFIG", raising=False)
+    monkeypatch.setenv("VISKOM_GAIA__CACHE_DIR", str(tmp_path / "cache"))
+    runner = CliRunner()
+    f = measured["frames"][0]
+    gaia_file = measured["out"] / f["truth"]["gaia_catalogue"]
+    out = runner.invoke(app, ["gaia", "seed", str(gaia_file), str(tmp_path / "nope.parquet")])
+    assert out.exit_code == 2 and "tiles" in out.output and "nope.parquet" in out.output
+    ra, dec, _pa = (f["truth"]["pointing"][k] for k in ("ra", "dec", "pa"))
+    csv_path = tmp_path / "cone.csv"
+    out = runner.invoke(
+        app, ["gaia", "cone", "--ra", str(ra), "--dec", str(dec), "--radius", "0.3",
+              "--offline", "--epoch", "2024-07-13", "--output", str(csv_path)],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "Gaia DR3 stars within 0.3 deg" in out.output
+    assert csv_path.read_text().splitlines()[0].startswith("RA_ICRS,DE_ICRS,Source")
+    out = runner.invoke(app, ["gaia", "cone", "--ra", "200", "--dec", "-10", "--offline"])
+    assert out.exit_code == 2 and "not in the cache" in out.output

@@ -440,6 +440,81 @@ def _json_clean(value: Any) -> Any:
     return value
 
 
+gaia_app = typer.Typer(
+    help="Gaia DR3: fill and inspect the tile cache (VizieR, ESA TAP, local catalogues).",
+    no_args_is_help=True,
+)
+app.add_typer(gaia_app, name="gaia")
+
+
+def _gaia_settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config, required=False)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@gaia_app.command("cone")
+def gaia_cone(
+    ra: Annotated[float, typer.Option(help="cone centre RA [deg]")],
+    dec: Annotated[float, typer.Option(help="cone centre Dec [deg]")],
+    radius: Annotated[float, typer.Option(help="cone radius [deg]")] = 0.55,
+    epoch: Annotated[
+        str | None, typer.Option(help="move stars to this date (ISO) with their proper motions")
+    ] = None,
+    offline: Annotated[bool, typer.Option(help="cache only, never the network")] = False,
+    output: Annotated[Path | None, typer.Option(help="write the stars as CSV here")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Gaia DR3 stars of a cone: from the cache, fetching missing tiles unless --offline."""
+    from viskom.sources.gaia import GaiaClient, GaiaUnavailable
+
+    settings = _gaia_settings(config)
+    client = GaiaClient(
+        settings.gaia_cache_path, online=not offline, timeout_s=settings.gaia.timeout_s
+    )
+    when = _parse_time(epoch) if epoch else None
+    try:
+        table = client.cone(ra, dec, radius, epoch=when)
+    except (GaiaUnavailable, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    g = np.asarray(table["Gmag"], float)
+    console.print(
+        f"{len(table)} Gaia DR3 stars within {radius:g} deg of RA {ra:.5f} Dec {dec:.5f}"
+        + (f", G {np.nanmin(g):.2f}-{np.nanmax(g):.2f}" if len(table) else "")
+        + f"; cache {client.cache.folder}",
+        highlight=False,
+    )
+    if output is not None:
+        table.write(output, format="ascii.csv", overwrite=True)
+        console.print(f"written {output}")
+
+
+@gaia_app.command("seed")
+def gaia_seed(
+    files: Annotated[list[Path], typer.Argument(help="Parquet cones (e.g. simulator gaia_*)")],
+    config: ConfigOption = None,
+) -> None:
+    """Store local Gaia-like cones (with ra0/dec0/radius_deg metadata) in the tile cache."""
+    from viskom.sources.gaia import GaiaCache
+
+    settings = _gaia_settings(config)
+    cache = GaiaCache(settings.gaia_cache_path)
+    failed = 0
+    for path in files:
+        try:
+            tiles = cache.seed_from_file(path)
+        except (OSError, ValueError, KeyError) as exc:
+            console.print(f"[red]error:[/red] {path}: {type(exc).__name__}: {exc}")
+            failed += 1
+            continue
+        console.print(f"{path.name}: {len(tiles)} tiles", highlight=False)
+    if failed:
+        raise typer.Exit(2)
+
+
 goes_app = typer.Typer(
     help="GOES space weather: X-ray (XRS) fluxes and >=10 MeV protons.", no_args_is_help=True
 )
