@@ -44,11 +44,13 @@ def _cell(value: object) -> str:
 
 def update_month_products(store: Store, settings: Any, months: Iterable[str]) -> list[Path]:
     """Rewrite the aggregate products of each month; returns the files written."""
+    from viskom.pipeline.gaiaphot import write_gaia_period_products, write_ice_timeline
     from viskom.present.plots import plot_iq_timeline, plot_psf_month_summary
 
     reference = IQReference.from_mapping(settings.iq.reference_mapping())
     written: list[Path] = []
-    for month in sorted(set(months)):
+    months = sorted(set(months))
+    for month in months:
         rows = iq_rows_from_store(store, month, reference)
         folder = month_dir(settings.products_path, month)
         written.append(write_iq_csv(rows, folder / f"iq_{month}.csv"))
@@ -72,7 +74,16 @@ def update_month_products(store: Store, settings: Any, months: Iterable[str]) ->
         )
         since, until = month_range(month)
         written += write_period_products(period_rows(store, since, until), folder, month)
+        written += write_gaia_period_products(store, settings, since, until, folder, month)
+    if months:
+        # the ice trend spans every month: one timeline over all exposures
+        written += write_ice_timeline(store, settings, ice_dir(settings.products_path))
     return written
+
+
+def ice_dir(products: Path) -> Path:
+    """Folder of the all-time Gaia photometry timeline (the ice trend)."""
+    return Path(products) / "gaia"
 
 
 def month_range(month: str) -> tuple[datetime, datetime]:
