@@ -63,6 +63,13 @@ def test_demo_day(tmp_path, monkeypatch) -> None:
         expect = math.exp(p["c0"] + p["c1"] * 1.75 + p["c2"] * 1.75**2) * p["throughput"]
         assert summary["vis_over_gaia"][1] == pytest.approx(expect, rel=0.015)
 
+    # Gaia month products and the all-time ice timeline
+    assert len((month / "vis_over_gaia_2024-07_long.csv").read_text().splitlines()) == 5  # +4
+    assert len((month / "vis_over_gaia_2024-07_short.csv").read_text().splitlines()) == 3  # +2
+    assert (month / "VISGaia_FPA_LONG_2024-07.png").stat().st_size > 50_000
+    assert (month / "iceplot_FPA_2024-07_560.52.png").stat().st_size > 20_000
+    assert (products / "gaia" / "iceplot_long.png").stat().st_size > 20_000
+
     # Afterwards any command works from inside the folder.
     monkeypatch.chdir(demo_dir)
     result = runner.invoke(app, ["metrics", "--unit", "FPA", "--metric", "bias_prescan_adu"])
