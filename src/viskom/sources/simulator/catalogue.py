@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from astropy import units as u
 from astropy.table import Table
 
+from viskom.sources.gaia import COLUMN_UNITS, propagate_to_epoch
 from viskom.sources.simulator.seeds import rng_for
 
 GAIA_EPOCH_JYEAR = 2016.0
@@ -167,19 +168,7 @@ def gaia_like_catalogue(
     table["Source"] = source.astype(np.int64)
     table["RA_ICRS"] = ra * u.deg
     table["DE_ICRS"] = dec * u.deg
-    units = {
-        "pmRA": u.mas / u.yr,
-        "pmDE": u.mas / u.yr,
-        "Plx": u.mas,
-        "Gmag": u.mag,
-        "e_Gmag": u.mag,
-        "FG": u.electron / u.s,
-        "e_FG": u.electron / u.s,
-        "BPmag": u.mag,
-        "RPmag": u.mag,
-        "BP-RP": u.mag,
-        "RUWE": None,
-    }
+    units = {k: v for k, v in COLUMN_UNITS.items() if k not in table.colnames}
     for name, unit in units.items():
         table[name] = cols[name] if unit is None else cols[name] * unit
     table.meta.update(
@@ -248,11 +237,9 @@ def julian_year(t: datetime) -> float:
 
 
 def propagate(ra, dec, pmra, pmde, years: float) -> tuple[np.ndarray, np.ndarray]:
-    """Apply proper motions (mas/yr, pmRA includes cos Dec) over `years` (linear, small)."""
-    dec = np.asarray(dec, dtype=float)
-    ddec = np.asarray(pmde, dtype=float) * years / 3.6e6
-    dra = np.asarray(pmra, dtype=float) * years / 3.6e6 / np.cos(np.radians(dec))
-    return (np.asarray(ra, dtype=float) + dra) % 360.0, dec + ddec
+    """Apply proper motions (mas/yr, pmRA includes cos Dec) over `years` (linear, small);
+    the Gaia client's `propagate_to_epoch`, so that the simulated sky and the pipeline agree."""
+    return propagate_to_epoch(ra, dec, pmra, pmde, years)
 
 
 def faint_stars_and_galaxies(
