@@ -174,3 +174,46 @@ def test_gaia_cli_cone_and_seed(measured, tmp_path, monkeypatch):
     assert csv_path.read_text().splitlines()[0].startswith("RA_ICRS,DE_ICRS,Source")
     out = runner.invoke(app, ["gaia", "cone", "--ra", "200", "--dec", "-10", "--offline"])
     assert out.exit_code == 2 and "not in the cache" in out.output
+
+
+def test_relative_gains_from_the_latest_flat(store, tmp_path):
+    """Without a gains table, VISQL's mean(level) / level from the newest measured FLAT."""
+    from datetime import timedelta
+
+    from viskom.pipeline.calibration import resolve_relative_gains, update_relative_gains
+    from viskom.store.records import ExposureRecord, StageRun
+
+    settings = Settings(data_root=tmp_path)
+    assert resolve_relative_gains(settings) == ({}, "none (all 1)")
+    path, note = update_relative_gains(store, settings)
+    assert path is None and "no measured flat" in note
+    levels = [{"1-1.E": 1000.0, "1-1.F": 1100.0, "1-2.E": 900.0, "1-2.F": 1000.0},
+              {"1-1.E": 2000.0, "1-1.F": 2000.0, "1-2.E": 2500.0, "1-2.F": 1500.0}]  # fmt: skip
+    for i, lv in enumerate(levels):
+        exp, _ = store.register_exposure(
+            ExposureRecord(
+                name=f"flat{i}",
+                path=f"/x/flat{i}.fits",
+                state="registered",
+                frame_type="FLAT",
+                date_obs=T0 + timedelta(hours=i),
+            )
+        )
+        run = StageRun(
+            exposure_id=exp.id, stage="detector_health", stage_version="1", config_hash="c",
+            software_version="0", status="ok", error=None, started_at=T0, duration_s=1.0,
+        )  # fmt: skip
+        store.record_stage_run(run, [(u, "image_level_adu", v) for u, v in lv.items()])
+    path, note = update_relative_gains(store, settings)
+    assert "flat1" in note
+    gains, source = resolve_relative_gains(settings)
+    assert source == str(path)
+    assert gains["1-2.E"] == pytest.approx(2000.0 / 2500.0)
+    assert gains["1-2.F"] == pytest.approx(2000.0 / 1500.0)
+    assert "up to date" in update_relative_gains(store, settings)[1]
+    # a configured table wins; a broken one is reported, and the stage refuses to run
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1-1.E zero\n")
+    broken = Settings(data_root=tmp_path, gaia={"gains_file": bad})
+    gains, source = resolve_relative_gains(broken)
+    assert gains == {} and source.startswith("error:")
