@@ -674,3 +674,39 @@ def test_week_maps_reach_past_the_month(
     assert {"iceplot_FPA_2024-03-15_560.52.png", "VISGaia_FPA_SHORT_2024-03.png"} <= names
     rows = read_csv(tmp_path / "vis_over_gaia_2024-03_long.csv")
     assert all(r["date_obs"].startswith("2024-03") for r in rows)
+
+
+def test_maps_are_redrawn_only_when_their_stars_change(world: World, tmp_path: Path) -> None:
+    """A month's products are rewritten after every run; unchanged maps are not redrawn."""
+    calls: list[dict] = []
+    folder = tmp_path / "2024-04"
+    since, until = datetime(2024, 4, 1, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(present_gaia, "plot_fpa_maps", fake_map(calls))
+        mp.setattr(present_gaia, "plot_colour_relations_fpa", fake_colour_plot)
+        first = write_gaia_period_products(world.store, world.settings, since, until, folder, "x")
+        n_first = len(calls)
+        again = write_gaia_period_products(world.store, world.settings, since, until, folder, "x")
+        assert len(calls) == n_first > 0  # nothing redrawn
+        assert sorted(p.name for p in again) == sorted(p.name for p in first)
+        # one day's stars change: that day's map and the month's are redrawn, not the others
+        # (2024-04-03 is a Wednesday: its Thursday-to-Thursday week belongs to March)
+        day = "iceplot_FPA_2024-04-03_560.52.png"
+        name = next(
+            n for n, e in world.exposures.items()
+            if e["t"].date() == date(2024, 4, 3) and exposure_kind(e["exptime"]) == "long"
+        )  # fmt: skip
+        t = world.exposures[name]["t"]
+        path = residual_path(world.settings.products_path, name, t)
+        saved = path.read_bytes()
+        try:
+            tab = dict(world.stars[name])
+            tab["frat"] = np.asarray(tab["frat"]) * 1.01
+            write_table(tab, path)
+            write_gaia_period_products(world.store, world.settings, since, until, folder, "x")
+        finally:
+            path.write_bytes(saved)
+        redrawn = {c["path"].name for c in calls[n_first:]}
+        assert day in redrawn and "iceplot_FPA_x_560.52.png" in redrawn
+        assert not any(n.startswith("iceplot_FPA_wk") for n in redrawn)
+        assert not any("2024-04-02" in n for n in redrawn)

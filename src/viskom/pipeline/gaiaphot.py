@@ -31,6 +31,8 @@ parallel threads, column subset only. Missing or unreadable tables are logged an
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 import math
 import os
@@ -773,19 +775,73 @@ def render_fpa_map(task: Mapping[str, Any]) -> Path:
     return present.plot_fpa_maps(**task)
 
 
+#: Bump when the FPA map drawing changes: maps with unchanged inputs are otherwise not redrawn.
+FPA_MAPS_VERSION = "1"
+SIGNATURES_FILE = ".fpa_map_inputs.json"
+
+
+def map_signature(task: Mapping[str, Any]) -> str:
+    """A digest of an FPA map's inputs (the star arrays, labels and the drawing version)."""
+    h = hashlib.sha1(usedforsecurity=False)
+    for key in ("x", "y", "residual", "g_mag", "flux_adu"):
+        h.update(np.ascontiguousarray(task[key], dtype=float).tobytes())
+    h.update(
+        f"{task['label']}|{task['exptime']}|{task['kind']}|{task['n_exposures']}|"
+        f"{FPA_MAPS_VERSION}".encode()
+    )
+    return h.hexdigest()
+
+
 def _render_all(tasks: Sequence[Mapping[str, Any]], executor: Any | None) -> list[Path]:
-    """Render tasks serially or on an executor (`pipeline.executors`); failures are logged."""
+    """Render tasks serially or on an executor (`pipeline.executors`); failures are logged.
+
+    A map whose PNG exists and whose inputs have not changed since it was drawn (digest in a
+    hidden JSON file of its folder) is kept as it is: a month's products are rewritten after
+    every run, but only the maps of the days that got new exposures change.
+    """
+    by_folder: dict[Path, dict[str, str]] = {}
+    todo, kept, signatures = [], [], {}
+    for task in tasks:
+        path = Path(task["path"])
+        known = by_folder.setdefault(path.parent, _read_signatures(path.parent))
+        sig = map_signature(task)
+        signatures[path] = sig
+        if path.exists() and known.get(path.name) == sig:
+            kept.append(path)
+        else:
+            todo.append(task)
     if executor is None:
-        results: Iterable[tuple[Mapping[str, Any], Any]] = ((t, _try_render(t)) for t in tasks)
+        results: Iterable[tuple[Mapping[str, Any], Any]] = ((t, _try_render(t)) for t in todo)
     else:
-        results = executor.map_unordered(render_fpa_map, tasks)
+        results = executor.map_unordered(render_fpa_map, todo)
     written = []
     for task, res in results:
         if isinstance(res, BaseException):
             log.error("FPA map %s failed: %s", task["path"], res)
+            by_folder[Path(task["path"]).parent].pop(Path(task["path"]).name, None)
         else:
             written.append(res)
-    return sorted(written)
+            path = Path(task["path"])
+            by_folder[path.parent][path.name] = signatures[path]
+    for folder, known in by_folder.items():
+        if todo:
+            _write_signatures(folder, known)
+    return sorted(written + kept)
+
+
+def _read_signatures(folder: Path) -> dict[str, str]:
+    try:
+        data = json.loads((folder / SIGNATURES_FILE).read_text())
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_signatures(folder: Path, known: Mapping[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{SIGNATURES_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(dict(sorted(known.items())), indent=0))
+    os.replace(tmp, folder / SIGNATURES_FILE)
 
 
 def _try_render(task: Mapping[str, Any]) -> Path | Exception:
