@@ -138,13 +138,8 @@ def test_offline_without_the_field_says_what_is_missing(measured, tmp_path):
 
 
 def test_missing_pointing_is_a_clear_error(measured, tmp_path):
-    from astropy.io import fits
-
     f = measured["frames"][0]
-    bad = tmp_path / f["sim"].path.name
-    with fits.open(f["sim"].path) as hdul:
-        del hdul[0].header["RA"]
-        hdul.writeto(bad)
+    bad = _with_header(f["sim"].path, tmp_path / f["sim"].path.name, RA=None)
     info = ExposureInfo(**{**f["info"].__dict__, "path": str(bad)})
     with Le1Frame(bad) as frame, pytest.raises(ValueError, match="RA, DEC, PA"):
         GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(measured["settings"]))
@@ -217,3 +212,89 @@ def test_relative_gains_from_the_latest_flat(store, tmp_path):
     broken = Settings(data_root=tmp_path, gaia={"gains_file": bad})
     gains, source = resolve_relative_gains(broken)
     assert gains == {} and source.startswith("error:")
+
+
+def _with_header(src, dst, **cards):
+    from astropy.io import fits
+
+    with fits.open(src) as hdul:
+        for key, value in cards.items():
+            if value is None:
+                del hdul[0].header[key]
+            else:
+                hdul[0].header[key] = value
+        hdul.writeto(dst)
+    return dst
+
+
+@pytest.mark.skipif(
+    __import__("viskom.sources.astrometry_net", fromlist=["x"]).tools_available() is not None,
+    reason="astrometry.net (solve-field, build-astrometry-index) not installed",
+)
+@pytest.mark.parametrize("pa_card", ["wrong", "missing"])
+def test_blind_solve_when_the_header_pointing_fails(measured, tmp_path, pa_card):
+    """A PA 25 deg off (or none): the match is no better than chance, astrometry.net solves.
+
+    The small test geometry samples ~1% of the focal plane, too little for quads, so the star
+    list is the field's 1500 brightest Gaia stars as the focal plane sees them (true pointing + the
+    injected offset + 0.2 px noise); the stage reads only the header from the frame.
+    """
+    from viskom.measure.gaia import gaia_flux, gaia_instrument_frame
+    from viskom.sources.gaia import GaiaClient
+    from viskom.store.products import write_table
+
+    f = measured["frames"][0]
+    truth = f["truth"]
+    ra, dec, true_pa = (truth["pointing"][k] for k in ("ra", "dec", "pa"))
+    settings = Settings(
+        data_root=tmp_path / "data",
+        gaia={**measured["settings"].gaia.model_dump(), "aperture_radius_px": 0.0},
+    )
+    when = datetime.fromisoformat(f["info"].date_obs)
+    gaia = GaiaClient(settings.gaia_cache_path, online=False).cone(ra, dec, 0.55, epoch=when)
+    x, y, keep = gaia_instrument_frame(
+        gaia["ra_epoch"], gaia["dec_epoch"], gaia["Gmag"], gaia["e_FG"], gaia["FG"],
+        gaia["BP-RP"], (ra, dec, true_pa),
+    )  # fmt: skip
+    rng = np.random.default_rng(5)
+    g = np.asarray(gaia["Gmag"], float)
+    sel = np.flatnonzero(keep & (np.abs(x) < 0.35) & (np.abs(y) < 0.38))
+    sel = sel[np.argsort(g[sel])[:1500]]  # the brightest, as VIS sees them
+    err = truth["pointing_error_pix"]
+    stars = {
+        "extname": np.full(sel.size, "3-3.E"),
+        "x_world": x[sel] + (err["dx"] + rng.normal(0, 0.2, sel.size)) / 36000,
+        "y_world": y[sel] + (err["dy"] + rng.normal(0, 0.2, sel.size)) / 36000,
+        "flux_auto": gaia_flux(g[sel]) * 560.52 / 89.52,
+    }
+    bad = _with_header(
+        f["sim"].path, tmp_path / f["sim"].path.name,
+        PA=None if pa_card == "missing" else true_pa + 25,
+    )  # fmt: skip
+    info = ExposureInfo(**{**f["info"].__dict__, "path": str(bad),
+                           "products_dir": str(settings.products_path)})  # fmt: skip
+    write_table(stars, info.product("stars", "parquet"))
+    with Le1Frame(bad) as frame:
+        result = GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(settings))
+    m = {(u, k): v for u, k, v in result.metrics}
+    assert m[("FPA", "astrom_blind_solved")] == 1.0
+    assert m[("FPA", "n_matched")] >= 0.95 * sel.size
+    # the solved pointing absorbs the injected pointing error: residual offsets ~ 0
+    assert abs(m[("FPA", "astrom_dx_pix")]) < 0.1 and abs(m[("FPA", "astrom_dy_pix")]) < 0.1
+    assert m[("FPA", "astrom_sigma_pix")] < 0.3
+    summary = json.loads(info.product("gaia", "json").read_text())
+    solved_pa = summary["blind_solution"]["pa_deg"]
+    assert (solved_pa - true_pa + 180) % 360 - 180 == pytest.approx(0.0, abs=0.01)
+    if pa_card == "wrong":
+        assert m[("FPA", "astrom_blind_dpa_deg")] == pytest.approx(-25.0, abs=0.01)
+
+
+def test_failed_match_without_tools_is_a_clear_error(measured, tmp_path, monkeypatch):
+    import viskom.sources.astrometry_net as anet
+
+    monkeypatch.setattr(anet, "tools_available", lambda: "solve-field not found (apt-get ...)")
+    f = measured["frames"][0]
+    bad = _with_header(f["sim"].path, tmp_path / f["sim"].path.name, PA=None)
+    info = ExposureInfo(**{**f["info"].__dict__, "path": str(bad)})
+    with Le1Frame(bad) as frame, pytest.raises(ValueError, match=r"no PA.*blind solve not poss"):
+        GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(measured["settings"]))

@@ -148,6 +148,12 @@ class GaiaSettings(BaseModel):
     aperture_correction_fallback: float = Field(
         1.02, gt=0.5, lt=1.5, description="else this typical FLUX_AUTO -> total correction"
     )
+    blind_solve: bool = Field(
+        True, description="astrometry.net solve-field when the header pointing does not match"
+    )
+    blind_min_matched: int = Field(
+        10, ge=3, description="fewer stars matched on the header pointing: solve blind"
+    )
     gains_file: Path | None = Field(
         None, description="relative quadrant gains ('EXT gain'); default: from the latest flat"
     )

@@ -580,10 +580,21 @@ class GaiaComparison:
     stars: dict[str, np.ndarray]
     n_vis: int
     n_gaia: int
+    chance_matches: float = math.nan  # pairs expected by coincidence within the kept radius
 
     @property
     def fpa(self) -> ColourFit:
         return self.colour.get("FPA", NO_FIT)
+
+    def is_real(self, min_matched: int = 10, nsigma: float = 5.0) -> bool:
+        """The match stands out from chance: >= min_matched pairs and nsigma above chance.
+
+        A wrong pointing (PA off, say) still pairs stars by coincidence in dense fields, and
+        the affine fit can absorb some rotation; this is the test that it did not.
+        """
+        n = self.match.fit.n_matched
+        lam = self.chance_matches if math.isfinite(self.chance_matches) else 0.0
+        return n >= min_matched and n >= lam + nsigma * math.sqrt(max(lam, 1.0))
 
     def summary(self) -> dict:
         """VISQL's two result lines as one object (what `viskom gaia-match` prints)."""
@@ -601,6 +612,7 @@ class GaiaComparison:
             "colour_fit": {k: v for k, v in self.fpa.as_dict().items() if k != "vis_over_gaia"},
             "n_vis": self.n_vis,
             "n_gaia": self.n_gaia,
+            "chance_matches": self.chance_matches,
         }
 
     def metrics(self) -> list[tuple[str, str, float]]:
@@ -698,7 +710,13 @@ def compare_with_gaia(
         "colour_used": usable,
         "colour_kept": colour_kept,
     }
-    return GaiaComparison(match, fits, stars, n_vis=len(np.asarray(x_vis)), n_gaia=g.size)
+    # coincidences expected within the radius the clipped fit keeps (3.54 sigma, VISQL's cut)
+    xg, yg = np.asarray(x_gaia, float), np.asarray(y_gaia, float)
+    radius = min(match_radius_pix, 3.54 * match.fit.sigma_pix) / PIX_PER_DEG
+    area = (np.ptp(xg) * np.ptp(yg)) if xg.size > 1 else math.nan
+    n_vis = len(np.asarray(x_vis))
+    chance = n_vis * xg.size / area * math.pi * radius**2 if area and area > 0 else math.nan
+    return GaiaComparison(match, fits, stars, n_vis=n_vis, n_gaia=g.size, chance_matches=chance)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ sigma in pixels on the focal plane, Gaia-minus-VIS offsets per CCD and quadrant,
 ln(VIS/Gaia) against BP-RP with VIS/Gaia at BP-RP 0.75, 1.75, 2.75 per focal plane, 3x3
 block, CCD and quadrant. Products: `_gaia_stars.parquet` (VISQL's `_frat.txt`: one row per
 matched star), `_gaia.json` (the fit) and the two plots `_gaia_dxdy.png` and `_gaia_colour.png`.
+
+Where the header has no PA, or fewer than `[gaia] blind_min_matched` stars match on the header
+pointing, the star list is solved blind with astrometry.net (`sources.astrometry_net`: an
+index built from the cached Gaia cone, `solve-field` around the header RA/DEC) and matched on
+that pointing; `astrom_blind_*` metrics say how far the header was from it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from viskom.store.products import read_table, write_json, write_table
 #: may add at most this fraction of the star's flux; the measured correction is applied when
 #: at least this many stars give it.
 APCORR_MIN_SNR, APCORR_MARGIN_PX, APCORR_MAX_EDGE_FLUX, APCORR_MIN_STARS = 200.0, 5.0, 0.002, 5
+BLIND_INDEX_STARS = 20000  # brightest Gaia stars in the blind-solve index
 
 
 def quadrant_aperture_ratios(
@@ -130,6 +136,8 @@ class GaiaPhotometry(Stage):
             "aperture_radius_px": g.aperture_radius_px,
             "aperture_max_error": g.aperture_max_error,
             "aperture_correction_fallback": g.aperture_correction_fallback,
+            "blind_solve": g.blind_solve,
+            "blind_min_matched": g.blind_min_matched,
             "gains": gains,
             "gains_source": source,
         }
@@ -143,8 +151,10 @@ class GaiaPhotometry(Stage):
         if str(config["gains_source"]).startswith("error"):
             raise ValueError(f"relative gains unusable: {config['gains_source']}")
         p = frame.primary
-        if p.ra is None or p.dec is None or p.pa is None:
-            raise ValueError("no pointing in the primary header (RA, DEC, PA): cannot place Gaia")
+        if p.ra is None or p.dec is None:
+            raise ValueError(
+                "no pointing in the primary header (RA, DEC, PA): cannot choose the Gaia field"
+            )
         if p.date_obs is None:
             raise ValueError("no DATE-OBS in the primary header: cannot move Gaia to the epoch")
         stars_path = exposure.product("stars", "parquet")
@@ -173,39 +183,36 @@ class GaiaPhotometry(Stage):
             config["cache_dir"], online=bool(config["online"]), timeout_s=config["timeout_s"]
         )
         gaia = client.cone(p.ra, p.dec, float(config["cone_radius_deg"]), epoch=p.date_obs)
-        xg, yg, keep = gaia_instrument_frame(
-            np.asarray(gaia["ra_epoch"], float),
-            np.asarray(gaia["dec_epoch"], float),
-            np.asarray(gaia["Gmag"], float),
-            np.asarray(gaia["e_FG"], float),
-            np.asarray(gaia["FG"], float),
-            np.asarray(gaia["BP-RP"], float),
-            (p.ra, p.dec, p.pa),
-        )
         good = np.isfinite(np.asarray(stars["flux_auto"], float)) & (
             np.asarray(stars["flux_auto"], float) > 0
         )
-        result = compare_with_gaia(
-            np.asarray(stars["extname"]).astype(str)[good],
-            np.asarray(stars["x_world"], float)[good],
-            np.asarray(stars["y_world"], float)[good],
-            np.asarray(stars["flux_auto"], float)[good] * apcorr,
-            xg[keep],
-            yg[keep],
-            np.asarray(gaia["Gmag"], float)[keep],
-            np.asarray(gaia["BP-RP"], float)[keep],
-            exptime=exptime,
-            gains=config["gains"],
-            source_id=np.asarray(gaia["Source"], np.int64)[keep],
-            match_radius_pix=float(config["match_radius_pix"]),
-            window_deg=float(config["search_window_deg"]),
-            colour_gmax=float(config["colour_gmax"]),
-            min_stars=int(config["min_stars_quadratic"]),
-        )
+        vis = {
+            "extname": np.asarray(stars["extname"]).astype(str)[good],
+            "x": np.asarray(stars["x_world"], float)[good],
+            "y": np.asarray(stars["y_world"], float)[good],
+            "flux": np.asarray(stars["flux_auto"], float)[good] * apcorr,
+        }
+        pointing = (p.ra, p.dec, p.pa)
+        result = None
+        if p.pa is not None:
+            result = _compare(vis, gaia, pointing, exptime, config)
+        blind = None
+        min_matched = int(config["blind_min_matched"])
+        if result is None or not result.is_real(min_matched):
+            why = (
+                "no PA in the header"
+                if result is None
+                else f"{result.match.fit.n_matched} stars matched on the header pointing, "
+                f"{result.chance_matches:.0f} expected by chance"
+            )
+            blind = _blind_pointing(vis, gaia, p, config, why)
+            pointing = (blind.ra_deg, blind.dec_deg, blind.pa_deg)
+            result = _compare(vis, gaia, pointing, exptime, config)
         table = write_table(result.stars, exposure.product("gaia_stars", "parquet"))
         summary = {
             **result.summary(),
             "pointing": {"ra": p.ra, "dec": p.dec, "pa": p.pa},
+            "blind_solution": blind.as_dict() if blind is not None else None,
             "epoch": p.date_obs.isoformat(),
             "exptime": exptime,
             "gains_source": config["gains_source"],
@@ -223,9 +230,85 @@ class GaiaPhotometry(Stage):
         ]
         metrics = [
             *result.metrics(),
+            *_blind_metrics(blind, p),
             ("FPA", "gaia_aperture_correction", apcorr),
             ("FPA", "gaia_aperture_measured", measured),
             ("FPA", "gaia_aperture_error", apcorr_err),
             ("FPA", "gaia_aperture_stars", float(n_apcorr)),
         ]
         return StageResult(metrics=metrics, products=[table, *plots])
+
+
+def _compare(
+    vis: Mapping[str, np.ndarray],
+    gaia: Any,
+    pointing: tuple[float, float, float],
+    exptime: float,
+    config: Mapping[str, Any],
+):
+    """Gaia in the instrument frame of `pointing`, matched to the VIS stars (one exposure)."""
+    xg, yg, keep = gaia_instrument_frame(
+        np.asarray(gaia["ra_epoch"], float),
+        np.asarray(gaia["dec_epoch"], float),
+        np.asarray(gaia["Gmag"], float),
+        np.asarray(gaia["e_FG"], float),
+        np.asarray(gaia["FG"], float),
+        np.asarray(gaia["BP-RP"], float),
+        pointing,
+    )
+    return compare_with_gaia(
+        vis["extname"], vis["x"], vis["y"], vis["flux"],
+        xg[keep], yg[keep],
+        np.asarray(gaia["Gmag"], float)[keep],
+        np.asarray(gaia["BP-RP"], float)[keep],
+        exptime=exptime,
+        gains=config["gains"],
+        source_id=np.asarray(gaia["Source"], np.int64)[keep],
+        match_radius_pix=float(config["match_radius_pix"]),
+        window_deg=float(config["search_window_deg"]),
+        colour_gmax=float(config["colour_gmax"]),
+        min_stars=int(config["min_stars_quadratic"]),
+    )  # fmt: skip
+
+
+def _blind_pointing(vis: Mapping[str, np.ndarray], gaia: Any, p: Any, config, why: str):
+    """Solve the focal-plane star list with astrometry.net on an index of the Gaia cone."""
+    import tempfile
+
+    from viskom.sources.astrometry_net import build_index, solve_star_list, tools_available
+
+    if not config["blind_solve"]:
+        raise ValueError(f"{why}, and the blind solve is off ([gaia] blind_solve = false)")
+    missing = tools_available()
+    if missing:
+        raise ValueError(f"{why}; blind solve not possible: {missing}")
+    with tempfile.TemporaryDirectory(prefix="viskom-index-") as tmp:
+        index = build_index(
+            (np.asarray(gaia["ra_epoch"], float), np.asarray(gaia["dec_epoch"], float),
+             np.asarray(gaia["Gmag"], float)),
+            tmp, max_stars=BLIND_INDEX_STARS,
+        )  # fmt: skip
+        solution = solve_star_list(
+            vis["x"], vis["y"], vis["flux"], index,
+            ra_hint=p.ra, dec_hint=p.dec, radius_hint_deg=float(config["cone_radius_deg"]),
+        )  # fmt: skip
+    if solution is None:
+        raise ValueError(f"{why}, and astrometry.net found no solution around the header RA/DEC")
+    return solution
+
+
+def _blind_metrics(blind: Any, p: Any) -> list[tuple[str, str, float]]:
+    """Whether the pointing came from a blind solve, and how far the header was from it."""
+    if blind is None:
+        return [("FPA", "astrom_blind_solved", 0.0)]
+    cosd = math.cos(math.radians(blind.dec_deg))
+    dra = ((blind.ra_deg - p.ra + 180.0) % 360.0 - 180.0) * cosd * 3600.0
+    rows = [
+        ("FPA", "astrom_blind_solved", 1.0),
+        ("FPA", "astrom_blind_dra_arcsec", dra),
+        ("FPA", "astrom_blind_ddec_arcsec", (blind.dec_deg - p.dec) * 3600.0),
+        ("FPA", "astrom_blind_rms_pix", blind.rms_pix),
+    ]
+    if p.pa is not None:
+        rows.append(("FPA", "astrom_blind_dpa_deg", (blind.pa_deg - p.pa + 180.0) % 360.0 - 180.0))
+    return rows
