@@ -7,9 +7,6 @@ date_obs, exptime), the IQ timeline and the PSF month summary (PNG), in
 
 from __future__ import annotations
 
-import csv
-import math
-import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,27 +16,12 @@ from viskom.measure.iq import IQReference
 from viskom.pipeline.iq import EXTRA_COLUMNS, IQ_COLUMNS, iq_rows_from_store
 from viskom.pipeline.spaceweather import period_rows, write_period_products
 from viskom.store import Store
-from viskom.store.products import month_dir
+from viskom.store.products import month_dir, write_csv
 
 
 def write_iq_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     """The month's IQ table as CSV (atomic)."""
-    columns = [*IQ_COLUMNS, *EXTRA_COLUMNS]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for r in rows:
-            writer.writerow([_cell(r.get(c)) for c in columns])
-    os.replace(tmp, path)
-    return path
-
-
-def _cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    return repr(value) if isinstance(value, float) else str(value)
+    return write_csv(path, [*IQ_COLUMNS, *EXTRA_COLUMNS], rows)
 
 
 def update_month_products(store: Store, settings: Any, months: Iterable[str]) -> list[Path]:

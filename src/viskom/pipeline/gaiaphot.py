@@ -30,7 +30,6 @@ parallel threads, column subset only. Missing or unreadable tables are logged an
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -50,7 +49,7 @@ import pyarrow.parquet as pq
 
 from viskom.le1.geometry import all_ccds, all_extnames, parse_extname
 from viskom.measure.gaia import COLOUR_FIT_GMAX, COLOURS, ColourFit, block_name
-from viskom.store.products import exposure_dir, product_path
+from viskom.store.products import exposure_dir, product_path, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -191,39 +190,6 @@ def residual_path(products: str | Path, name: str, date_obs: datetime | None) ->
 
 def _utc_day(d: datetime) -> date:
     return d.astimezone(UTC).date() if d.tzinfo else d.date()
-
-
-def _cell(value: object) -> str:
-    if type(value) is float:  # the common case first
-        return repr(value) if math.isfinite(value) else ""
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "True" if value else "False"
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value)) if math.isfinite(value) else ""
-    if isinstance(value, np.integer):
-        return str(int(value))
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
-    """A CSV table written atomically; NaN and None as empty cells."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(columns)
-            for r in rows:
-                w.writerow([_cell(r.get(c)) for c in columns])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
