@@ -20,26 +20,9 @@ import pyarrow.parquet as pq
 from astropy import units as u
 from astropy.table import Table
 
-from viskom.sources.gaia import COLUMN_UNITS, propagate_to_epoch
+from viskom.sources.gaia import COLUMN_UNITS, GAIA_EPOCH_JYEAR, propagate_to_epoch
 from viskom.sources.simulator.seeds import rng_for
 
-GAIA_EPOCH_JYEAR = 2016.0
-GAIA_COLUMNS = (
-    "Source",
-    "RA_ICRS",
-    "DE_ICRS",
-    "pmRA",
-    "pmDE",
-    "Plx",
-    "Gmag",
-    "e_Gmag",
-    "FG",
-    "e_FG",
-    "BPmag",
-    "RPmag",
-    "BP-RP",
-    "RUWE",
-)
 G_ZEROPOINT = 25.6874  # Gaia DR3 G zero point (e-/s)
 
 # Stars per 1-mag bin of G (lower edges 6..22) per deg2, from the real field (0.64 deg2,
