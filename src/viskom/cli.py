@@ -40,9 +40,10 @@ ConfigOption = Annotated[
 ]
 
 
-def _settings(config: Path | None) -> Settings:
+def _settings(config: Path | None, *, required: bool = True) -> Settings:
+    """The settings, or exit 2 with the reason; `required=False`: defaults without a file."""
     try:
-        return load_settings(config)
+        return load_settings(config, required=required)
     except ConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -315,11 +316,7 @@ def iq(
         raise typer.BadParameter("give exactly one of --month YYYY-MM or --from-visql FILE")
     columns = list(IQ_COLUMNS)
     if from_visql is not None:
-        try:
-            settings = load_settings(config, required=False)  # the [iq] section, if any
-        except ConfigError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+        settings = _settings(config, required=False)  # the [iq] section, if any
         reference = IQReference.from_mapping(settings.iq.reference_mapping())
         try:
             rows = iq_rows_visql(from_visql, reference)
@@ -447,14 +444,6 @@ gaia_app = typer.Typer(
 app.add_typer(gaia_app, name="gaia")
 
 
-def _gaia_settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config, required=False)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
 @gaia_app.command("cone")
 def gaia_cone(
     ra: Annotated[float, typer.Option(help="cone centre RA [deg]")],
@@ -470,7 +459,7 @@ def gaia_cone(
     """Gaia DR3 stars of a cone: from the cache, fetching missing tiles unless --offline."""
     from viskom.sources.gaia import GaiaClient, GaiaUnavailable
 
-    settings = _gaia_settings(config)
+    settings = _settings(config, required=False)
     client = GaiaClient(
         settings.gaia_cache_path, online=not offline, timeout_s=settings.gaia.timeout_s
     )
@@ -500,7 +489,7 @@ def gaia_seed(
     """Store local Gaia-like cones (with ra0/dec0/radius_deg metadata) in the tile cache."""
     from viskom.sources.gaia import GaiaCache
 
-    settings = _gaia_settings(config)
+    settings = _settings(config, required=False)
     cache = GaiaCache(settings.gaia_cache_path)
     failed = 0
     for path in files:
@@ -562,11 +551,7 @@ def _goes_client(config: Path | None, cache: Path | None, offline: bool):
     from viskom.sources.goes import GoesClient
 
     if cache is None:
-        try:
-            cache = load_settings(config, required=False).data_path / "goes"
-        except ConfigError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+        cache = _settings(config, required=False).data_path / "goes"
     return GoesClient(cache, offline=offline)
 
 
