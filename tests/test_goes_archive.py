@@ -307,7 +307,7 @@ def test_one_second_product_and_reprocessed_goes15_through_their_urls(ncei, tmp_
     assert len(s.time) == 86400 and np.all(np.diff(s.time).astype(int) == 1000)
     assert client.cached_days("flx1s") == [DAY] and client.cached_days("avg1m") == []
     assert read_xrs(client.cached_file("flx1s", 16, DAY)).source.startswith("sci_xrsf-l2-flx1s")
-    # GOES 13-15: another base URL (configurable per satellite range) and other flag meanings
+    # GOES 13-15: another base URL (configurable per satellite range), other flag meanings
     day15 = date(2016, 3, 1)
     g15 = read_xrs(_goes15_style(tmp_path / "g15.nc", day15))
     assert g15.satellite == "g15" and str(g15.time[1]) == "2016-03-01T00:01:00.000"
@@ -320,25 +320,40 @@ def test_one_second_product_and_reprocessed_goes15_through_their_urls(ncei, tmp_
     client = GoesClient(tmp_path / "cache", archive_bases=bases, retries=0, backoff_s=0)
     s = client.xrs_day(day15)  # preference before 2017: 15, 13, 14
     assert s.satellite == "g15"
-    assert np.isfinite(s.xrsb_flux).tolist() == [True, False, False, True, True]
+    assert np.isfinite(s.xrsb_flux).tolist() == [True, False, False, False, True]
     assert client.archive_folder_url("avg1m", 18, DAY).endswith(f"/goes18/l2/data/{XRS}/2024/07/")
 
 
 def _goes15_style(path: Path, day: date) -> Path:
-    """A reprocessed GOES 13-15 style file: flag meanings without good_data, 1970 epoch."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    """A reprocessed GOES-15 avg1m file as NOAA writes it (v1-0-0): one-element array attributes,
+    uint16 flags whose good_data is flag & 7 == 0, electron-correction bits that are not bad,
+    epoch 2000-01-01 12:00; written with plain h5py (no dimension scales)."""
+    epoch = datetime(2000, 1, 1, 12, tzinfo=UTC)
     start = (datetime(day.year, day.month, day.day, tzinfo=UTC) - epoch).total_seconds()
     with h5py.File(path, "w") as fh:
-        fh.attrs["platform"] = "g15"
+        fh.attrs["platform"] = np.bytes_(b"g15")
         t = fh.create_dataset("time", data=start + 60.0 * np.arange(5))
-        t.attrs["units"] = "seconds since 1970-01-01 00:00:00 UTC"
+        t.attrs["units"] = np.bytes_(b"seconds since 2000-01-01 12:00:00")
+        t.attrs["_FillValue"] = np.array([-9999.0])
         for band in ("xrsa", "xrsb"):
             v = fh.create_dataset(f"{band}_flux", data=np.full(5, 2e-7, np.float32))
-            v.attrs["_FillValue"] = np.float32(-9999.0)
-            f = fh.create_dataset(f"{band}_flag", data=np.array([0, 1, 2, 4, 0], np.uint8))
-            f.attrs["flag_meanings"] = "data_ok bad_quality missing_data eclipse_period"
-            f.attrs["flag_masks"] = np.array([7, 1, 2, 4], np.uint8)
-            f.attrs["flag_values"] = np.array([0, 1, 2, 4], np.uint8)
+            v.attrs["_FillValue"] = np.array([-9999.0], np.float32)
+            v.attrs["valid_min"] = np.array([1e-9], np.float32)
+            v.attrs["valid_max"] = np.array([0.2], np.float32)
+            # good, bad_data, eclipsed_by_earth, temperature_recovery, electron_correction_invalid
+            f = fh.create_dataset(f"{band}_flag", data=np.array([0, 1, 2, 4, 16], np.uint16))
+            f.attrs["_FillValue"] = np.array([255], np.uint16)
+            f.attrs["flag_meanings"] = np.bytes_(
+                b"good_data bad_data eclipsed_by_earth temperature_recovery "
+                b"electron_correction_valid electron_correction_invalid "
+                b"electron_correction_interp electron_correction_decay"
+            )
+            f.attrs["flag_masks"] = np.array([7, 1, 2, 4, 120, 120, 120, 120], np.uint16)
+            f.attrs["flag_values"] = np.array([0, 1, 2, 4, 8, 16, 32, 64], np.uint16)
+            x = fh.create_dataset(f"{band}_flag_excluded", data=np.full(5, 64, np.uint16))
+            x.attrs["_FillValue"] = np.array([65535], np.uint16)
+            num = fh.create_dataset(f"{band}_num", data=np.full(5, 30, np.uint8))
+            num.attrs["_FillValue"] = np.array([255], np.uint8)
     return path
 
 

@@ -1,17 +1,12 @@
-"""GOES X-ray (XRS) time series from NOAA's netCDF files (VIS-REFERENCE 6).
+"""GOES space weather for viskom: NOAA's SWPC feeds, NCEI's daily archive files, and writers.
 
-Reads the GOES-R XRS L2 products (one-minute averages `xrsf-l2-avg1m`, one-second fluxes
-`xrsf-l2-flx1s`, GOES-16 to 19) and the reprocessed GOES 13-15 files with the same variable
-names: `time`, `xrsa_flux`, `xrsb_flux` and their `xrsa_flag`/`xrsb_flag`. Fill values and
-values outside valid_min..valid_max become NaN; flags are decoded from their CF attributes
-(`flag_meanings`, `flag_masks`, `flag_values`), so a sample is kept when `good_data` holds
-(GOES-R: flag & 3 == 0; electron contamination is not bad data) or, without that meaning,
-when no meaning naming bad or missing data holds. The epoch comes from the `units` attribute.
-The satellite comes from the file (`platform`), never from a constant.
-
-Also: SGPS L2 five-minute proton files (`read_sgps`, integral >= 10 MeV flux in pfu), the SWPC
-near-real-time JSON feeds, writers of both netCDF layouts (tests, simulator), and `GoesClient`,
-which fetches SWPC feeds and NCEI daily archive files into an on-disk cache (see its docstring).
+Reading the netCDF files (every XRS product, SGPS protons) is `viskom.sources.goes_netcdf`,
+through xarray; its names (`read_xrs`, `read_sgps`, `XrsSeries`, `ProtonSeries`,
+`GoesFileError`, ...) are re-exported here. This module holds the SWPC near-real-time JSON
+feeds, the NCEI product and file naming, writers of the NCEI XRS and SGPS layouts (tests,
+simulator; h5py, read back by the same xarray reader), and `GoesClient`, which fetches SWPC
+feeds and NCEI daily archive files into an on-disk cache (see its docstring). The satellite
+always comes from the data, never from a constant.
 """
 
 from __future__ import annotations
@@ -25,259 +20,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
-_UNITS_RE = re.compile(r"^\s*(seconds|milliseconds|minutes|hours|days)\s+since\s+(.+?)\s*$")
-_SCALE = {"seconds": 1.0, "milliseconds": 1e-3, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
-_BAD_WORDS = ("bad", "missing", "invalid_data", "fill", "data_gap")
+from viskom.sources.goes_netcdf import SGPS_THRESHOLD_KEV as SGPS_THRESHOLD_KEV
+from viskom.sources.goes_netcdf import GoesFileError as GoesFileError
+from viskom.sources.goes_netcdf import ProtonSeries as ProtonSeries
+from viskom.sources.goes_netcdf import XrsSeries as XrsSeries
+from viskom.sources.goes_netcdf import good_samples as good_samples
+from viskom.sources.goes_netcdf import parse_time_units as parse_time_units
+from viskom.sources.goes_netcdf import read_sgps as read_sgps
+from viskom.sources.goes_netcdf import read_xrs as read_xrs
+
 log = logging.getLogger(__name__)
-
-
-class GoesFileError(ValueError):
-    """A file that is not a readable GOES XRS product; the message says why."""
-
-
-@dataclass
-class XrsSeries:
-    """XRS-A (0.05-0.4 nm) and XRS-B (0.1-0.8 nm) fluxes in W/m2; NaN where bad or missing."""
-
-    time: np.ndarray  # datetime64[ms], UTC
-    xrsa_flux: np.ndarray
-    xrsb_flux: np.ndarray
-    satellite: str | None
-    source: str
-
-
-def parse_time_units(units: str) -> tuple[float, datetime]:
-    """Scale to seconds and the epoch of a CF time `units` string (UTC; leap seconds ignored)."""
-    m = _UNITS_RE.match(units)
-    if not m:
-        raise GoesFileError(f"time units {units!r} are not '<unit> since <date>'")
-    text = m.group(2).replace("UTC", "").strip().replace(" ", "T", 1).rstrip("Z")
-    epoch = datetime.fromisoformat(text)
-    epoch = epoch.replace(tzinfo=UTC) if epoch.tzinfo is None else epoch.astimezone(UTC)
-    return _SCALE[m.group(1)], epoch
-
-
-def _attr(obj, name: str, default=None):
-    value = obj.attrs.get(name, default)
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray) and value.dtype.kind == "S":
-        return value.astype(str)
-    return value
-
-
-def good_samples(flag: np.ndarray, flag_var) -> np.ndarray:
-    """Which samples a CF flag variable calls good (see the module docstring)."""
-    flag = np.asarray(flag).astype(np.int64)
-    meanings = str(_attr(flag_var, "flag_meanings", "") or "").split()
-    masks = _attr(flag_var, "flag_masks")
-    values = _attr(flag_var, "flag_values")
-    fill = _attr(flag_var, "_FillValue")
-    missing = flag == int(fill) if fill is not None else np.zeros(flag.shape, bool)
-    if not meanings:
-        return ~missing & ((flag & 3) == 0)  # GOES-R convention when attributes are absent
-    n = len(meanings)
-    masks = np.broadcast_to(np.asarray(masks if masks is not None else -1, np.int64), (n,))
-    values = np.asarray(values if values is not None else masks, np.int64)
-    values = np.broadcast_to(values, (n,))
-
-    def holds(i: int) -> np.ndarray:
-        return (flag & masks[i]) == values[i] if masks[i] >= 0 else flag == values[i]
-
-    if "good_data" in meanings:
-        return ~missing & holds(meanings.index("good_data"))
-    bad = np.zeros(flag.shape, bool)
-    for i, meaning in enumerate(meanings):
-        if any(word in meaning.lower() for word in _BAD_WORDS):
-            bad |= holds(i) & (values[i] != 0)
-    return ~missing & ~bad
-
-
-def _decode_time(tvar) -> tuple[np.ndarray, np.ndarray]:
-    """datetime64[ms] (UTC) of a CF time variable, and which samples are fill or not finite."""
-    scale, epoch = parse_time_units(str(_attr(tvar, "units", "")))
-    t = np.asarray(tvar[:], dtype=np.float64)
-    t_fill = _attr(tvar, "_FillValue")
-    bad_t = ~np.isfinite(t) | ((t == t_fill) if t_fill is not None else False)
-    ms = np.where(bad_t, 0, np.round(t * scale * 1000.0)).astype(np.int64)
-    times = np.datetime64(epoch.replace(tzinfo=None), "ms") + ms.astype("timedelta64[ms]")
-    return times, np.asarray(bad_t, dtype=bool)
-
-
-def _open_netcdf(path: Path) -> Any:
-    """Open a netCDF-4 (HDF5) file for reading; GoesFileError when it is not one."""
-    import h5py
-
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise GoesFileError(f"{path.name}: not a netCDF-4/HDF5 file ({exc})") from None
-
-
-def read_xrs(path: str | Path) -> XrsSeries:
-    """Read an XRS netCDF-4 file; GoesFileError (clear message) if it cannot be used."""
-    path = Path(path)
-    fh = _open_netcdf(path)
-    with fh:
-        for name in ("time", "xrsa_flux", "xrsb_flux"):
-            if name not in fh:
-                raise GoesFileError(f"{path.name}: no variable {name!r} (not an XRS product?)")
-        times, bad_t = _decode_time(fh["time"])
-        fluxes = {}
-        for band in ("xrsa", "xrsb"):
-            var = fh[f"{band}_flux"]
-            flux = np.asarray(var[:], dtype=np.float64)
-            fill = _attr(var, "_FillValue")
-            bad = ~np.isfinite(flux)
-            if fill is not None:
-                bad |= flux == float(fill)
-            lo, hi = _attr(var, "valid_min"), _attr(var, "valid_max")
-            if lo is not None:
-                bad |= flux < float(lo)
-            if hi is not None:
-                bad |= flux > float(hi)
-            if f"{band}_flag" in fh:
-                bad |= ~good_samples(fh[f"{band}_flag"][:], fh[f"{band}_flag"])
-            flux[bad | bad_t] = np.nan
-            fluxes[band] = flux
-        keep = ~bad_t
-        satellite = _attr(fh, "platform")
-    return XrsSeries(times[keep], fluxes["xrsa"][keep], fluxes["xrsb"][keep], satellite, path.name)
-
-
-# -- GOES-R SGPS protons (L2 five-minute averages) ----------------------------------------
-
-SGPS_THRESHOLD_KEV = 10_000.0
-_SGPS_TIME_NAMES = ("time", "L2_SciData_TimeStamp")  # v3 files / v1-v2 files
-
-
-@dataclass
-class ProtonSeries:
-    """Integral proton flux >= 10 MeV in pfu (particles/(cm2 s sr)); NaN where bad or missing."""
-
-    time: np.ndarray  # datetime64[ms], UTC
-    flux_ge10mev: np.ndarray
-    satellite: str | None
-    source: str
-
-
-def _bad_values(var, raw: np.ndarray) -> np.ndarray:
-    """Fill, not finite, negative or outside valid_min..valid_max (compared in the file's type)."""
-    a = np.asarray(raw, dtype=np.float64)
-    bad = ~np.isfinite(a) | (a < 0)
-    fill = _attr(var, "_FillValue")
-    if fill is not None:
-        bad |= raw == np.asarray(fill).astype(raw.dtype)
-    lo, hi = _attr(var, "valid_min"), _attr(var, "valid_max")
-    if lo is not None:
-        bad |= a < float(lo)
-    if hi is not None:
-        bad |= a > float(hi)
-    return bad
-
-
-def _no_valid_samples(fh, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Where an SGPS `*ValidL1bSamplesInAvg` count says the average holds no valid sample."""
-    if name not in fh:
-        return np.zeros(shape, dtype=bool)
-    var = fh[name]
-    raw = np.asarray(var[...])
-    none = raw == 0
-    fill = _attr(var, "_FillValue")
-    if fill is not None:
-        none |= raw == np.asarray(fill).astype(raw.dtype)
-    return np.broadcast_to(none, shape)
-
-
-def _energies_kev(var, shape: tuple[int, int]) -> np.ndarray:
-    """Channel energy bounds in keV as (sensor_units, diff_channels); NaN where fill."""
-    raw = np.asarray(var[...])
-    e = np.where(_bad_values(var, raw), np.nan, np.asarray(raw, dtype=np.float64))
-    if str(_attr(var, "units", "keV") or "keV").strip().lower() == "mev":
-        e = e * 1000.0
-    try:
-        return np.broadcast_to(e, shape)
-    except ValueError:
-        raise GoesFileError(
-            f"{var.name.lstrip('/')} has shape {e.shape}, expected {shape}"
-        ) from None
-
-
-def read_sgps(path: str | Path) -> ProtonSeries:
-    """Integral >= 10 MeV proton flux (pfu) of an SGPS L2 avg5m netCDF-4 file; GoesFileError if not.
-
-    SGPS files hold no >= 10 MeV integral, so it is derived from `AvgDiffProtonFlux` (time,
-    sensor_units, diff_channels; protons/(cm2 sr keV s)) and the channel bounds
-    `DiffProtonLowerEnergy`/`DiffProtonUpperEnergy` (sensor_units, diff_channels; keV): the
-    sum of flux x width over the channels above 10 MeV, the channel that contains 10 MeV
-    counted pro rata (the part of its width above 10 MeV, i.e. a flat spectrum inside it),
-    plus the >500 MeV integral channel `AvgIntProtonFlux` (P11) when the file has it.
-
-    Approximation: the gaps between the channels (e.g. 404-500 MeV, and the few-MeV gaps
-    between P5..P10) are not counted and overlaps (P8B/P8C) are counted twice, so this
-    approximates SWPC's >= 10 MeV value (its own algorithm, not reproduced here) for a quick
-    look and tends to be slightly low.
-
-    A channel value is bad when it is fill (-1e31), negative, not finite, outside
-    valid_min..valid_max, or its `DiffValidL1bSamplesInAvg`/`IntValidL1bSamplesInAvg` count
-    is 0 (NOAA already leaves L1b samples with DQF flags out of the averages). A sensor unit
-    (+X/-X) counts at a time only when every channel it needs is good; the result is the mean
-    over the good units, NaN when none is. The time variable is `time` (v3 files) or
-    `L2_SciData_TimeStamp` (v1/v2), its epoch from `units`; the satellite is the file's
-    `platform` attribute.
-    """
-    path = Path(path)
-    fh = _open_netcdf(path)
-    with fh:
-        tname = next((n for n in _SGPS_TIME_NAMES if n in fh), None)
-        if tname is None:
-            raise GoesFileError(f"{path.name}: no variable 'time' (not an SGPS product?)")
-        for name in ("AvgDiffProtonFlux", "DiffProtonLowerEnergy", "DiffProtonUpperEnergy"):
-            if name not in fh:
-                raise GoesFileError(f"{path.name}: no variable {name!r} (not an SGPS product?)")
-        times, bad_t = _decode_time(fh[tname])
-        var = fh["AvgDiffProtonFlux"]
-        raw = np.asarray(var[...])
-        if raw.ndim != 3 or raw.shape[0] != times.shape[0]:
-            raise GoesFileError(
-                f"{path.name}: AvgDiffProtonFlux has shape {raw.shape}, expected "
-                f"(time={times.shape[0]}, sensor_units, diff_channels)"
-            )
-        n_units, n_channels = raw.shape[1], raw.shape[2]
-        diff = np.asarray(raw, dtype=np.float64)
-        bad = _bad_values(var, raw) | _no_valid_samples(fh, "DiffValidL1bSamplesInAvg", raw.shape)
-        diff[bad] = np.nan
-        lower = _energies_kev(fh["DiffProtonLowerEnergy"], (n_units, n_channels))
-        upper = _energies_kev(fh["DiffProtonUpperEnergy"], (n_units, n_channels))
-        width = upper - np.maximum(lower, SGPS_THRESHOLD_KEV)  # keV above 10 MeV, per channel
-        width = np.where(np.isfinite(width), np.clip(width, 0.0, None), 0.0)
-        flux_units = str(_attr(var, "units", "") or "")
-        if "mev" in flux_units.lower() and "kev" not in flux_units.lower():
-            width = width / 1000.0  # flux per MeV
-        used = width > 0
-        unit_bad = np.any(np.isnan(diff) & used[None, :, :], axis=2) | ~np.any(used, axis=1)
-        total = np.sum(np.where(used[None, :, :], np.nan_to_num(diff) * width[None], 0.0), axis=2)
-        if "AvgIntProtonFlux" in fh:
-            ivar = fh["AvgIntProtonFlux"]
-            iraw = np.asarray(ivar[...])
-            if iraw.shape != raw.shape[:2]:
-                raise GoesFileError(f"{path.name}: AvgIntProtonFlux has shape {iraw.shape}")
-            ibad = _bad_values(ivar, iraw) | _no_valid_samples(
-                fh, "IntValidL1bSamplesInAvg", iraw.shape
-            )
-            unit_bad |= ibad
-            total += np.where(ibad, 0.0, np.asarray(iraw, dtype=np.float64))
-        total[unit_bad] = np.nan
-        good_units = np.sum(~unit_bad, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            flux = np.where(good_units > 0, np.nansum(total, axis=1) / good_units, np.nan)
-        keep = ~bad_t
-        satellite = _attr(fh, "platform")
-    return ProtonSeries(times[keep], flux[keep], satellite, path.name)
 
 
 # -- NOAA SWPC near-real-time JSON feeds (last 7 days) -------------------------------------
