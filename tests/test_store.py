@@ -89,8 +89,9 @@ def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
         exposure = add(first, "EUC_VIS_1")
         with first.engine.connect() as connection:
             tables = set(inspect(connection).get_table_names())
-            assert {"exposures", "stage_runs", "metrics", "alembic_version"} <= tables
-            assert current_revision(connection) == head_revision() == "0001"
+            expected = {"exposures", "stage_runs", "metrics", "quality_outcomes"}
+            assert expected | {"alembic_version"} <= tables
+            assert current_revision(connection) == head_revision() == "0002"
             # The migration and the ORM models describe the same schema.
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
@@ -98,7 +99,7 @@ def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
         second.upgrade()
         assert second.get_exposure("EUC_VIS_1") == exposure
         with second.engine.connect() as connection:
-            assert current_revision(connection) == "0001"
+            assert current_revision(connection) == "0002"
             indexes = {ix["name"] for ix in inspect(connection).get_indexes("metrics")}
             assert "ix_metrics_metric" in indexes
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from viskom import __version__
@@ -142,10 +143,14 @@ def ingest(
         except (FileNotFoundError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
+    from viskom.le1.header import summarise_problems
+
+    n_warned = len(report.header_warnings)
     console.print(
         f"ingest: {len(report.new)} new, {len(report.updated)} updated, "
         f"{len(report.unchanged)} unchanged; {len(report.invalid)} invalid, "
         f"{len(report.unknown_type)} of unknown type"
+        + (f", {n_warned} with header warnings" if n_warned else "")
     )
     for name, reason in report.invalid:
         console.print(f"  [red]invalid[/red] {name}: {reason}")
@@ -153,6 +158,35 @@ def ingest(
         console.print(f"  [yellow]unknown type[/yellow] {name}: {reason}")
     for name, reason in report.duplicates:
         console.print(f"  [yellow]duplicate name[/yellow] {name}: {reason}")
+    for name, problems in report.header_warnings:
+        for line in summarise_problems(problems):
+            console.print(f"  [yellow]header[/yellow] {name}: {escape(line)}")
+
+
+def _outcome_lines(rows: list[tuple[str, str, str, str, str]], limit: int = 0) -> list[str]:
+    """(exposure, stage, code, unit, message) as lines, one per exposure, stage and code:
+    "EXP psf no_stellar_locus (FPA): message", units folded when there are several;
+    `limit` > 0 keeps that many lines per (stage, code) and says how many more there are."""
+    groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for exposure, stage, code, unit, message in rows:
+        groups.setdefault((exposure, stage, code), []).append((unit, message))
+    lines, shown, hidden = [], {}, {}
+    for (exposure, stage, code), items in groups.items():
+        n = shown.get((stage, code), 0)
+        if limit and n >= limit:
+            hidden[(stage, code)] = hidden.get((stage, code), 0) + 1
+            continue
+        shown[(stage, code)] = n + 1
+        if len(items) == 1:
+            unit, message = items[0]
+            lines.append(f"{exposure} {stage} {code} ({unit}): {message}")
+            continue
+        units = [u for u, _ in items]
+        listed = ", ".join(units[:4]) + (" ..." if len(units) > 4 else "")
+        lines.append(f"{exposure} {stage} {code}: {len(units)} units ({listed}): {items[0][1]}")
+    for (stage, code), n in hidden.items():
+        lines.append(f"... {stage} {code} on {n} more exposure(s) (`viskom status --json`)")
+    return lines
 
 
 @app.command()
@@ -187,11 +221,18 @@ def run(
         )
     console.print(
         f"run: {summary.exposures} exposures, {summary.stages_ok} stage runs ok, "
-        f"{summary.stages_failed} failed, {summary.skipped} up to date "
-        f"({summary.seconds:.1f} s)"
+        f"{summary.stages_failed} failed, "
+        + (f"{summary.stages_empty} found nothing, " if summary.stages_empty else "")
+        + f"{summary.skipped} up to date ({summary.seconds:.1f} s)"
     )
     for note in summary.notes:
         console.print(f"  {note}")
+    if summary.outcomes:
+        n = len(summary.outcomes)
+        console.print(f"  {n} quality outcome{'s' if n != 1 else ''}:")
+        rows = [(e, st, o.code, o.unit, o.message) for e, st, o in summary.outcomes]
+        for line in _outcome_lines(rows):
+            console.print(f"    [yellow]{escape(line)}[/yellow]")
     if summary.blocked:
         console.print(
             f"  [yellow]{summary.blocked} stage(s) wait for a stage that failed[/yellow] "
@@ -257,8 +298,18 @@ def _json_num(value: float | None) -> float | None:
 
 
 @app.command()
-def status(config: ConfigOption = None) -> None:
-    """Exposures by date, type and state; failed stages and invalid files with reasons."""
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="everything as one JSON document on stdout")
+    ] = False,
+) -> None:
+    """Exposures by date, type and state; failed stages, invalid files, header warnings and
+    quality outcomes (what monitors found nothing of), with reasons."""
+    from sqlalchemy import make_url
+
+    from viskom.le1.header import HeaderProblem, summarise_problems
+
     settings = _settings(config)
     with _open_store(settings) as store:
         summary = store.status_summary()
@@ -270,6 +321,44 @@ def status(config: ConfigOption = None) -> None:
             for m in store.metrics(metrics=["geometry_mismatch"], units=["FPA"])
             if m.value is not None and m.value > 0
         ]
+        warned = store.exposures_with_header_warnings()
+        outcome_counts = store.quality_outcome_counts()
+        outcomes = store.quality_outcomes()
+    if as_json:
+        payload = {
+            "database": make_url(settings.db_url).render_as_string(hide_password=True),
+            "exposures": [
+                {**row, "date": row["date"].isoformat() if row["date"] else None} for row in summary
+            ],
+            "invalid": [{"exposure": e.name, "reason": e.reason} for e in invalid],
+            "unknown_type": [
+                {"exposure": e.name, "reason": e.reason} for e in unknown if e.state != "invalid"
+            ],
+            "geometry_mismatch": [{"exposure": m.exposure, "quadrants": m.value} for m in flipped],
+            "failed": [
+                {"exposure": name, "stage": r.stage, "version": r.stage_version, "error": r.error}
+                for name, r in failed
+            ],
+            "header_warnings": [
+                {"exposure": e.name, "warnings": e.header_warnings} for e in warned
+            ],
+            "quality_outcome_counts": [
+                {"stage": st, "code": code, "exposures": n} for st, code, n in outcome_counts
+            ],
+            "quality_outcomes": [
+                {
+                    "exposure": o.exposure,
+                    "stage": o.stage,
+                    "code": o.code,
+                    "unit": o.unit,
+                    "message": o.message,
+                    "recorded_at": o.recorded_at.isoformat() if o.recorded_at else None,
+                }
+                for o in outcomes
+            ],
+        }
+        sys.stdout.write(json.dumps(_json_clean(payload), indent=1) + "\n")
+        return
     table = Table(title=f"viskom status ({settings.db_url})")
     for col in ("date", "frame type", "state", "exposures"):
         table.add_column(col)
@@ -295,6 +384,20 @@ def status(config: ConfigOption = None) -> None:
         out.print(
             f"[red]failed[/red] {name} {runrow.stage} v{runrow.stage_version}: {runrow.error}"
         )
+    for exp in warned:
+        problems = [HeaderProblem.from_dict(w) for w in exp.header_warnings or []]
+        for line in summarise_problems(problems):
+            out.print(f"[yellow]header[/yellow] {exp.name}: {escape(line)}")
+    if outcome_counts:
+        counts = Table(title="quality outcomes (what a monitor found nothing of or left out)")
+        for col in ("stage", "code", "exposures"):
+            counts.add_column(col)
+        for stage_name, code, n in outcome_counts:
+            counts.add_row(stage_name, code, str(n))
+        out.print(counts)
+        rows = [(o.exposure, o.stage, o.code, o.unit, o.message) for o in outcomes]
+        for line in _outcome_lines(rows, limit=20):
+            out.print(f"[yellow]outcome[/yellow] {escape(line)}")
 
 
 @app.command()

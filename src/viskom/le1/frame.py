@@ -21,7 +21,7 @@ from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyUserWarning
 
 from viskom.le1.geometry import QuadrantGeometry, all_extnames, parse_extname, quadrant_geometry
-from viskom.le1.header import PrimaryHeader, QuadrantHeader
+from viskom.le1.header import HeaderProblem, PrimaryHeader, QuadrantHeader
 from viskom.le1.names import ExposureName, parse_file_name
 from viskom.le1.wcs import QuadrantWcs
 
@@ -92,6 +92,7 @@ class Le1Frame:
         self.primary_fits_header = self._hdul[0].header
         self.primary = PrimaryHeader.from_header(self.primary_fits_header)
         self._index: dict[str, int] = {}
+        self._quadrant_headers: dict[str, QuadrantHeader] = {}
         self.duplicate_extnames: list[str] = []
         for i, hdu in enumerate(self._hdul):
             if i == 0:
@@ -183,8 +184,9 @@ class Le1Frame:
             issues.append(f"file truncated{where} ({self.file_size} bytes)")
         for name in self.quadrant_extnames:
             try:
-                qh = QuadrantHeader.from_header(self._hdul[self._index[name]].header)
-                self.geometry(name)
+                qh = self.quadrant_header(name)
+                if not qh.geometry_problems:  # bad geometry keywords: a warning, not invalid
+                    self.geometry(name)
             except (ValueError, TypeError, KeyError) as exc:
                 issues.append(f"{name}: unusable header ({exc})")
                 break
@@ -192,6 +194,35 @@ class Le1Frame:
                 issues.append(f"{name}: BITPIX={qh.bitpix}, NAXIS={qh.naxis1}x{qh.naxis2}")
                 break
         return issues
+
+    # -- header values ------------------------------------------------------------------
+    def quadrant_header(self, extname: str) -> QuadrantHeader:
+        """The validated keywords of one quadrant extension (parsed once)."""
+        qh = self._quadrant_headers.get(extname)
+        if qh is None:
+            qh = QuadrantHeader.from_header(self.quadrant_fits_header(extname))
+            self._quadrant_headers[extname] = qh
+        return qh
+
+    def quadrant_problems(
+        self, keywords: Iterable[str] | None = None
+    ) -> dict[str, tuple[HeaderProblem, ...]]:
+        """{extname: problems} of the quadrants with unusable values (of `keywords`, or any)."""
+        out = {}
+        for name in self.quadrant_extnames:
+            qh = self.quadrant_header(name)
+            found = qh.problems if keywords is None else qh.problems_with(keywords)
+            if found:
+                out[name] = found
+        return out
+
+    def header_problems(self, frame_type: str | None = None) -> list[HeaderProblem]:
+        """Every unusable header value of the frame, and the primary keywords that
+        `frame_type`'s monitors need but the header lacks (registration warnings)."""
+        found = [*self.primary.problems, *self.primary.missing_for(frame_type)]
+        for problems in self.quadrant_problems().values():
+            found.extend(problems)
+        return found
 
     # -- quadrants ----------------------------------------------------------------------
     def quadrant_fits_header(self, extname: str) -> fits.Header:
@@ -203,7 +234,10 @@ class Le1Frame:
             ) from None
 
     def geometry(self, extname: str) -> QuadrantGeometry:
-        qh = QuadrantHeader.from_header(self.quadrant_fits_header(extname))
+        """Regions of one quadrant from its header; FrameError when its geometry keywords
+        are unusable (never a silent default for a bad value)."""
+        qh = self.quadrant_header(extname)
+        _refuse_bad_geometry(self.path, qh)
         return quadrant_geometry(
             extname, qh.naxis1, qh.naxis2, qh.prescan_x, qh.overscan_x, qh.overscan_y
         )
@@ -218,7 +252,8 @@ class Le1Frame:
         if idx is None:
             raise FrameError(f"{self.path.name}: no extension {extname!r}", "missing-extension")
         hdu = self._hdul[idx]
-        qh = QuadrantHeader.from_header(hdu.header)
+        qh = self.quadrant_header(extname)
+        _refuse_bad_geometry(self.path, qh)
         geom = quadrant_geometry(
             extname, qh.naxis1, qh.naxis2, qh.prescan_x, qh.overscan_x, qh.overscan_y
         )
@@ -285,6 +320,13 @@ class Le1Frame:
         out = np.array(data, copy=True)
         del hdu.data  # drop astropy's cached copy: one quadrant in memory at a time
         return out
+
+
+def _refuse_bad_geometry(path: Path, qh: QuadrantHeader) -> None:
+    """FrameError naming the bad geometry keyword(s) of a quadrant, if any."""
+    if qh.geometry_problems:
+        why = "; ".join(p.describe() for p in qh.geometry_problems)
+        raise FrameError(f"{path.name}: {why}: the quadrant's regions are unknown", "bad-header")
 
 
 def _scale(raw: np.ndarray, qh: QuadrantHeader) -> np.ndarray:

@@ -7,6 +7,13 @@ used (not FITS, truncated, missing extensions, corrupt headers) is recorded as `
 with its reason; a frame of unknown type is registered as UNKNOWN with the keyword values
 that matched no rule; a second file with an already registered name is reported and
 skipped. Nothing here stops on a bad file.
+
+Header values are validated (`viskom.le1.header`): unusable values, and keywords the frame
+type's monitors need but the header lacks, are recorded as warnings on the exposure
+(`header_warnings`); the frame stays registered, and the stages that need such a keyword
+fail with the reason when they run. The exposure's columns hold only usable values (a bad
+EXPTIME is stored as NULL, never as a default). Files checked by an older version of the
+checks are read again on the next ingest.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 
 from viskom.le1.classify import Rule, classify, load_rules
 from viskom.le1.frame import FrameError, Le1Frame
+from viskom.le1.header import HEADER_CHECK_VERSION, HeaderProblem
 from viskom.le1.names import exposure_name
 from viskom.sources.local import find_frame_files
 from viskom.store import ExposureRecord, Store
@@ -33,6 +41,8 @@ class IngestReport:
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     unknown_type: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (name, explanation)
+    #: (name, problems) of the exposures with unusable or missing header values
+    header_warnings: list[tuple[str, list[HeaderProblem]]] = field(default_factory=list)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -63,6 +73,10 @@ def describe_file(path: Path, rules: tuple[Rule, ...] | None = None) -> Exposure
         header["naming_convention"] = ident.convention
         if frame.warnings:
             header["fits_warnings"] = frame.warnings[:5]
+        try:
+            warnings = frame.header_problems(cls.frame_type)
+        except (ValueError, TypeError, KeyError, FrameError):  # a broken extension header:
+            warnings = [*ph.problems, *ph.missing_for(cls.frame_type)]  # already invalid
         reason = "; ".join(problems) if problems else cls.reason
         return ExposureRecord(
             state="invalid" if problems else "registered",
@@ -83,6 +97,7 @@ def describe_file(path: Path, rules: tuple[Rule, ...] | None = None) -> Exposure
             obs_mode=ph.obs_mode,
             n_quadrants=len(frame.quadrant_extnames),
             header=header,
+            header_warnings=[w.as_dict() for w in warnings] or None,
             **base,
         )
 
@@ -108,9 +123,11 @@ def ingest(
             and known.size_bytes == path.stat().st_size
             and known.header is not None
             and known.header.get("_mtime_ns") == path.stat().st_mtime_ns
+            and known.header.get("_header_check") == HEADER_CHECK_VERSION
         ):
             report.unchanged.append(name)
             _tally_problem(report, known.name, known.state, known.frame_type, known.reason)
+            _tally_warnings(report, known.name, known.header_warnings)
             continue
         if (
             known is not None
@@ -133,11 +150,18 @@ def ingest(
             )
         header = dict(record.header or {})
         header["_mtime_ns"] = path.stat().st_mtime_ns
+        header["_header_check"] = HEADER_CHECK_VERSION
         record = replace(record, header=header)
         _, created = store.register_exposure(record)
         (report.new if created else report.updated).append(name)
         _tally_problem(report, name, record.state, record.frame_type, record.reason)
+        _tally_warnings(report, name, record.header_warnings)
     return report
+
+
+def _tally_warnings(report: IngestReport, name: str, stored: list[dict] | None) -> None:
+    if stored:
+        report.header_warnings.append((name, [HeaderProblem.from_dict(w) for w in stored]))
 
 
 def _tally_problem(

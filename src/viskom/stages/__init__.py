@@ -1,6 +1,13 @@
 """The per-exposure stages, in the order the runner executes them."""
 
-from viskom.stages.base import ExposureInfo, Stage, StageResult, config_hash
+from viskom.stages.base import (
+    ExposureInfo,
+    QualityOutcome,
+    Stage,
+    StageResult,
+    config_hash,
+    usable_quadrants,
+)
 from viskom.stages.catalogue import Catalogue
 from viskom.stages.detector_health import DetectorHealth
 from viskom.stages.event_plots import EventPlots
@@ -31,4 +38,13 @@ def get_stage(name: str) -> Stage:
     raise KeyError(f"unknown stage {name!r}; known: {', '.join(s.name for s in STAGES)}")
 
 
-__all__ = ["STAGES", "ExposureInfo", "Stage", "StageResult", "config_hash", "get_stage"]
+__all__ = [
+    "STAGES",
+    "ExposureInfo",
+    "QualityOutcome",
+    "Stage",
+    "StageResult",
+    "config_hash",
+    "get_stage",
+    "usable_quadrants",
+]

@@ -1,4 +1,10 @@
-"""Detector-health stage: bias, read noise and type-specific levels for every quadrant."""
+"""Detector-health stage: bias, read noise and type-specific levels for every quadrant.
+
+Header values are not replaced by defaults: a quadrant whose geometry keywords are unusable
+is left out; one with an unusable or missing GAIN keeps its ADU metrics but not those in
+electrons; one with an unusable SATURATE does not count saturated pixels; a DARK without a
+usable EXPTIME gets no dark current. Each omission is a `bad_header_value` quality outcome.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,19 @@ from dataclasses import asdict
 from typing import Any
 
 from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.le1.header import GEOMETRY_KEYWORDS
 from viskom.measure.detector import DetectorHealthParams, quadrant_health, summarise
-from viskom.stages.base import ExposureInfo, Stage, StageResult
+from viskom.stages.base import (
+    ExposureInfo,
+    QualityOutcome,
+    Stage,
+    StageResult,
+    usable_quadrants,
+)
 from viskom.stages.quadrants import map_quadrants
+
+#: Metrics converted to electrons with the quadrant's GAIN.
+GAIN_METRICS = ("read_noise_e", "dark_current_e_per_s", "flat_level_e")
 
 
 class DetectorHealth(Stage):
@@ -19,6 +35,7 @@ class DetectorHealth(Stage):
     version = "1"
     frame_types = frozenset({"SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN"})
     level = "quadrant"
+    header_keywords = ()  # EXPTIME only for a DARK's dark current: handled per metric
 
     @staticmethod
     def config_of(settings: Any) -> dict[str, Any]:
@@ -30,13 +47,42 @@ class DetectorHealth(Stage):
         params = DetectorHealthParams(**{**asdict(DetectorHealthParams()), **dict(config)})
         if not frame.quadrant_extnames:
             raise ValueError("no quadrant extensions to measure")
+        names, outcomes = usable_quadrants(frame, GEOMETRY_KEYWORDS)
+        if not names:
+            return StageResult(outcomes=outcomes, measured=False)
+        exptime = exposure.exptime if exposure.exptime is not None else frame.primary.exptime
+        dark = exposure.frame_type.upper() == "DARK"
+        exptime_problem = frame.primary.blocking_problem(("EXPTIME",)) if dark else None
+        if exptime_problem is not None:
+            exptime = None
+            outcomes.append(
+                QualityOutcome(
+                    "bad_header_value",
+                    f"{exptime_problem.describe()}: dark_current_e_per_s not measured",
+                )
+            )
         per_quadrant = map_quadrants(
             frame,
             _quadrant_health,
-            args=(exposure.frame_type, exposure.exptime, params),
+            args=(exposure.frame_type, exptime, params),
+            names=names,
             workers=exposure.quadrant_workers,
         )
-        return StageResult(metrics=list(summarise(per_quadrant)))
+        for ext, metrics in per_quadrant.items():
+            qh = frame.quadrant_header(ext)
+            dropped = []
+            for keyword, affected in (("GAIN", GAIN_METRICS), ("SATURATE", ("saturated_pixels",))):
+                problems = qh.problems_with((keyword,))
+                gone = [m for m in affected if m in metrics]
+                if problems and gone:
+                    for m in gone:
+                        del metrics[m]
+                    dropped.append(f"{problems[0].describe()}: {', '.join(gone)} not measured")
+            if exptime is None and "dark_current_e_per_s" in metrics:
+                del metrics["dark_current_e_per_s"]
+            if dropped:
+                outcomes.append(QualityOutcome("bad_header_value", "; ".join(dropped), ext))
+        return StageResult(metrics=list(summarise(per_quadrant)), outcomes=outcomes)
 
 
 def _quadrant_health(

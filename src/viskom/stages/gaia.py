@@ -13,6 +13,15 @@ Where the header has no PA, or fewer than `[gaia] blind_min_matched` stars match
 pointing, the star list is solved blind with astrometry.net (`sources.astrometry_net`: an
 index built from the cached Gaia cone, `solve-field` around the header RA/DEC) and matched on
 that pointing; `astrom_blind_*` metrics say how far the header was from it.
+
+Failures (recorded as failed, retried with `--retry-failed`): no pointing or epoch in the
+header (the runner checks DATE-OBS, EXPTIME, RA, DEC first), Gaia tiles missing from the
+cache in offline mode or the service unreachable, no relative gains, astrometry.net not
+installed when a blind solve is needed. Quality outcomes (status `empty`, no metrics): the
+PSF stage selected no stars (`no_vis_stars`), Gaia DR3 has no star in the cone
+(`no_gaia_stars`), or no match is better than chance, even after the blind solve
+(`no_gaia_match`). A run first removes the exposure's previous Gaia products, so that the
+month aggregates never read a result the current run did not make.
 """
 
 from __future__ import annotations
@@ -42,6 +51,14 @@ from viskom.store.products import read_table, write_json, write_table
 #: at least this many stars give it.
 APCORR_MIN_SNR, APCORR_MARGIN_PX, APCORR_MAX_EDGE_FLUX, APCORR_MIN_STARS = 200.0, 5.0, 0.002, 5
 BLIND_INDEX_STARS = 20000  # brightest Gaia stars in the blind-solve index
+#: (product, extension) of everything this stage writes for an exposure.
+GAIA_PRODUCTS = (
+    ("gaia_stars", "parquet"), ("gaia", "json"), ("gaia_dxdy", "png"), ("gaia_colour", "png"),
+)  # fmt: skip
+
+
+class _NoMatchError(Exception):
+    """No match better than chance could be found: a quality outcome, not a failure."""
 
 
 def quadrant_aperture_ratios(
@@ -117,6 +134,7 @@ class GaiaPhotometry(Stage):
     frame_types = frozenset({"SCIENCE"})
     level = "quadrant"
     requires = ("psf",)
+    header_keywords = ("DATE-OBS", "EXPTIME", "RA", "DEC")  # PA optional: blind solve
 
     @staticmethod
     def config_of(settings: Any) -> dict[str, Any]:
@@ -148,6 +166,8 @@ class GaiaPhotometry(Stage):
         from viskom.present.astrometry import plot_gaia_colour, plot_gaia_dxdy
         from viskom.sources.gaia import GaiaClient
 
+        for product, ext in GAIA_PRODUCTS:
+            exposure.product(product, ext).unlink(missing_ok=True)
         if str(config["gains_source"]).startswith("error"):
             raise ValueError(f"relative gains unusable: {config['gains_source']}")
         p = frame.primary
@@ -161,9 +181,20 @@ class GaiaPhotometry(Stage):
         if not stars_path.exists():
             raise FileNotFoundError(f"no star table at {stars_path}: run the psf stage first")
         stars = read_table(stars_path)
-        exptime = float(exposure.exptime or p.exptime or 0.0)
-        if exptime <= 0:
-            raise ValueError("no exposure time: VIS fluxes cannot be scaled to 89.52 s")
+        exptime = exposure.exptime if exposure.exptime is not None else p.exptime
+        if exptime is None or not exptime > 0:
+            raise ValueError(
+                f"no usable exposure time (EXPTIME {exptime}): VIS fluxes cannot be scaled "
+                "to 89.52 s"
+            )
+        flux_auto = np.asarray(stars["flux_auto"], float)
+        good = np.isfinite(flux_auto) & (flux_auto > 0)
+        if not good.any():
+            return StageResult.nothing(
+                "no_vis_stars",
+                f"the psf stage selected no stars with a positive flux ({flux_auto.size} rows):"
+                " nothing to match with Gaia",
+            )
 
         # FLUX_AUTO misses the PSF wings: measured per exposure, applied when precise enough,
         # else the configured typical value (recorded either way)
@@ -182,10 +213,13 @@ class GaiaPhotometry(Stage):
         client = GaiaClient(
             config["cache_dir"], online=bool(config["online"]), timeout_s=config["timeout_s"]
         )
-        gaia = client.cone(p.ra, p.dec, float(config["cone_radius_deg"]), epoch=p.date_obs)
-        good = np.isfinite(np.asarray(stars["flux_auto"], float)) & (
-            np.asarray(stars["flux_auto"], float) > 0
-        )
+        radius = float(config["cone_radius_deg"])
+        gaia = client.cone(p.ra, p.dec, radius, epoch=p.date_obs)
+        if len(gaia) == 0:
+            return StageResult.nothing(
+                "no_gaia_stars",
+                f"Gaia DR3 has no star within {radius:g} deg of RA {p.ra:.5f} Dec {p.dec:.5f}",
+            )
         vis = {
             "extname": np.asarray(stars["extname"]).astype(str)[good],
             "x": np.asarray(stars["x_world"], float)[good],
@@ -205,9 +239,18 @@ class GaiaPhotometry(Stage):
                 else f"{result.match.fit.n_matched} stars matched on the header pointing, "
                 f"{result.chance_matches:.0f} expected by chance"
             )
-            blind = _blind_pointing(vis, gaia, p, config, why)
+            try:
+                blind = _blind_pointing(vis, gaia, p, config, why)
+            except _NoMatchError as exc:
+                return StageResult.nothing("no_gaia_match", str(exc))
             pointing = (blind.ra_deg, blind.dec_deg, blind.pa_deg)
             result = _compare(vis, gaia, pointing, exptime, config)
+            if not result.is_real(min_matched):
+                return StageResult.nothing(
+                    "no_gaia_match",
+                    f"{why}; on the blind solution {result.match.fit.n_matched} stars matched, "
+                    f"{result.chance_matches:.0f} expected by chance",
+                )
         table = write_table(result.stars, exposure.product("gaia_stars", "parquet"))
         summary = {
             **result.summary(),
@@ -278,7 +321,7 @@ def _blind_pointing(vis: Mapping[str, np.ndarray], gaia: Any, p: Any, config, wh
     from viskom.sources.astrometry_net import build_index, solve_star_list, tools_available
 
     if not config["blind_solve"]:
-        raise ValueError(f"{why}, and the blind solve is off ([gaia] blind_solve = false)")
+        raise _NoMatchError(f"{why}, and the blind solve is off ([gaia] blind_solve = false)")
     missing = tools_available()
     if missing:
         raise ValueError(f"{why}; blind solve not possible: {missing}")
@@ -293,7 +336,7 @@ def _blind_pointing(vis: Mapping[str, np.ndarray], gaia: Any, p: Any, config, wh
             ra_hint=p.ra, dec_hint=p.dec, radius_hint_deg=float(config["cone_radius_deg"]),
         )  # fmt: skip
     if solution is None:
-        raise ValueError(f"{why}, and astrometry.net found no solution around the header RA/DEC")
+        raise _NoMatchError(f"{why}, and astrometry.net found no solution around the header RA/DEC")
     return solution
 
 

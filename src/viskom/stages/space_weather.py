@@ -3,8 +3,14 @@
 Metrics on the FPA: `goes_xrsa_mean`, `goes_xrsa_max`, `goes_xrsb_mean`, `goes_xrsb_max`
 (W/m2 over the exposure plus readout) and `goes_protons_ge10mev` (pfu), from the GOES day
 cache (fetched from NOAA when `[goes] online`), and the GOES panel of +-12 h around the
-exposure (`_goes.png`, as VISQL's). Without GOES data the stage fails with a message naming
-the missing days, so `viskom run --retry-failed` picks it up once the data are there.
+exposure (`_goes.png`, as VISQL's).
+
+When GOES cannot be had (offline and not cached, the archive unreachable, a downloaded
+file unusable) the stage fails with a message naming the days, so `viskom run
+--retry-failed` picks it up once the data are there. When the archive answered and has no
+XRS data for the exposure (no file for the day, or no valid sample in the window) that is a
+quality outcome, `no_goes_data` (status `empty`); missing protons beside good XRS data are a
+`no_goes_protons` outcome of an `ok` run.
 """
 
 from __future__ import annotations
@@ -17,9 +23,22 @@ import numpy as np
 
 from viskom.le1.frame import Le1Frame
 from viskom.measure.spaceweather import exposure_window, window_stats
-from viskom.stages.base import ExposureInfo, Stage, StageResult
+from viskom.stages.base import ExposureInfo, QualityOutcome, Stage, StageResult
 
 PANEL_HALF_WIDTH = timedelta(hours=12)
+#: Parts of GoesClient's messages for a day the archive answered for and has no file of.
+_NO_DATA_MARKERS = ("no file for", "not in the archive")
+#: Parts of its messages for GOES that could not be had (worth trying again later).
+_UNAVAILABLE_MARKERS = ("offline", "unreachable", "unusable", "no satellite to try")
+
+
+def archive_has_no_data(message: str) -> bool:
+    """Whether a missing-day message of GoesClient says the archive has no data for the day
+    (rather than that it could not be asked, or its file could not be used)."""
+    text = message.lower()
+    return any(m in text for m in _NO_DATA_MARKERS) and not any(
+        m in text for m in _UNAVAILABLE_MARKERS
+    )
 
 
 class SpaceWeather(Stage):
@@ -29,6 +48,7 @@ class SpaceWeather(Stage):
     version = "1"
     frame_types = frozenset({"SCIENCE", "DARK"})
     level = "exposure"
+    header_keywords = ("DATE-OBS", "EXPTIME")
 
     @staticmethod
     def config_of(settings: Any) -> dict[str, Any]:
@@ -48,19 +68,41 @@ class SpaceWeather(Stage):
             raise GoesUnavailableError("no DATE-OBS: the exposure cannot be placed in time")
         t_obs = datetime.fromisoformat(exposure.date_obs)
         t_obs = t_obs.replace(tzinfo=UTC) if t_obs.tzinfo is None else t_obs.astimezone(UTC)
-        exptime = float(exposure.exptime or 0.0)
+        if exposure.exptime is None:
+            raise ValueError("no usable EXPTIME: the exposure's time window is unknown")
+        exptime = float(exposure.exptime)
         client = GoesClient(
             config["cache_dir"], offline=not config["online"], timeout_s=config["timeout_s"]
         )
         start, end = t_obs - PANEL_HALF_WIDTH, t_obs + PANEL_HALF_WIDTH
         xrs, missing = client.xrs_range(start, end)
-        protons, _missing_protons = client.protons_range(start, end)
+        protons, missing_protons = client.protons_range(start, end)
         w0, w1 = exposure_window(t_obs, exptime)
         a_mean, a_max = window_stats(xrs.time, xrs.xrsa_flux, w0, w1)
         b_mean, b_max = window_stats(xrs.time, xrs.xrsb_flux, w0, w1)
         p_mean, _ = window_stats(protons.time, protons.flux_ge10mev, w0, w1)
         if not np.isfinite(b_mean) and not np.isfinite(a_mean):
-            raise GoesUnavailableError("no GOES XRS data for the exposure: " + "; ".join(missing))
+            window_days = {w0.date().isoformat(), w1.date().isoformat()}
+            mine = [m for m in missing if any(day in m for day in window_days)]
+            if not all(archive_has_no_data(m) for m in mine):
+                raise GoesUnavailableError(
+                    "no GOES XRS data for the exposure: " + "; ".join(mine or missing)
+                )
+            why = "; ".join(mine) or (
+                f"no valid XRS sample between {w0:%Y-%m-%d %H:%M:%S} and {w1:%H:%M:%S} UTC "
+                f"(nor within the nearest-sample margin) in {xrs.source or 'the GOES files'}"
+            )
+            exposure.product("goes", "png").unlink(missing_ok=True)  # an older run's panel
+            return StageResult.nothing("no_goes_data", f"no GOES XRS data for the exposure: {why}")
+        outcomes = []
+        if not np.isfinite(p_mean):
+            outcomes.append(
+                QualityOutcome(
+                    "no_goes_protons",
+                    "no >= 10 MeV proton flux for the exposure"
+                    + (f": {'; '.join(missing_protons)}" if missing_protons else ""),
+                )
+            )
         metrics = [
             ("FPA", "goes_xrsa_mean", a_mean),
             ("FPA", "goes_xrsa_max", a_max),
@@ -81,4 +123,4 @@ class SpaceWeather(Stage):
             proton_time=protons.time if protons.time.size else None,
             proton_flux=protons.flux_ge10mev if protons.time.size else None,
         )
-        return StageResult(metrics=metrics, products=[path])
+        return StageResult(metrics=metrics, products=[path], outcomes=outcomes)

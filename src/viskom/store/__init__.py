@@ -5,22 +5,26 @@ Other modules use only :class:`Store` and the record dataclasses re-exported her
 
 from .database import Store
 from .records import (
+    DONE_STATUSES,
     EXPOSURE_STATES,
     FRAME_TYPES,
     RUN_STATUSES,
     Exposure,
     ExposureRecord,
     MetricValue,
+    OutcomeRecord,
     StageRun,
 )
 
 __all__ = [
+    "DONE_STATUSES",
     "EXPOSURE_STATES",
     "FRAME_TYPES",
     "RUN_STATUSES",
     "Exposure",
     "ExposureRecord",
     "MetricValue",
+    "OutcomeRecord",
     "StageRun",
     "Store",
 ]

@@ -34,12 +34,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrate
-from .models import ExposureRow, MetricRow, StageRunRow
+from .models import ExposureRow, MetricRow, QualityOutcomeRow, StageRunRow
 from .records import (
+    DONE_STATUSES,
     RECORD_FIELDS,
     Exposure,
     ExposureRecord,
     MetricValue,
+    OutcomeRecord,
     StageRun,
     as_utc,
     clean_float,
@@ -71,6 +73,14 @@ def _differs(old: Any, new: Any) -> bool:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _bounded(value: Any, length: int, what: str) -> str:
+    """`value` as a non-empty string of at most `length` characters, else ValueError."""
+    text = str(value)
+    if not text or len(text) > length:
+        raise ValueError(f"{what} {text!r} must have 1-{length} characters")
+    return text
 
 
 def _as_list(values: Sequence[str] | str) -> list[str]:
@@ -273,6 +283,9 @@ class Store:
                 if invalidating:
                     log.info("%s: %s changed, forgetting its stage runs", row.name, invalidating)
                     session.execute(delete(MetricRow).where(MetricRow.exposure_id == row.id))
+                    session.execute(
+                        delete(QualityOutcomeRow).where(QualityOutcomeRow.exposure_id == row.id)
+                    )
                     session.execute(delete(StageRunRow).where(StageRunRow.exposure_id == row.id))
         return _to_exposure(row), created
 
@@ -326,18 +339,35 @@ class Store:
         return result
 
     def record_stage_run(
-        self, run: StageRun, metrics: Iterable[tuple[str, str, float | None]] = ()
+        self,
+        run: StageRun,
+        metrics: Iterable[tuple[str, str, float | None]] = (),
+        outcomes: Iterable[tuple[str, str, str]] = (),
     ) -> None:
-        """Store a stage's outcome and its (unit, metric, value) rows in one transaction.
+        """Store a stage's run, its (unit, metric, value) rows and its quality outcomes
+        (code, unit, message) in one transaction.
 
-        The (exposure_id, stage) run row is replaced, the exposure's metrics from that stage
-        are deleted and, if ``run.status == 'ok'``, ``metrics`` are bulk-inserted (NaN/inf
-        become NULL). A (unit, metric) pair may appear only once per exposure across stages.
+        The (exposure_id, stage) run row is replaced; the exposure's metrics and outcomes from
+        that stage are deleted and, if ``run.status`` is 'ok' or 'empty', ``metrics`` are
+        bulk-inserted (NaN/inf become NULL); ``outcomes`` are inserted whatever the status.
+        A (unit, metric) pair may appear only once per exposure across stages.
         """
         validate_run(run)
         exposure_id = int(run.exposure_id)
+        now = _utcnow()
+        outcome_rows = [
+            {
+                "exposure_id": exposure_id,
+                "stage": run.stage,
+                "code": _bounded(code, 64, "outcome code"),
+                "unit": _bounded(unit, 16, "outcome unit"),
+                "message": str(message),
+                "recorded_at": now,
+            }
+            for code, unit, message in outcomes
+        ]
         rows: list[dict[str, Any]] = []
-        if run.status == "ok":
+        if run.status in DONE_STATUSES:
             seen: set[tuple[str, str]] = set()
             for unit, metric, value in metrics:
                 key = (str(unit), str(metric))
@@ -361,7 +391,7 @@ class Store:
             "software_version": run.software_version,
             "status": run.status,
             "error": run.error,
-            "started_at": _utcnow() if run.started_at is None else as_utc(run.started_at),
+            "started_at": now if run.started_at is None else as_utc(run.started_at),
             "duration_s": clean_float(run.duration_s),
         }
         try:
@@ -376,6 +406,14 @@ class Store:
                 )
                 if rows:
                     session.execute(insert(MetricRow.__table__), rows)
+                session.execute(
+                    delete(QualityOutcomeRow).where(
+                        QualityOutcomeRow.exposure_id == exposure_id,
+                        QualityOutcomeRow.stage == run.stage,
+                    )
+                )
+                if outcome_rows:
+                    session.execute(insert(QualityOutcomeRow.__table__), outcome_rows)
         except IntegrityError as err:
             clashes = self._metric_clashes(exposure_id, run.stage, rows)
             if not clashes:
@@ -492,3 +530,66 @@ class Store:
         )
         with self._reader() as session, session.begin():
             return [(name, _to_run(row)) for name, row in session.execute(stmt)]
+
+    def exposures_with_header_warnings(self) -> list[Exposure]:
+        """Exposures whose registration found unusable header values, by date_obs, name."""
+        stmt = (
+            select(ExposureRow)
+            .where(ExposureRow.header_warnings.is_not(None))
+            .order_by(*self._exposure_order())
+        )
+        with self._reader() as session, session.begin():
+            return [_to_exposure(row) for row in session.scalars(stmt)]
+
+    # -- quality outcomes ------------------------------------------------------------------
+
+    def quality_outcomes(
+        self,
+        *,
+        exposures: Sequence[str] | None = None,
+        stages: Sequence[str] | None = None,
+        codes: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[OutcomeRecord]:
+        """Current quality outcomes matching all given filters (None = any), ordered by
+        date_obs, exposure, stage, unit and code; ``since <= date_obs < until``."""
+        stmt = select(
+            ExposureRow.name,
+            QualityOutcomeRow.stage,
+            QualityOutcomeRow.code,
+            QualityOutcomeRow.unit,
+            QualityOutcomeRow.message,
+            QualityOutcomeRow.recorded_at,
+        ).join(ExposureRow, ExposureRow.id == QualityOutcomeRow.exposure_id)
+        if exposures is not None:
+            stmt = stmt.where(ExposureRow.name.in_(_as_list(exposures)))
+        if stages is not None:
+            stmt = stmt.where(QualityOutcomeRow.stage.in_(_as_list(stages)))
+        if codes is not None:
+            stmt = stmt.where(QualityOutcomeRow.code.in_(_as_list(codes)))
+        stmt = self._time_window(stmt, since, until).order_by(
+            *self._exposure_order(),
+            self._text_order(QualityOutcomeRow.stage),
+            self._text_order(QualityOutcomeRow.unit),
+            self._text_order(QualityOutcomeRow.code),
+            QualityOutcomeRow.id,
+        )
+        with self._reader() as session, session.begin():
+            return [OutcomeRecord(*row) for row in session.execute(stmt)]
+
+    def quality_outcome_counts(self) -> list[tuple[str, str, int]]:
+        """(stage, code, number of exposures with it) for every current outcome code."""
+        stmt = (
+            select(
+                QualityOutcomeRow.stage,
+                QualityOutcomeRow.code,
+                func.count(func.distinct(QualityOutcomeRow.exposure_id)),
+            )
+            .group_by(QualityOutcomeRow.stage, QualityOutcomeRow.code)
+            .order_by(
+                self._text_order(QualityOutcomeRow.stage), self._text_order(QualityOutcomeRow.code)
+            )
+        )
+        with self._reader() as session, session.begin():
+            return [(stage, code, int(n)) for stage, code, n in session.execute(stmt)]

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -99,6 +100,7 @@ class ExposureRow(Base):
     obs_mode: Mapped[str | None] = mapped_column(String(64))
     n_quadrants: Mapped[int | None] = mapped_column(Integer)
     header: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+    header_warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(json_type())
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -135,3 +137,20 @@ class MetricRow(Base):
     metric: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     stage: Mapped[str] = mapped_column(String(64))
     value: Mapped[float | None] = mapped_column(Float)
+
+
+class QualityOutcomeRow(Base):
+    """One quality outcome of the current run of a stage on an exposure (e.g. no stars)."""
+
+    __tablename__ = "quality_outcomes"
+    __table_args__ = (Index("ix_quality_outcomes_exposure_stage", "exposure_id", "stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exposure_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("exposures.id", ondelete="CASCADE")
+    )
+    stage: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(64), index=True)
+    unit: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

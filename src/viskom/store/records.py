@@ -14,7 +14,11 @@ from typing import Any
 
 FRAME_TYPES: frozenset[str] = frozenset({"SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN"})
 EXPOSURE_STATES: frozenset[str] = frozenset({"registered", "invalid"})
-RUN_STATUSES: frozenset[str] = frozenset({"ok", "failed"})
+#: ok: measured; empty: ran and measured nothing, the reason kept as quality outcomes (done,
+#: like ok, for planning); failed: an error, retried on request.
+RUN_STATUSES: frozenset[str] = frozenset({"ok", "empty", "failed"})
+#: Statuses after which a stage counts as done: not re-run, and its dependants may run.
+DONE_STATUSES: frozenset[str] = frozenset({"ok", "empty"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class ExposureRecord:
     obs_mode: str | None = None
     n_quadrants: int | None = None
     header: dict[str, Any] | None = None
+    #: Unusable header values found at registration: dicts with keyword, extname, value,
+    #: reason (see viskom.le1.header.HeaderProblem); None when there are none.
+    header_warnings: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class Exposure:
     obs_mode: str | None = None
     n_quadrants: int | None = None
     header: dict[str, Any] | None = None
+    header_warnings: list[dict[str, Any]] | None = None
     ingested_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -89,6 +97,18 @@ class StageRun:
     error: str | None = None
     started_at: datetime | None = None
     duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class OutcomeRecord:
+    """A stored quality outcome: exposure name, stage, code, unit, message, when recorded."""
+
+    exposure: str
+    stage: str
+    code: str
+    unit: str
+    message: str
+    recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +213,8 @@ def clean_record(record: ExposureRecord) -> dict[str, Any]:
             value = None if value is None else as_utc(value)
         elif field == "header":
             value = None if value is None else clean_json(value)
+        elif field == "header_warnings":
+            value = clean_json(list(value)) if value else None
         values[field] = value
     return values
 
