@@ -197,3 +197,38 @@ def test_wcs_round_trip_and_locate() -> None:
     assert corners.shape == (4, 2) and corners[:, 0].max() < -0.3
     with pytest.raises(ValueError, match="no CRPIX"):
         QuadrantWcs.from_header({"EXTNAME": "1-1.E"})
+
+
+def test_sky_to_instrument_against_astropy_offset_frame() -> None:
+    """The simulator places stars and the gaia stage projects Gaia with the same
+    `sky_to_instrument`, so a shared bug would cancel: check it against astropy's own offset
+    frame (rotation PA + 90 deg; VISQL's X is minus its longitude, Y its latitude), over
+    pointings near the poles, the RA wrap and the equator."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord, SkyOffsetFrame
+
+    from viskom.le1.focalplane import sky_to_instrument
+
+    rng = np.random.default_rng(5)
+    for ra0, dec0, pa in ((56.25, -55.7, 46.2), (359.9, 0.3, 250.0), (120.0, 88.9, -30.0)):
+        dx, dy = rng.uniform(-0.5, 0.5, (2, 200))
+        pointing = SkyCoord(ra0 * u.deg, dec0 * u.deg)
+        stars = pointing.directional_offset_by(np.arctan2(dx, dy) * u.rad, np.hypot(dx, dy) * u.deg)
+        x, y = sky_to_instrument(stars.ra.deg, stars.dec.deg, ra0, dec0, pa, distortion=False)
+        frame = SkyOffsetFrame(origin=pointing, rotation=(pa + 90.0) * u.deg)
+        off = stars.transform_to(frame)
+        np.testing.assert_allclose(x, -off.lon.wrap_at(180 * u.deg).deg, atol=1e-9)
+        np.testing.assert_allclose(y, off.lat.deg, atol=1e-9)
+
+
+def test_visql_distortion_is_the_spec_formula() -> None:
+    """VISQL-SPEC 8.3's empirical distortion, transcribed here on its own (the second line
+    uses the updated RAV)."""
+    from viskom.le1.focalplane import apply_visql_distortion
+
+    rav, decv = np.meshgrid(np.linspace(-0.4, 0.4, 9), np.linspace(-0.4, 0.4, 9))
+    x, y = apply_visql_distortion(rav, decv)
+    rav2 = rav + (rav - 0.05) ** 2 * 550 / 36000 + (decv + 0.05) ** 2 * 200 / 36000
+    decv2 = decv - decv * 450 / 36000 + decv * rav2 * 350 / 36000
+    np.testing.assert_allclose(x, rav2, atol=1e-12)
+    np.testing.assert_allclose(y, decv2, atol=1e-12)

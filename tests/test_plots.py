@@ -13,7 +13,7 @@ from PIL import Image
 
 from viskom.le1.geometry import all_extnames
 from viskom.measure.iq import iq_score
-from viskom.measure.stars import find_stellar_locus
+from viskom.measure.stars import find_visql_chimney
 from viskom.present.focal import quadrant_rectangle, region_centre
 from viskom.present.inputs import mission_day, mission_day_to_date, month_mission_days
 from viskom.present.plots import (
@@ -232,7 +232,7 @@ def test_region_centres_follow_readout_corners() -> None:
 
 def test_flux_radius(tmp_path: Path) -> None:
     cat = make_catalogue()
-    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
+    locus = find_visql_chimney(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
     assert locus.found
     assert 1.0 < locus.rmin < 1.12 < locus.rmax < 1.3
     out = plot_flux_radius(cat, locus, tmp_path / "chimney.png", title=TITLE)
@@ -253,7 +253,7 @@ def test_flux_radius_no_locus_and_empty(tmp_path: Path) -> None:
 
 def test_flux_radius_pyarrow_and_astropy(tmp_path: Path) -> None:
     cat = make_catalogue()
-    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
+    locus = find_visql_chimney(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
     locus_map = {k: getattr(locus, k) for k in ("found", "reason", "rmin", "rmax", "fmin", "fmax")}
     out = plot_flux_radius(pa.table(cat), locus_map, tmp_path / "pa.png", title=TITLE)
     assert_png(out, "flux_radius")

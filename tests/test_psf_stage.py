@@ -12,11 +12,12 @@ from scipy.spatial import cKDTree
 
 from viskom.config import Settings
 from viskom.le1.frame import Le1Frame
-from viskom.measure.stars import find_stellar_locus, select_stars
+from viskom.measure.moments import MomentFlag
 from viskom.sources.simulator import SimConfig, simulate_frame
+from viskom.sources.simulator.psf import gaussian_r2
 from viskom.stages import ExposureInfo
 from viskom.stages.catalogue import Catalogue
-from viskom.stages.psf import PsfMoments
+from viskom.stages.psf import PsfMoments, choose_stars, find_locus
 
 T0 = datetime(2024, 7, 13, 5, 0, 0, tzinfo=UTC)
 
@@ -71,15 +72,14 @@ def _selection_quality(
 ) -> tuple[float, float, int]:
     """Completeness (unsaturated truth stars with S/N > 100 that are selected), purity, and
     the number of such stars, for the configured selection on the exposure's catalogue."""
-    from viskom.stages.psf import choose_stars
-
     table = pq.read_table(info.product("catalogue", "parquet")).to_pydict()
     cat = {k: np.asarray(v) for k, v in table.items()}
-    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
-    selected = choose_stars(cat, locus, settings.psf.model_dump())
+    config = settings.psf.model_dump()
+    selected = choose_stars(cat, find_locus(cat, config, 560.52), config)
     is_star = _match(cat["extname"], cat["x_image"] - 1, cat["y_image"] - 1, truth) >= 0
     snr = cat["flux_auto"] / cat["fluxerr_auto"]
-    candidates = is_star & (snr > 100) & ((cat["flags"] & 4) == 0)
+    # saturated or truncated at the array edge (no radius, no moments) are not candidates
+    candidates = is_star & (snr > 100) & ((cat["flags"] & 12) == 0)
     completeness = float(selected[candidates].mean())
     return completeness, float(is_star[selected].mean()), int(candidates.sum())
 
@@ -113,22 +113,24 @@ def test_psf_moments_match_truth(science) -> None:
 
 
 def test_star_selection_purity(science) -> None:
+    settings = Settings()
     for sim, info, _ in science["frames"]:
         cat = {
             k: np.asarray(v)
             for k, v in pq.read_table(info.product("catalogue", "parquet")).to_pydict().items()
         }
-        locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
-        selected = select_stars(
-            cat["flux_radius"], cat["flux_auto"], cat["b_image"], locus, flags=cat["flags"]
-        )
+        config = settings.psf.model_dump()
+        locus = find_locus(cat, config, 560.52)
+        assert locus.found and locus.method == "adaptive"
+        selected = choose_stars(cat, locus, config)
         idx = _match(cat["extname"], cat["x_image"] - 1, cat["y_image"] - 1, _truth_stars(sim))
         assert selected.sum() > 50
         purity = float((idx[selected] >= 0).mean())
-        assert purity > 0.95, purity
+        assert purity > 0.97, purity
 
 
 def test_field_without_stars_is_reported_not_failed(tmp_path) -> None:
+    """No stars: the stage measures nothing and says so (outcome, status 'empty')."""
     sim = simulate_frame(
         tmp_path,
         "science",
@@ -141,10 +143,13 @@ def test_field_without_stars_is_reported_not_failed(tmp_path) -> None:
     with Le1Frame(sim.path) as frame:
         Catalogue().run(frame, info, Catalogue.config_of(settings))
         result = PsfMoments().run(frame, info, PsfMoments.config_of(settings))
-    fpa = {m: v for u, m, v in result.metrics if u == "FPA"}
-    assert fpa["n_stars"] == 0
-    assert fpa["psf_locus_found"] == 0.0
-    assert np.isnan(fpa["psf_r2"]) and np.isnan(fpa["iq_score"])
+    assert result.status == "empty"
+    assert [o.code for o in result.outcomes] == ["no_stellar_locus"]
+    assert "no stellar locus" in result.outcomes[0].message
+    assert result.metrics == []
+    # the (empty) star table and the locus are still written, for the plots and the gaia stage
+    assert pq.read_table(info.product("stars", "parquet")).num_rows == 0
+    assert Path(info.product("locus", "json")).exists()
 
 
 def test_catalogue_columns(science) -> None:
@@ -173,7 +178,7 @@ def test_catalogue_columns(science) -> None:
 
 
 def test_star_selection_completeness_and_purity(tmp_path) -> None:
-    """Default ('snr') selection: > 80% of unsaturated S/N > 100 stars, purity > 95%.
+    """Default ('adaptive') selection: > 80% of unsaturated S/N > 100 stars, purity > 97%.
 
     A field of realistic crowding (star density x5 in the small geometry; the default x20
     blends half of the stars, which no catalogue-based selection can keep).
@@ -193,7 +198,7 @@ def test_star_selection_completeness_and_purity(tmp_path) -> None:
     completeness, purity, n_candidates = _selection_quality(info, _truth_stars(sim), settings)
     assert n_candidates > 100
     assert completeness > 0.80, completeness
-    assert purity > 0.95, purity
+    assert purity > 0.97, purity
 
 
 def test_full_geometry_psf_and_selection(tmp_path) -> None:
@@ -229,3 +234,152 @@ def test_full_geometry_psf_and_selection(tmp_path) -> None:
     completeness, purity, _ = _selection_quality(info, truth, settings)
     assert completeness > 0.80, completeness
     assert purity > 0.95, purity
+
+
+# ------------------------------------------------------------------------------------------
+# The PSF stage over a grid of simulator settings: PSF width and profile, star density,
+# exposure time. Tolerances (the issue's): median R2 within 2 % of the truth, e1 and e2 within
+# 0.005, and the measured stars are stars.
+
+GRID = {
+    "moffat-vis": ({}, 560.52),
+    "gauss-0.7": ({"psf_beta": np.inf, "psf_r2_px2": gaussian_r2(0.7)}, 560.52),
+    "gauss-1.07": ({"psf_beta": np.inf, "psf_r2_px2": gaussian_r2(1.07)}, 560.52),
+    "gauss-1.45-short": ({"psf_beta": np.inf, "psf_r2_px2": gaussian_r2(1.45)}, 89.52),
+    "gauss-1.6": ({"psf_beta": np.inf, "psf_r2_px2": gaussian_r2(1.6)}, 560.52),
+    "moffat-b4-wide": ({"psf_beta": 4.0, "psf_r2_px2": 3.0}, 560.52),
+    # star density: ~20 and ~2000 stars per full-size quadrant (x0.7 and x70 of the
+    # simulator's full-frame sky; the small geometry's default is x20)
+    "moffat-sparse": ({"star_density_factor": 0.7}, 560.52),
+    "gauss-1.6-sparse-short": (
+        {"psf_beta": np.inf, "psf_r2_px2": gaussian_r2(1.6), "star_density_factor": 0.7},
+        89.52,
+    ),
+    "gauss-0.7-dense": (
+        {"psf_beta": np.inf, "psf_r2_px2": gaussian_r2(0.7), "star_density_factor": 70.0},
+        560.52,
+    ),
+}
+
+
+def _run_psf(out: Path, sim_kw: dict, exptime: float, seed: int = 7):
+    sim = simulate_frame(
+        out,
+        "science",
+        seed=seed,
+        date_obs=T0,
+        exptime=exptime,
+        config=SimConfig(geometry="small", **sim_kw),
+        obs_id=2600,
+    )
+    info = ExposureInfo(
+        0, sim.name, str(sim.path), "SCIENCE", exptime, str(out / "p"), date_obs=T0.isoformat()
+    )
+    settings = Settings()
+    config = PsfMoments.config_of(settings)
+    config["edge_margin_px"] = 20  # small quadrants: keep most stars (the default is VISQL's)
+    with Le1Frame(sim.path) as frame:
+        Catalogue().run(frame, info, Catalogue.config_of(settings))
+        result = PsfMoments().run(frame, info, config)
+    stars = {
+        k: np.asarray(v)
+        for k, v in pq.read_table(info.product("stars", "parquet")).to_pydict().items()
+    }
+    return sim, info, result, stars
+
+
+@pytest.mark.parametrize("label", list(GRID))
+def test_psf_over_the_simulator_grid(tmp_path, label) -> None:
+    sim_kw, exptime = GRID[label]
+    sim, _info, result, s = _run_psf(tmp_path, sim_kw, exptime)
+    assert result.status == "ok", result.outcomes
+    truth = _truth_stars(sim)
+    good = s["flag"] == 0
+    idx = _match(s["extname"], s["x_image"] - 1, s["y_image"] - 1, truth)
+    ok = good & (idx >= 0)
+    assert ok.sum() >= 10, ok.sum()
+    assert ok.sum() / good.sum() > 0.95  # what is measured as a star is a star
+    r2 = np.median(s["r2"][ok]) / np.median(truth["true_r2"][idx[ok]])
+    assert r2 == pytest.approx(1.0, abs=0.02), r2
+    for e in ("e1", "e2"):
+        assert np.median(s[e][ok]) == pytest.approx(
+            np.median(truth[f"true_{e}"][idx[ok]]), abs=0.005
+        )
+    fpa = {m: v for u, m, v in result.metrics if u == "FPA"}
+    assert fpa["n_stars"] == good.sum()
+
+
+def _particle_points(objects: dict, ext: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) points every 0.25 px along every particle hit of one quadrant (0-based array
+    pixels, as the simulator writes them), and the charge of the hit within 2 px of each
+    point (ADU; the whole charge for hits shorter than 4 px)."""
+    sel = (objects["extname"] == ext) & np.isin(objects["kind"], ["cosmic", "xray", "proton"])
+    pts, charge = [], []
+    for x, y, length, theta, q in zip(
+        objects["x"][sel],
+        objects["y"][sel],
+        np.nan_to_num(np.asarray(objects["length_px"][sel], dtype=float)),
+        np.radians(np.nan_to_num(np.asarray(objects["theta_deg"][sel], dtype=float))),
+        np.asarray(objects["charge_adu"][sel], dtype=float),
+        strict=True,
+    ):
+        t = np.linspace(-0.5, 0.5, max(2, int(4 * length) + 2)) * length
+        pts.append(np.c_[x + t * np.cos(theta), y + t * np.sin(theta)])
+        charge.append(np.full(t.size, q * min(1.0, 4.0 / max(length, 1e-3))))
+    if not pts:
+        return np.zeros((0, 2)), np.zeros(0)
+    return np.concatenate(pts), np.concatenate(charge)
+
+
+def test_saturated_blended_and_hit_stars_are_rejected(tmp_path) -> None:
+    """A crowded field (x70 the full-frame star density): every star that is measured is
+    clean by the simulator's truth, read independently of the pipeline: no saturated pixel in
+    its stamp (the raw file), no particle hit carrying 2 % of its flux within 2 px of its
+    centre, and no other object adding more than 0.5 % to its weighted flux (1-2 % of the
+    stars may escape the last two); and the stage counts what it rejected."""
+    from astropy.io import fits
+
+    sim, _info, result, s = _run_psf(tmp_path, {"star_density_factor": 70.0}, 560.52, seed=3)
+    fpa = {m: v for u, m, v in result.metrics if u == "FPA"}
+    flag = s["flag"].astype(int)
+    for bit, metric in (
+        (MomentFlag.SATURATED, "n_rejected_saturated"),
+        (MomentFlag.BLENDED, "n_rejected_blended"),
+        (MomentFlag.COSMIC_HIT, "n_rejected_cosmic_hit"),
+    ):
+        assert fpa[metric] == np.count_nonzero(flag & int(bit)) > 0, metric
+        assert np.isnan(s["r2"][(flag & int(bit)) > 0]).all()  # rejected before measuring
+    assert fpa["n_rejected_outlier"] == np.count_nonzero(flag & int(MomentFlag.OUTLIER))
+    good = flag == 0
+    assert good.sum() > 300
+    objects = {k: np.asarray(v) for k, v in pq.read_table(sim.objects_path).to_pydict().items()}
+    sky = np.isin(objects["kind"], ["star", "galaxy"])
+    n_saturated = n_hit = n_blended = 0
+    with fits.open(sim.path) as hdul:
+        for ext in np.unique(s["extname"][good]):
+            hdu = hdul[ext]
+            data, saturate = hdu.data, float(hdu.header["SATURATE"])
+            rows = np.flatnonzero(good & (s["extname"] == ext))
+            x, y = s["x_image"][rows] - 1, s["y_image"][rows] - 1
+            for xi, yi in zip(x, y, strict=True):
+                ix, iy = int(np.floor(xi + 0.5)), int(np.floor(yi + 0.5))
+                n_saturated += int(data[iy - 14 : iy + 15, ix - 14 : ix + 15].max() >= saturate)
+            pts, charge = _particle_points(objects, ext)
+            if len(pts):
+                d = np.hypot(pts[:, None, 0] - x, pts[:, None, 1] - y)
+                # a hit that matters: within 2 px, with at least 2 % of the star's flux
+                heavy = charge[:, None] >= 0.02 * s["flux_auto"][rows][None, :]
+                n_hit += int(((d <= 2.0) & heavy).any(axis=0).sum())
+            nb = sky & (objects["extname"] == ext)
+            ox, oy = objects["x"][nb], objects["y"][nb]
+            of = np.asarray(objects["flux_adu"][nb], dtype=float)
+            for xi, yi, fi in zip(x, y, s["flux_auto"][rows], strict=True):
+                d2 = (ox - xi) ** 2 + (oy - yi) ** 2
+                other = d2 > 1.0
+                c = of[other] / fi * np.exp(-d2[other] / (2 * (2.5**2 + 1.0)))
+                n_blended += int(c.max(initial=0.0) > 0.005)
+    assert n_saturated == 0
+    # hits of 2-12 % of the flux right on the core that change R2 by < 6 % escape both the
+    # mirror test and the outlier clip: measured, 1.2 % of the stars here
+    assert n_hit <= 0.02 * good.sum(), n_hit
+    assert n_blended <= 0.02 * good.sum(), n_blended

@@ -36,6 +36,11 @@ class MomentFlag(IntFlag):
     BAD_FLUX = 4  # weighted flux <= 0 or not finite: no moments
     EDGE = 8  # star closer than edge_margin to the array edge: skipped, not measured
     NONFINITE = 16  # stamp (or its background) contains NaN/inf pixels: no moments
+    # rejected before measuring (set by the caller, see viskom.stages.psf):
+    SATURATED = 32  # a pixel of the stamp at or above the quadrant's SATURATE level
+    BLENDED = 64  # another object's light overlaps the weighted core
+    COSMIC_HIT = 128  # a particle hit in the core (catalogued or found against the mirror)
+    OUTLIER = 256  # measured, but R2 or ellipticity far off the frame's stars (see flag_outliers)
 
 
 @dataclass(frozen=True)
@@ -323,7 +328,8 @@ def replace_neighbours(
     half_size: int = HALF_SIZE,
     background: float | np.ndarray = 0.0,
     clip_sigma: float | None = 8.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    core_radius_px: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Remove other sources (cosmic rays, neighbours) from the stamps of stars, in place.
 
     For each star at (x, y) (0-based), every catalogue source at (nx, ny) inside its stamp,
@@ -334,8 +340,11 @@ def replace_neighbours(
     stamp's noise plus half the mirrored value are replaced too (undetected hits).
     Cosmic rays cover 1-3% of a VIS exposure: unmasked, one hit inside a 29 x 29 stamp
     biases R2 by several percent.
+    Within `core_radius_px` of the centre nothing can be replaced (the mirror is the star's
+    own core): a catalogued source there, or a pixel exceeding its mirror by clip_sigma noise
+    plus half its mirrored value, marks the star as hit in the core.
     `image` must be a float array (it is modified). Returns (image, per-star count of
-    pixels replaced).
+    pixels replaced, per-star core-hit flag).
     """
     x = np.asarray(x, float)
     y = np.asarray(y, float)
@@ -344,6 +353,7 @@ def replace_neighbours(
     nradius = np.asarray(nradius, float)
     bg = np.broadcast_to(np.asarray(background, float), x.shape)
     replaced = np.zeros(x.size, dtype=int)
+    core_hit = np.zeros(x.size, dtype=bool)
     ny_max, nx_max = image.shape
     h = half_size
     off = np.arange(-h, h + 1)
@@ -351,7 +361,10 @@ def replace_neighbours(
         if not (np.isfinite(x[i]) and np.isfinite(y[i])):
             continue
         near = (np.abs(nx - x[i]) <= h + 3) & (np.abs(ny - y[i]) <= h + 3)
-        near &= np.hypot(nx - x[i], ny - y[i]) > 1.5  # not the star itself
+        dist = np.hypot(nx - x[i], ny - y[i])
+        near &= dist > 0.5  # not the star itself
+        core_hit[i] = bool((near & (dist <= core_radius_px)).any())
+        near &= dist > core_radius_px
         if not near.any() and not clip_sigma:
             continue
         ix, iy = int(np.floor(x[i] + 0.5)), int(np.floor(y[i] + 0.5))
@@ -369,15 +382,19 @@ def replace_neighbours(
             sky = stamp - bg[i]
             ring = (xx - x[i]) ** 2 + (yy - y[i]) ** 2 > 100
             noise = 1.4826 * float(np.median(np.abs(sky[ring] - np.median(sky[ring]))))
-            far = (xx - x[i]) ** 2 + (yy - y[i]) ** 2 >= 4.0
+            r2 = (xx - x[i]) ** 2 + (yy - y[i]) ** 2
+            far = r2 >= core_radius_px**2
             excess = sky - (mirrored - bg[i])
-            mask |= far & (excess > clip_sigma * max(noise, 1.0) + 0.5 * np.abs(mirrored - bg[i]))
+            hit = excess > clip_sigma * max(noise, 1.0) + 0.5 * np.abs(mirrored - bg[i])
+            mask |= far & hit
+            # the core, 1 px beyond the centre pixel: a hit there cannot be mirrored away
+            core_hit[i] |= bool((hit & ~far & (r2 >= 0.75)).any())
         if not mask.any():
             continue
         fill = np.where(mask[::-1, ::-1], bg[i], mirrored)
         image[np.ix_(rows, cols)] = np.where(mask, fill, stamp)
         replaced[i] = int(mask.sum())
-    return image, replaced
+    return image, replaced, core_hit
 
 
 def _mirror(stamp: np.ndarray, dx: float, dy: float, fill: float) -> np.ndarray:
@@ -391,3 +408,25 @@ def _mirror(stamp: np.ndarray, dx: float, dy: float, fill: float) -> np.ndarray:
     src_x = 2 * (c + dx) - xx
     src_y = 2 * (c + dy) - yy
     return map_coordinates(stamp, [src_y, src_x], order=1, mode="constant", cval=fill)
+
+
+def flag_outliers(
+    r2: np.ndarray, e1: np.ndarray, e2: np.ndarray, flag: np.ndarray, *, nsigma: float = 5.0
+) -> np.ndarray:
+    """Flag (OUTLIER) clean stars whose R2, e1 or e2 lies more than `nsigma` robust sigma
+    (1.4826 MAD over the clean stars of the frame) from the median: what an undetected hit
+    or blend left. The PSF's real variation over the field is part of that spread. Returns
+    the new flags; with fewer than 10 clean stars nothing is flagged."""
+    flag = np.asarray(flag).astype(np.int32).copy()
+    clean = flag == 0
+    if clean.sum() < 10:
+        return flag
+    bad = np.zeros(flag.size, dtype=bool)
+    for values in (r2, e1, e2):
+        v = np.asarray(values, dtype=float)
+        med = float(np.median(v[clean]))
+        mad = 1.4826 * float(np.median(np.abs(v[clean] - med)))
+        if mad > 0:
+            bad |= clean & (np.abs(v - med) > nsigma * mad)
+    flag[bad] |= MomentFlag.OUTLIER
+    return flag

@@ -230,10 +230,12 @@ def plot_flux_radius(
         rmin, rmax = (finite_float(locus_value(locus, k)) for k in ("rmin", "rmax"))
         fmin, fmax = (finite_float(locus_value(locus, k)) for k in ("fmin", "fmax"))
         bmin = finite_float(locus_value(locus, "bmin", 1.3))
+        adaptive = locus_value(locus, "method", "visql") == "adaptive"
         bmin = 1.3 if not np.isfinite(bmin) else bmin
 
         visible = np.isfinite(r) & np.isfinite(f) & (r > 0) & (f > 0)
-        thick = b > bmin
+        # particle hits: thinner than VISQL's bmin, or (adaptive locus) sharper than the stars
+        thick = (r >= rmin) if (adaptive and found and np.isfinite(rmin)) else (b > bmin)
         box_ok = found and all(np.isfinite(v) for v in (rmin, rmax, fmin, fmax))
         in_box = (r > rmin) & (r < rmax) & (f > fmin) & (f < fmax) if box_ok else False
         stars = visible & thick & in_box
@@ -285,11 +287,13 @@ def plot_flux_radius(
             Line2D([], [], ls="none", marker="o", ms=4, color="#b8b8b8"),
             Line2D([], [], ls="none", marker="o", ms=4, color=COLOUR_STAR),
         ]
+        cut = "FLUX_RADIUS ≥ the locus" if adaptive else f"b_image > {bmin:g} px"
+        sharp = "sharper than stars" if adaptive else f"b_image ≤ {bmin:g} px"
         labels = [
-            f"sources, b_image > {bmin:g} px: {int((visible & thick).sum()):,}",
-            f"thin sources (b_image ≤ {bmin:g} px, cosmic rays): {int(thin.sum()):,}",
+            f"sources, {cut}: {int((visible & thick).sum()):,}",
+            f"{sharp} (particle hits): {int(thin.sum()):,}",
             (
-                f"selected stars (in box, b_image > {bmin:g} px): {int(stars.sum()):,}"
+                f"selected stars (in box, {cut}): {int(stars.sum()):,}"
                 if selected is None
                 else f"selected stars (as measured): {int(stars.sum()):,}"
             ),
@@ -297,7 +301,8 @@ def plot_flux_radius(
         if box_ok:
             handles.append(Rectangle((0, 0), 1, 1, fill=False, edgecolor=COLOUR_BOX, lw=1.8))
             labels.append(
-                f"VISQL star box: r {rmin:.2f}–{rmax:.2f} px, f {_sci(fmin)}–{_sci(fmax)} ADU"
+                ("stellar locus" if adaptive else "VISQL star box")
+                + f": r {rmin:.2f}–{rmax:.2f} px, f {_sci(fmin)}–{_sci(fmax)} ADU"
             )
         n_hidden = int(cols.n - visible.sum())
         if cols.n == 0:

@@ -1,10 +1,14 @@
 """PSF stage: stars on the stellar locus, their Gaussian-weighted moments, and the IQ score.
 
-Reads the exposure's catalogue (catalogue stage), finds VISQL's "chimney" locus over the
-whole focal plane, measures the moments of the selected stars quadrant by quadrant on the
-raw pixels (bias and local sky removed), and stores per-exposure (FPA) and per-CCD
-medians and the IQ score. A field without a locus is a result, not an error: it is
-recorded with `psf_locus_found = 0` and `n_stars = 0`.
+Reads the exposure's catalogue (catalogue stage), finds the stellar locus over the whole focal
+plane from the data (`measure.stars.find_stellar_locus`; VISQL's chimney with
+`selection = "visql"`), rejects the stars whose moments would be wrong before measuring them
+(saturated, blended with another object, hit by a particle in the core), measures the moments
+of the others quadrant by quadrant on the raw pixels (bias and local sky removed, particle hits
+and neighbours elsewhere in the stamp replaced by the star's mirrored profile), and stores
+per-exposure (FPA) and per-CCD medians and the IQ score. A field without a locus, or without a
+clean star, is a result, not an error: the stage records the quality outcome
+(`no_stellar_locus`, `no_clean_stars`) and measures nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +22,21 @@ import numpy as np
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.measure.detector import quadrant_bias
 from viskom.measure.iq import IQReference, iq_score
-from viskom.measure.moments import cut_stamps, measure_stars, replace_neighbours
-from viskom.measure.stars import find_stellar_locus, select_stars, select_stars_snr
+from viskom.measure.moments import (
+    MomentFlag,
+    cut_stamps,
+    flag_outliers,
+    measure_stars,
+    replace_neighbours,
+)
+from viskom.measure.stars import (
+    LocusResult,
+    blended_stars,
+    find_stellar_locus,
+    find_visql_chimney,
+    select_stars,
+    select_visql_box,
+)
 from viskom.stages.base import ExposureInfo, Stage, StageResult
 from viskom.stages.quadrants import map_quadrants
 from viskom.store.products import read_table, write_arrays, write_json, write_table
@@ -44,16 +61,39 @@ def quadrant_moments(
     params: Mapping[str, Any],
 ) -> dict[str, np.ndarray]:
     """Moments of one quadrant's selected stars (positions from the catalogue, 1-based),
-    with the other catalogue sources in their stamps replaced (see `replace_neighbours`)."""
+    with the other catalogue sources in their stamps replaced (see `replace_neighbours`).
+
+    Stars with a saturated pixel in the stamp, or a particle hit in the core, are rejected
+    (flag SATURATED or COSMIC_HIT, no moments); stars flagged BLENDED by the caller too.
+    """
     g = quad.geometry
     bias = quadrant_bias(quad.data, g)[2]
     x = np.asarray(stars["x_image"], float) - 1.0
     y = np.asarray(stars["y_image"], float) - 1.0
     background = bias + np.asarray(stars["background"], float)
     h = int(params["stamp_half_size_px"])
-    image = quad.data.astype(np.float32)
-
-    image, n_replaced = replace_neighbours(
+    n = x.size
+    reject = np.zeros(n, dtype=np.int32)
+    reject[np.asarray(stars["blended"], bool)] |= MomentFlag.BLENDED
+    raw = quad.data
+    saturate = quad.header.saturate_adu
+    # the stamp and a pixel more: the centroid may move the stamp by one pixel
+    hs = h + 1
+    inside = (
+        (np.floor(x + 0.5) >= hs)
+        & (np.floor(x + 0.5) < raw.shape[1] - hs)
+        & (np.floor(y + 0.5) >= hs)
+        & (np.floor(y + 0.5) < raw.shape[0] - hs)
+    )
+    if saturate is not None and inside.any():
+        ix = np.floor(x[inside] + 0.5).astype(int)
+        iy = np.floor(y[inside] + 0.5).astype(int)
+        peak_raw = cut_stamps(raw, ix, iy, hs).max(axis=(1, 2))
+        sat = np.zeros(n, dtype=bool)
+        sat[inside] = peak_raw >= saturate
+        reject[sat] |= MomentFlag.SATURATED
+    image = raw.astype(np.float32)
+    image, n_replaced, core_hit = replace_neighbours(
         image,
         x,
         y,
@@ -63,15 +103,22 @@ def quadrant_moments(
         half_size=h,
         background=background,
     )
+    reject[core_hit] |= MomentFlag.COSMIC_HIT
+    keep = reject == 0
     res = measure_stars(
         image,
-        x,
-        y,
+        np.where(keep, x, np.nan),
+        np.where(keep, y, np.nan),
         background=background,
-        half_size=int(params["stamp_half_size_px"]),
+        half_size=h,
         edge_margin=int(params["edge_margin_px"]),
         sigma_w=float(params["weight_sigma_px"]),
     )
+    # rejected stars are reported with their reason (and their catalogue position), unmeasured
+    res["flag"] = np.where(keep, res["flag"], reject).astype(np.int32)
+    res["skipped"] = res["skipped"] & keep
+    res["x_image"] = np.where(keep, res["x_image"], x)
+    res["y_image"] = np.where(keep, res["y_image"], y)
     res["n_replaced"] = n_replaced
     good = ~res["skipped"] & (res["flag"] == 0)
     # A few of the brightest clean stars as stamps, for the mosaic plot.
@@ -92,7 +139,7 @@ class PsfMoments(Stage):
     """Star selection, PSF moments and IQ score for SCIENCE frames."""
 
     name = "psf"
-    version = "1"
+    version = "2"
     frame_types = frozenset({"SCIENCE"})
     level = "quadrant"
     requires = ("catalogue",)
@@ -108,22 +155,19 @@ class PsfMoments(Stage):
         if not cat_path.exists():
             raise FileNotFoundError(f"no catalogue at {cat_path}: run the catalogue stage first")
         cat = read_table(cat_path)
-        exptime = exposure.exptime or config["nominal_exptime_s"]
-        locus = find_stellar_locus(
-            cat["flux_radius"],
-            cat["flux_auto"],
-            cat["b_image"],
-            bmin=float(config["bmin_px"]),
-            flux_scale=exptime / float(config["nominal_exptime_s"]),
-        )
+        locus = find_locus(cat, config, exposure.exptime)
         selected = choose_stars(cat, locus, config)
         idx = np.flatnonzero(selected)
-        by_ext: dict[str, np.ndarray] = {}
+        blended = blended_stars(cat, idx, locus, config)
+        by_ext: dict[str, list[int]] = {}
         for i, ext in zip(idx, cat["extname"][idx], strict=True):
             by_ext.setdefault(str(ext), []).append(i)
         names = [n for n in frame.quadrant_extnames if n in by_ext]
         jobs = {
-            n: {k: cat[k][by_ext[n]] for k in ("x_image", "y_image", "background", "flux_auto")}
+            n: {
+                **{k: cat[k][by_ext[n]] for k in ("x_image", "y_image", "background", "flux_auto")},
+                "blended": blended[np.searchsorted(idx, by_ext[n])],
+            }
             for n in names
         }
         near = _neighbours(cat, jobs, int(config["stamp_half_size_px"]) + 3)
@@ -145,28 +189,70 @@ class PsfMoments(Stage):
             exposure.product("stamps", "npz"),
         )
         write_json(asdict(locus), exposure.product("locus", "json"))
+        products = [exposure.product(k, e) for k, e in (("stars", "parquet"), ("locus", "json"))]
+        if not locus.found:
+            return StageResult.nothing(
+                "no_stellar_locus", locus.reason or "no stellar locus", products=products
+            )
         metrics = _metrics(stars, locus, IQReference.from_mapping(config["iq"]))
-        return StageResult(metrics=metrics, products=[exposure.product("stars", "parquet")])
+        n_good = int(np.sum(np.asarray(stars["flag"]) == 0))
+        if n_good == 0:
+            counts = ", ".join(f"{m[1]} {m[2]:g}" for m in metrics if m[1].startswith("n_"))
+            return StageResult.nothing(
+                "no_clean_stars",
+                f"a stellar locus at {locus.rc:.2f} px but no star left to measure ({counts})",
+                products=products,
+            )
+        return StageResult(metrics=metrics, products=products)
+
+
+def find_locus(
+    cat: Mapping[str, np.ndarray], config: Mapping[str, Any], exptime: float | None
+) -> LocusResult:
+    """The stellar locus with the configured method ('adaptive', or VISQL's 'visql' chimney,
+    whose flux grid assumes a 560.52 s exposure and needs EXPTIME)."""
+    if config.get("selection", "adaptive") == "visql":
+        if exptime is None or not np.isfinite(exptime) or exptime <= 0:
+            raise ValueError("no valid EXPTIME: VISQL's chimney grid cannot be scaled")
+        return find_visql_chimney(
+            cat["flux_radius"],
+            cat["flux_auto"],
+            cat["b_image"],
+            bmin=float(config["bmin_px"]),
+            flux_scale=float(exptime) / float(config["nominal_exptime_s"]),
+        )
+    return find_stellar_locus(
+        cat["flux_radius"],
+        cat["flux_auto"],
+        cat["fluxerr_auto"],
+        a_image=cat["a_image"],
+        b_image=cat["b_image"],
+        peak=cat["peak"],
+        flags=cat["flags"],
+        min_snr=float(config["min_snr"]),
+        window=float(config["locus_window"]),
+    )
 
 
 def choose_stars(
     cat: Mapping[str, np.ndarray], locus: Any, config: Mapping[str, Any]
 ) -> np.ndarray:
-    """The stars to measure, with the configured selection ('snr' or VISQL's 'visql' box)."""
-    if config.get("selection", "visql") == "snr":
-        return select_stars_snr(
-            cat["flux_radius"],
-            cat["flux_auto"],
-            cat["fluxerr_auto"],
-            cat["b_image"],
-            locus,
-            flags=cat["flags"],
-            min_snr=float(config["min_snr"]),
-            bmin=float(config["bmin_select_px"]),
-            radius_widen=float(config["radius_widen"]),
+    """The stars to measure from a locus of either method (the box of VISQL's chimney, or
+    the adaptive locus's radii, S/N and shape limits)."""
+    if getattr(locus, "method", "visql") == "visql":
+        return select_visql_box(
+            cat["flux_radius"], cat["flux_auto"], cat["b_image"], locus, flags=cat["flags"]
         )
     return select_stars(
-        cat["flux_radius"], cat["flux_auto"], cat["b_image"], locus, flags=cat["flags"]
+        cat["flux_radius"],
+        cat["flux_auto"],
+        cat["fluxerr_auto"],
+        locus,
+        a_image=cat["a_image"],
+        b_image=cat["b_image"],
+        peak=cat["peak"],
+        flags=cat["flags"],
+        min_snr=float(config["min_snr"]) if "min_snr" in config else None,
     )
 
 
@@ -202,6 +288,8 @@ def _merge(
     cols: dict[str, list[np.ndarray]] = {}
     stamps: list[np.ndarray] = []
     labels: list[str] = []
+    stamp_rows: list[int] = []  # row of each stamp's star in the merged table
+    offset = 0
     keep_cat = ("extname", "x_world", "y_world", "field_radius", "flux_auto", "flux_radius")
     keep_cat += ("b_image", "flags")
     for ext, res in results.items():
@@ -226,25 +314,40 @@ def _merge(
         ):
             cols.setdefault(k, []).append(res[k][measured])
         cols.setdefault("converged", []).append(res["converged"][measured])
+        row_of = np.cumsum(measured) - 1 + offset
+        offset += int(measured.sum())
         for j, s in zip(res["stamp_index"], res["stamps"], strict=True):
             stamps.append(s)
             labels.append(f"{ext} R2={res['r2'][j]:.2f}")
+            stamp_rows.append(int(row_of[j]))
     names = (*keep_cat, "x_image", "y_image", "wtflux", "r2", "e1", "e2", "t1", "t2", "c1", "c2")
     names += ("n_iter", "flag", "n_replaced", "converged")
     stars = {k: np.concatenate(cols[k]) if k in cols else np.zeros(0) for k in names}
     stars["extname"] = np.asarray(stars["extname"], dtype=str)
-    return stars, stamps, labels
+    stars["flag"] = flag_outliers(stars["r2"], stars["e1"], stars["e2"], stars["flag"])
+    # no stamp of a star the outlier test rejected
+    clean = [k for k, row in enumerate(stamp_rows) if stars["flag"][row] == 0]
+    return stars, [stamps[k] for k in clean], [labels[k] for k in clean]
 
 
 def _metrics(
     stars: Mapping[str, np.ndarray], locus: Any, reference: IQReference
 ) -> list[tuple[str, str, float]]:
-    good = np.asarray(stars["flag"]) == 0 if len(stars["r2"]) else np.zeros(0, bool)
+    flag = np.asarray(stars["flag"]).astype(np.int64)
+    good = flag == 0 if len(stars["r2"]) else np.zeros(0, bool)
     rows: list[tuple[str, str, float]] = [
         ("FPA", "psf_locus_found", 1.0 if locus.found else 0.0),
         ("FPA", "psf_locus_radius_px", float(locus.rc) if locus.found else float("nan")),
         ("FPA", "n_stars", float(good.sum())),
+        ("FPA", "n_star_candidates", float(flag.size)),
     ]
+    for bit, metric in (
+        (MomentFlag.SATURATED, "n_rejected_saturated"),
+        (MomentFlag.BLENDED, "n_rejected_blended"),
+        (MomentFlag.COSMIC_HIT, "n_rejected_cosmic_hit"),
+        (MomentFlag.OUTLIER, "n_rejected_outlier"),
+    ):
+        rows.append(("FPA", metric, float(np.count_nonzero(flag & int(bit)))))
     medians = {}
     for col, metric in MOMENT_METRICS.items():
         v = np.asarray(stars[col], float)[good] if good.size else np.zeros(0)

@@ -1,6 +1,6 @@
 """The simulated VIS PSF and the VISQL moment definitions used for its truth.
 
-Model: an elliptical Moffat profile (core plus power-law wings),
+Model: an elliptical Moffat profile (core plus power-law wings; `beta = inf` gives a Gaussian),
 
     I(x) = (beta - 1) / (pi alpha^2) * (1 + |A x|^2 / alpha^2)^(-beta),
 
@@ -42,6 +42,8 @@ def _profile(x, y, alpha, g1, g2, beta):
     norm = 1.0 / np.sqrt(1.0 - g1 * g1 - g2 * g2)
     u = norm * ((1.0 - g1) * x - g2 * y)
     v = norm * (-g2 * x + (1.0 + g1) * y)
+    if np.isinf(beta):  # the Gaussian limit: exp(-r^2 / alpha^2), sigma = alpha / sqrt(2)
+        return np.exp(-(u * u + v * v) / (alpha * alpha)) / (np.pi * alpha * alpha)
     return (
         (beta - 1.0)
         / (np.pi * alpha * alpha)
@@ -142,7 +144,21 @@ def alpha_for_r2(beta: float, r2_target: float) -> float:
 
 
 def moffat_fwhm(alpha: float, beta: float) -> float:
+    """FWHM (px) of the Moffat profile (the Gaussian limit for beta = inf)."""
+    if np.isinf(beta):
+        return 2.0 * alpha * np.sqrt(np.log(2.0))
     return 2.0 * alpha * np.sqrt(2.0 ** (1.0 / beta) - 1.0)
+
+
+def gaussian_r2(sigma_px: float) -> float:
+    """VISQL R2 (Gaussian weight 2.5 px, sub-pixel average) of a round pixelated Gaussian PSF
+    of this sigma: the `psf_r2_px2` that, with `psf_beta = inf`, simulates that Gaussian."""
+    off = (np.arange(4) + 0.5) / 4 - 0.5
+    dx, dy = (a.ravel() for a in np.meshgrid(off, off))
+    zeros = np.zeros(dx.size)
+    alpha = np.full(dx.size, float(sigma_px) * np.sqrt(2.0))
+    st = render_psf(dx, dy, alpha, zeros, zeros, np.inf, 16)
+    return float(weighted_moments(st)[0].mean())
 
 
 @dataclass(frozen=True)
