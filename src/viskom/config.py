@@ -49,14 +49,21 @@ class PsfSettings(BaseModel):
     weight_sigma_px: float = Field(2.5, gt=0.0, description="Gaussian weight sigma")
     stamp_half_size_px: int = Field(14, ge=3, le=50, description="stamp is 2h+1 square")
     edge_margin_px: int = Field(100, ge=0, description="stars closer to the array edge skipped")
-    bmin_px: float = Field(1.3, ge=0.0, description="B_IMAGE above this (cosmic rays are thin)")
-    nominal_exptime_s: float = Field(560.52, gt=0.0, description="exposure of VISQL's flux grid")
-    selection: Literal["snr", "visql"] = Field(
-        "snr", description="star box: VISQL's one flux decade, or the locus down to min_snr"
+    selection: Literal["adaptive", "visql"] = Field(
+        "adaptive",
+        description="stellar locus measured on the frame, or VISQL's chimney and star box",
     )
-    min_snr: float = Field(100.0, gt=0.0, description="'snr' selection: FLUX_AUTO/FLUXERR_AUTO")
-    bmin_select_px: float = Field(1.1, ge=0.0, description="'snr' selection: B_IMAGE above")
-    radius_widen: float = Field(1.05, ge=1.0, le=1.5, description="'snr': widen locus radii")
+    min_snr: float = Field(100.0, gt=0.0, description="stars: FLUX_AUTO/FLUXERR_AUTO at least")
+    locus_window: float = Field(
+        0.1, gt=0.0, lt=1.0, description="widest relative radius window of the locus search"
+    )
+    blend_tolerance: float = Field(
+        0.001, gt=0.0, description="a neighbour adding more than this to the weighted flux"
+    )
+    bmin_px: float = Field(1.3, ge=0.0, description="'visql' only: B_IMAGE above this")
+    nominal_exptime_s: float = Field(
+        560.52, gt=0.0, description="'visql' only: the exposure of VISQL's flux grid"
+    )
 
 
 class IQSettings(BaseModel):
@@ -101,8 +108,14 @@ class EventSettings(BaseModel):
     psf_single_ratio: float = Field(0.24, gt=0.0, lt=2.0, description="PSF neighbour ratio")
     psf_pair_ratio: float = Field(0.055, gt=0.0, lt=1.0, description="PSF pair ratio")
     star_sharp_sigma: float = Field(5.0, gt=0.0, description="near stars: excess in sigma")
-    xray_cosmic_ratio: float = Field(
-        0.4586, ge=0.0, description="X-ray-like hits per long cosmic track in quiet times"
+    xray_baseline_frames: int = Field(
+        20, ge=1, description="recent quiet frames whose X-ray-class share makes the baseline"
+    )
+    xray_baseline_min_frames: int = Field(
+        3, ge=1, description="no baseline (and no net X-ray count) with fewer quiet frames"
+    )
+    xray_quiet_goes_xrsb: float = Field(
+        1e-6, gt=0.0, description="frames with GOES XRS-B max at or above this (W/m2) flare"
     )
     hot_pixel_darks: int = Field(5, ge=2, description="recent darks for the hot-pixel map")
     hot_pixel_sigma: float = Field(6.0, gt=0.0, description="hot in every dark above this")
@@ -110,7 +123,7 @@ class EventSettings(BaseModel):
     def hit_params(self) -> dict[str, float]:
         """The detector parameters (measure.cosmics.HitParams fields)."""
         keys = ("seed_sigma", "grow_sigma", "psf_single_ratio", "psf_pair_ratio",
-                "star_sharp_sigma", "xray_cosmic_ratio")  # fmt: skip
+                "star_sharp_sigma")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
 
@@ -366,12 +379,13 @@ geometry_threshold_adu = 5.0 # bias-only strips brighter than their mirror by th
 weight_sigma_px = 2.5        # Gaussian weight of the moments (VISQL: 2.5 px)
 stamp_half_size_px = 14      # 29 x 29 stamps
 edge_margin_px = 100         # stars closer than this to the quadrant array's edge are skipped
-bmin_px = 1.3                # stars need B_IMAGE above this (cosmic rays are thin)
-nominal_exptime_s = 560.52   # VISQL's locus flux grid assumes this exposure time
-selection = "snr"            # "snr": locus radii, S/N >= min_snr, unsaturated; "visql": VISQL's box
-min_snr = 100.0
-bmin_select_px = 1.1         # "snr" selection only (the locus search keeps bmin_px)
-radius_widen = 1.05
+selection = "adaptive"       # "adaptive": the stellar locus measured on the frame;
+                             # "visql": VISQL's chimney grid and one-decade star box
+min_snr = 100.0              # stars have FLUX_AUTO / FLUXERR_AUTO >= this
+locus_window = 0.1           # widest relative radius window of the locus search (VISQL: 0.1)
+blend_tolerance = 0.001      # reject stars a neighbour adds more than this to (weighted flux)
+bmin_px = 1.3                # "visql" only: B_IMAGE above this (VISQL's bmin)
+nominal_exptime_s = 560.52   # "visql" only: the exposure time of VISQL's flux grid
 
 [iq]
 # Reference of the image-quality score (Mahalanobis distance in R2, e1, e2). Defaults:
@@ -391,7 +405,9 @@ reject_above = 1000.0        # score above this: rejected
 # Particle hits (cosmic rays, X-ray events, protons); see viskom.measure.cosmics.
 seed_sigma = 5.0             # a hit's seed pixels are this many sky sigma above the sky
 grow_sigma = 2.5             # hits grow into neighbours above this
-xray_cosmic_ratio = 0.4586   # point-like 400-1200 ADU hits per long cosmic track, quiet Sun
+xray_baseline_frames = 20    # X-ray baseline: the recent quiet frames it is measured on
+xray_baseline_min_frames = 3 # fewer quiet frames: no baseline, no net xray_events yet
+xray_quiet_goes_xrsb = 1e-6  # frames with GOES XRS-B max >= this (C1) are not quiet
 hot_pixel_darks = 5          # the hot-pixel map uses the most recent N darks
 
 [goes]

@@ -4,7 +4,9 @@ Configuration mirrors VISQL's SExtractor run (VISQL-SPEC 3.5): background mesh 6
 filter 3, detection at 1.5 sigma over 5 pixels with the 3x3 "all-ground" filter, 32
 deblending thresholds at contrast 0.005, cleaning 1.0, AUTO photometry with Kron factor
 2.5 and minimum radius 3.5, FLUX_RADIUS the half-light radius. Positions are returned
-1-based like SExtractor's X_IMAGE/Y_IMAGE.
+1-based like SExtractor's X_IMAGE/Y_IMAGE. Beyond SExtractor's columns, `sharp_single` and
+`sharp_pair` say how sharp each source is at its brightest pixel (see
+`viskom.measure.cosmics.sharpness_ratios`): the hit detector takes its PSF limits from the stars.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import sep
+
+from viskom.measure.cosmics import sharpness_ratios
 
 #: SExtractor FLAGS bits
 FLAG_NEIGHBOURS = 1
@@ -37,6 +41,8 @@ CATALOGUE_COLUMNS = (
     "peak",
     "area",
     "background",
+    "sharp_single",
+    "sharp_pair",
 )
 
 ALLGROUND_FILTER = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32)
@@ -154,6 +160,7 @@ def extract_sources(
         flags[peak >= saturation_adu] |= FLAG_SATURATED
     xi = np.clip(x.round().astype(int), 0, data.shape[1] - 1)
     yi = np.clip(y.round().astype(int), 0, data.shape[0] - 1)
+    sharp_single, sharp_pair = sharpness_ratios(data, x, y)
     return {
         "number": np.arange(1, len(objects) + 1, dtype=np.int32),
         "x_image": x + 1.0,
@@ -169,4 +176,6 @@ def extract_sources(
         "peak": objects["peak"].astype(np.float64),
         "area": objects["npix"].astype(np.int32),
         "background": back[yi, xi].astype(np.float64),
+        "sharp_single": sharp_single,
+        "sharp_pair": sharp_pair,
     }

@@ -14,7 +14,11 @@ Two methods (VISQL-SPEC 5.4, 6.4):
   (stars, galaxies) the test also has to beat the noise of the neighbours, so stars are never
   counted; hot pixels (from darks) and saturated areas are masked. Seeds grow into neighbours
   above a lower threshold and connected components are the hits, each with its pixel count,
-  charge, peak, centroid and track length (from the second moments along the track).
+  charge, peak, centroid, second moments and track length (from the moments along the track).
+  Hits are classified one by one (`classify_hits`): X-ray events are point deposits (no track:
+  a major-axis variance a point can have, given the charge diffusion measured on the frame's
+  own tracks) of 400-1200 ADU; near-vertical cosmic rays look the same, and their share is
+  measured on quiet frames (`xray_baseline`) and removed by `xray_net`.
 
 Positions are 0-based (column, row) in the image passed in. Everything is numpy/scipy on one
 quadrant at a time, no BLAS.
@@ -38,7 +42,10 @@ PROTON_ADU = (1.0e4, 4.0e4)
 PIXEL_CM = 12e-4
 READOUT_S = 72.0
 
-HIT_COLUMNS = ("x", "y", "npix", "charge_adu", "peak_adu", "length_px", "kind")
+HIT_COLUMNS = (
+    "x", "y", "npix", "charge_adu", "peak_adu", "length_px",
+    "var_major_px2", "var_minor_px2", "peak_fraction", "kind",
+)  # fmt: skip
 KINDS = ("cosmic", "xray", "proton")
 
 
@@ -50,9 +57,10 @@ class HitParams:
     grow_sigma: float = 2.5  # seeds grow into neighbours above this
     grow_steps: int = 2  # pixels a hit may grow from its seeds
     #: A PSF puts at least this fraction of a pixel's value into its two neighbours along any
-    #: direction (single) and, for a pixel pair, into the two pixels flanking it (pair).
-    #: Defaults: half the minimum over sub-pixel positions of the simulated VIS PSF (Moffat
-    #: beta 2.5, R2 1.95 px2: 0.47 and 0.11); a Gaussian of FWHM 1.6 px gives 0.29 and 0.023.
+    #: direction (single) and, for a pixel pair, into the two pixels flanking it (pair). The
+    #: events stage measures both on the frame's own stars (`psf_limits`); these values are
+    #: used only where a frame has fewer than 5 measurable stars (darks, empty fields): half
+    #: the minimum over sub-pixel positions of the VIS PSF (Moffat beta 2.5, R2 1.95 px2).
     psf_single_ratio: float = 0.24
     psf_pair_ratio: float = 0.055
     star_sharp_sigma: float = 5.0  # near a catalogued object the excess must beat this many sigma
@@ -60,14 +68,16 @@ class HitParams:
     saturation_margin_px: int = 3  # pixels around saturated ones are masked
     background_mesh_px: int = 64  # sky mesh (sep)
     # classification of hits (pixel-level)
-    xray_max_length_px: float = 2.0  # X-ray events are points (a point split over two pixels: 1.7)
     proton_max_length_px: float = 6.0  # protons: short, very bright tracks
-    confusion_px: int = 3  # grown hits merge when their cores are within grow_steps + 1 px
-    long_track_px: tuple[float, float] = (3.0, 30.0)  # cosmic tracks used as the X-ray baseline
-    #: point-like hits in the X-ray window per cosmic track of long_track_px length in quiet
-    #: times (near-vertical cosmic rays look like X-ray events): 0.4586 on two quiet simulated
-    #: frames (8890 / 19385); recalibrate on real quiet data with `xray_baseline_ratio`.
-    xray_cosmic_ratio: float = 0.4586
+    #: a point deposit's footprint reaches ~1 px from its centre and merges with another hit
+    #: it touches (8-connected): its centre within 2 px of that hit's footprint. Measured on
+    #: simulated flares: the share of X-ray events not merged is 1 - confusion within 0.5 %.
+    confusion_px: int = 2
+    object_min_px: int = 5  # an object's light: >= this many connected pixels above grow_sigma
+    #: tracks used to measure the charge diffusion (minor-axis variance) on the frame itself
+    diffusion_track_px: tuple[float, float] = (5.0, 30.0)
+    min_diffusion_tracks: int = 20  # fewer such tracks: the nominal diffusion below is used
+    nominal_diffusion_var_px2: float = 0.08  # (0.28 px)^2: VIS CCD273 charge diffusion
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -120,9 +130,14 @@ def detect_hits(
     objects: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     hot_pixels: np.ndarray | None = None,
     params: HitParams | None = None,
+    diffusion_var_px2: float | None = None,
     return_labels: bool = False,
 ) -> dict[str, np.ndarray]:
     """Particle hits of a bias-subtracted image area (ADU).
+
+    `diffusion_var_px2` sets the point-deposit limit of the X-ray class (default: measured
+    on this image's own tracks, `diffusion_variance`); callers with a whole frame classify
+    again with the frame's value.
 
     objects: (x, y, radius) of catalogued non-compact sources, 0-based; hits there must beat
     the noise of the PSF test. hot_pixels: flat indices of known hot pixels (never seeds).
@@ -173,9 +188,8 @@ def detect_hits(
     hit_mask = np.zeros(height * width, dtype=bool)
     hit_mask[seeds] = True
     hit_mask = hit_mask.reshape(height, width)
+    low = (sig > np.float32(p.grow_sigma) * rms) & ~masked
     if p.grow_steps > 0 and seeds.size:
-        low = (sig > np.float32(p.grow_sigma) * rms) & ~masked
-        # grow only inside a box around the seeds (cheap on sparse hits)
         hit_mask = ndimage.binary_dilation(
             hit_mask, structure=np.ones((3, 3), bool), iterations=p.grow_steps, mask=low
         )
@@ -184,20 +198,138 @@ def detect_hits(
     out["masked_pixels"] = np.int64(masked.sum())
     out["hit_pixels"] = np.int64(hit_mask.sum())
     out["image_pixels"] = np.int64(height * width)
-    out["kind"] = classify_hits(out["charge_adu"], out["length_px"], p)
-    # confusion: the measured area within confusion_px of a hit that is not X-ray-like, where a
-    # new X-ray event would merge with that hit and be lost
+    if diffusion_var_px2 is None:
+        diffusion_var_px2, _ = diffusion_variance(out["var_minor_px2"], out["length_px"], p)
+    point_var_max = point_variance_limit(diffusion_var_px2)
+    out["kind"] = classify_hits(
+        out["charge_adu"], out["var_major_px2"], out["length_px"], point_var_max, p
+    )
+    # confusion: the measured area within confusion_px of a hit that is not X-ray-like, or of
+    # an object's light (stars, galaxies: connected areas above grow_sigma of at least
+    # object_min_px pixels), where a new X-ray event would merge with it and be lost
     others = np.zeros(n + 1, dtype=bool)
     others[1:] = out["kind"] != "xray"
+    busy = others[labels]
+    light, n_light = ndimage.label(low & ~hit_mask, structure=np.ones((3, 3), dtype=int))
+    if n_light:
+        big = np.bincount(light.ravel(), minlength=n_light + 1) >= p.object_min_px
+        big[0] = False
+        busy |= big[light]
+    del light
     near_others = ndimage.binary_dilation(
-        others[labels], structure=np.ones((3, 3), bool), iterations=p.confusion_px
+        busy, structure=np.ones((3, 3), bool), iterations=p.confusion_px
     )
     measured = labels.size - int(masked.sum())
     out["confusion_fraction"] = float((near_others & ~masked).sum() / measured) if measured else 0.0
+    out["touch_probability"] = touch_probability(labels, n)
     if return_labels:
         out["labels"] = labels
         out["masked"] = masked
     return out
+
+
+def sharpness_ratios(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, background: np.ndarray | float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """How sharp each source is, in the terms of the hit detector's PSF tests: at its
+    brightest pixel p (within 1 px of (x, y), 0-based), the smallest over the four directions
+    of (n1 + n2) / p (single-pixel test) and of (beyond + other) / (p + partner) (two-pixel
+    test). Measured on the frame's stars, these bound what its PSF can do (`psf_limits`).
+    NaN within 3 px of the edge or where the peak is not positive."""
+    img = np.asarray(image, dtype=np.float32)
+    h, w = img.shape
+    xs = np.atleast_1d(np.asarray(x, dtype=float))
+    ys = np.atleast_1d(np.asarray(y, dtype=float))
+    bg = np.broadcast_to(np.asarray(background, dtype=np.float32), xs.shape)
+    single = np.full(xs.size, np.nan)
+    pair = np.full(xs.size, np.nan)
+    ix = np.rint(xs).astype(np.int64)
+    iy = np.rint(ys).astype(np.int64)
+    ok = np.isfinite(xs) & np.isfinite(ys) & (ix >= 3) & (ix < w - 3) & (iy >= 3) & (iy < h - 3)
+    if not ok.any():
+        return single, pair
+    ix, iy, b = ix[ok], iy[ok], bg[ok]
+    # the brightest pixel of the 3 x 3 around the position
+    off = np.array([-1, 0, 1])
+    box = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
+    k = np.argmax(box.reshape(ix.size, 9), axis=1)
+    py, px = iy + k // 3 - 1, ix + k % 3 - 1
+    p = img[py, px] - b
+    s1 = np.full(ix.size, np.inf)
+    s2 = np.full(ix.size, np.inf)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        n_plus = img[py + dy, px + dx] - b
+        n_minus = img[py - dy, px - dx] - b
+        s1 = np.minimum(s1, (n_plus + n_minus) / p)
+        plus = n_plus >= n_minus
+        partner = np.where(plus, n_plus, n_minus)
+        other = np.where(plus, n_minus, n_plus)
+        beyond = np.where(plus, img[py + 2 * dy, px + 2 * dx], img[py - 2 * dy, px - 2 * dx]) - b
+        s2 = np.minimum(s2, (beyond + other) / (p + partner))
+    good = p > 0
+    single[np.flatnonzero(ok)[good]] = s1[good]
+    pair[np.flatnonzero(ok)[good]] = s2[good]
+    return single, pair
+
+
+def psf_limits(
+    single: np.ndarray, pair: np.ndarray, params: HitParams | None = None, min_stars: int = 5
+) -> tuple[float, float, int]:
+    """The hit detector's PSF ratios from the sharpness of the frame's own stars: half the
+    1st percentile of their single- and two-pixel ratios (half the minimum with fewer than
+    100 stars), so that no star of this PSF is sharper than the limit, whatever its profile
+    (Moffat or Gaussian, 0.7 or 1.6 px). Returns (single, pair, stars used); with fewer than
+    `min_stars` stars, the configured limits."""
+    p = params or HitParams()
+    s1 = np.asarray(single, dtype=float)
+    s2 = np.asarray(pair, dtype=float)
+    ok = np.isfinite(s1) & np.isfinite(s2) & (s1 > 0) & (s2 > 0)
+    n = int(ok.sum())
+    if n < min_stars:
+        return float(p.psf_single_ratio), float(p.psf_pair_ratio), n
+    q = 1.0 if n >= 100 else 0.0
+    return 0.5 * float(np.percentile(s1[ok], q)), 0.5 * float(np.percentile(s2[ok], q)), n
+
+
+def touch_probability(labels: np.ndarray, n: int, trials: int = 4, seed: int = 0) -> float:
+    """Chance that a particle's deposit touches another's (and the two count as one hit),
+    measured with the image's own hits: each hit's footprint is placed at random positions
+    and tested against the (8-connected) footprint of all hits. With pairs merging, the
+    particles are about n_hits / (1 - p / 2) (`particles_from_hits`)."""
+    if n == 0:
+        return 0.0
+    height, width = labels.shape
+    occupied = ndimage.binary_dilation(labels > 0, structure=np.ones((3, 3), bool))
+    idx = np.flatnonzero(labels)
+    lab = labels.ravel()[idx] - 1
+    y, x = np.divmod(idx, width)
+    y0 = np.full(n, height)
+    x0 = np.full(n, width)
+    np.minimum.at(y0, lab, y)
+    np.minimum.at(x0, lab, x)
+    y1 = np.zeros(n, dtype=np.int64)
+    x1 = np.zeros(n, dtype=np.int64)
+    np.maximum.at(y1, lab, y)
+    np.maximum.at(x1, lab, x)
+    span_y, span_x = y1 - y0 + 1, x1 - x0 + 1
+    rng = np.random.default_rng(seed)
+    touched = 0.0
+    for _ in range(trials):
+        sy = rng.integers(0, np.maximum(height - span_y, 1))
+        sx = rng.integers(0, np.maximum(width - span_x, 1))
+        ny = np.clip(y - y0[lab] + sy[lab], 0, height - 1)
+        nx = np.clip(x - x0[lab] + sx[lab], 0, width - 1)
+        touched += float((np.bincount(lab, weights=occupied[ny, nx], minlength=n) > 0).mean())
+    return touched / trials
+
+
+def particles_from_hits(n_hits: float, touch_probability: float) -> float:
+    """Particles behind n_hits distinct hits when a fraction p of them touch another one:
+    two touching particles make one hit, so n_hits = N (1 - p / 2). Measured on simulated
+    frames: within 2 % of the injected particles for isotropic to near-vertical cosmic rays
+    (up to 16 % of them merged); underestimates where long tracks merge in chains."""
+    p = min(max(float(touch_probability), 0.0), 0.9)
+    return float(n_hits) / (1.0 - 0.5 * p)
 
 
 def _disks(objects: tuple[np.ndarray, np.ndarray, np.ndarray], height: int, width: int):
@@ -240,6 +372,8 @@ def hit_table(labels: np.ndarray, n: int, sig: np.ndarray) -> dict[str, np.ndarr
     length = np.sqrt(12.0 * 2.0 * half_diff)
     peak = np.full(n, -np.inf)
     np.maximum.at(peak, lab, v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        peak_fraction = np.where(charge > 0, peak / charge, np.nan)
     return {
         "x": mx,
         "y": my,
@@ -247,48 +381,116 @@ def hit_table(labels: np.ndarray, n: int, sig: np.ndarray) -> dict[str, np.ndarr
         "charge_adu": charge,
         "peak_adu": peak,
         "length_px": length,
+        "var_major_px2": 0.5 * (sxx + syy) + half_diff,
+        "var_minor_px2": 0.5 * (sxx + syy) - half_diff,
+        "peak_fraction": peak_fraction,
     }
 
 
-def classify_hits(
-    charge_adu: np.ndarray, length_px: np.ndarray, params: HitParams | None = None
-) -> np.ndarray:
-    """'xray' (point-like, 400-1200 ADU), 'proton' (short, 1e4-4e4 ADU) or 'cosmic' per hit.
+def diffusion_variance(
+    var_minor_px2: np.ndarray, length_px: np.ndarray, params: HitParams | None = None
+) -> tuple[float, int]:
+    """The charge-diffusion variance (px^2) measured on the frame's own cosmic-ray tracks.
 
-    The X-ray class also holds the near-vertical cosmic rays of that charge: see
-    `xray_excess` for the X-ray count corrected for them.
+    Across a straight track the charge profile is the diffusion plus the pixel sampling
+    (1/12 px^2 on average over track angles), so the median minor-axis variance of tracks of
+    `diffusion_track_px` length minus 1/12 is the diffusion variance. Returns it and the number
+    of tracks used; with fewer than `min_diffusion_tracks`, the nominal value and that count.
+    """
+    p = params or HitParams()
+    length = np.asarray(length_px, dtype=float)
+    minor = np.asarray(var_minor_px2, dtype=float)
+    lo, hi = p.diffusion_track_px
+    sel = (length >= lo) & (length <= hi) & np.isfinite(minor)
+    n = int(sel.sum())
+    if n < p.min_diffusion_tracks:
+        return float(p.nominal_diffusion_var_px2), n
+    return max(float(np.median(minor[sel])) - 1.0 / 12.0, 0.0), n
+
+
+def point_variance_limit(diffusion_var_px2: float) -> float:
+    """Largest major-axis variance (px^2) of a point deposit: a point split between two
+    pixels has at most 1/4 px^2 of pixel variance along the split, plus the diffusion."""
+    return 0.25 + max(float(diffusion_var_px2), 0.0)
+
+
+def classify_hits(
+    charge_adu: np.ndarray,
+    var_major_px2: np.ndarray,
+    length_px: np.ndarray,
+    point_var_max: float,
+    params: HitParams | None = None,
+) -> np.ndarray:
+    """Hit by hit: 'xray' (a point deposit without a track, 400-1200 ADU), 'proton' (short,
+    1e4-4e4 ADU) or 'cosmic'.
+
+    A point deposit has a major-axis variance no larger than `point_var_max` (see
+    `point_variance_limit`); a cosmic ray whose track is shorter than about a pixel (a
+    near-vertical one) looks the same and is counted here too: `xray_net` removes that
+    contamination with a baseline measured on quiet frames.
     """
     p = params or HitParams()
     q = np.asarray(charge_adu, dtype=float)
+    major = np.asarray(var_major_px2, dtype=float)
     length = np.asarray(length_px, dtype=float)
     kind = np.full(q.size, "cosmic", dtype=object)
-    kind[(q > XRAY_ADU[0]) & (q < XRAY_ADU[1]) & (length <= p.xray_max_length_px)] = "xray"
+    point = major <= float(point_var_max)
+    kind[(q > XRAY_ADU[0]) & (q < XRAY_ADU[1]) & point] = "xray"
     kind[(q > PROTON_ADU[0]) & (q < PROTON_ADU[1]) & (length <= p.proton_max_length_px)] = "proton"
     return kind.astype(str)
 
 
-def long_tracks(length_px: np.ndarray, params: HitParams | None = None) -> np.ndarray:
-    """Cosmic-ray tracks long enough that no X-ray event or proton looks like them."""
-    p = params or HitParams()
-    length = np.asarray(length_px, dtype=float)
-    return (length >= p.long_track_px[0]) & (length <= p.long_track_px[1])
+@dataclass(frozen=True)
+class XrayBaseline:
+    """X-ray-class hits per cosmic-ray track on quiet frames: the cosmic rays (near-vertical
+    ones) that pass as X-ray events, measured, not assumed."""
+
+    ratio: float
+    ratio_err: float
+    n_frames: int
+    frames: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
-def xray_excess(
-    n_xray_class: float, n_long_tracks: float, ratio: float, confusion_fraction: float = 0.0
-) -> float:
-    """X-ray events above the cosmic rays that look like them: compact hits in the X-ray
-    window minus `ratio` per long cosmic track (isotropic cosmic rays give a fixed ratio of
-    near-vertical to inclined tracks; the ratio is measured on quiet exposures), divided by
-    the fraction of the area where an X-ray event does not merge with another hit."""
-    excess = float(n_xray_class) - float(ratio) * float(n_long_tracks)
-    return excess / max(1.0 - float(confusion_fraction), 0.5)
+def xray_baseline(
+    xray_candidates: np.ndarray, cr_tracks: np.ndarray, names: tuple[str, ...] = ()
+) -> XrayBaseline | None:
+    """The quiet-time ratio of X-ray-class hits to tracks over frames (the median of the
+    per-frame ratios, robust to a flare among them; its error from the spread, or from Poisson
+    counts when the frames agree better than that). None without at least one usable frame."""
+    cand = np.asarray(xray_candidates, dtype=float)
+    tracks = np.asarray(cr_tracks, dtype=float)
+    ok = np.isfinite(cand) & np.isfinite(tracks) & (tracks > 0)
+    if not ok.any():
+        return None
+    cand, tracks = cand[ok], tracks[ok]
+    ratios = cand / tracks
+    ratio = float(np.median(ratios))
+    poisson = float(np.sqrt(max(cand.sum(), 1.0)) / tracks.sum())
+    n = ratios.size
+    spread = 1.4826 * float(np.median(np.abs(ratios - ratio))) * 1.253 / np.sqrt(n) if n > 2 else 0
+    used = tuple(np.asarray(names, dtype=object)[ok].tolist()) if len(names) == ok.size else ()
+    return XrayBaseline(ratio, max(poisson, spread), int(n), used)
 
 
-def xray_baseline_ratio(n_xray_class: np.ndarray, n_long_tracks: np.ndarray) -> float:
-    """The X-ray-window hits per long cosmic track over quiet exposures (sum over sum)."""
-    total_long = float(np.sum(n_long_tracks))
-    return float(np.sum(n_xray_class)) / total_long if total_long > 0 else 0.0
+def xray_net(
+    n_candidates: float,
+    n_tracks: float,
+    baseline: XrayBaseline,
+    confusion_fraction: float = 0.0,
+) -> tuple[float, float, float]:
+    """X-ray events net of the cosmic rays that pass as X-ray events: (events, error,
+    contamination). The contamination is the baseline ratio times this frame's tracks; the
+    events are never negative and are corrected for the area where a new event would merge
+    with another hit. The error combines the Poisson noise of the candidates and the
+    baseline's uncertainty."""
+    contamination = float(baseline.ratio) * float(n_tracks)
+    keep = max(1.0 - float(confusion_fraction), 0.5)
+    net = max(float(n_candidates) - contamination, 0.0) / keep
+    var = float(n_candidates) + (float(baseline.ratio_err) * float(n_tracks)) ** 2
+    return net, float(np.sqrt(var)) / keep, contamination
 
 
 def particle_exposure_s(exptime_s: float, readout_s: float = READOUT_S) -> float:

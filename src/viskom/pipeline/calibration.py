@@ -158,3 +158,123 @@ def resolve_relative_gains(settings: Any) -> tuple[dict[str, float], str]:
         return read_quadrant_gains(path), str(path)
     except (OSError, ValueError) as exc:
         return {}, f"error: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------
+# X-ray baseline: the cosmic rays that pass as X-ray events, measured on quiet frames
+# ---------------------------------------------------------------------------------------------
+XRAY_BASELINE_FILE = Path("calibration") / "xray_baseline.json"
+BASELINE_FRAME_TYPES = ("SCIENCE", "DARK")
+
+
+def xray_baseline_path(products_dir: str | Path) -> Path:
+    """Where the X-ray baseline lives in the product tree."""
+    return Path(products_dir) / XRAY_BASELINE_FILE
+
+
+def load_xray_baseline(path: str | Path, frame_type: str | None) -> Any:
+    """The baseline for a frame type (that type's own, else the pooled one), or None."""
+    from viskom.measure.cosmics import XrayBaseline
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    entry = table.get(str(frame_type or "").upper()) or table.get("pooled")
+    if not entry:
+        return None
+    return XrayBaseline(
+        float(entry["ratio"]),
+        float(entry["ratio_err"]),
+        int(entry["n_frames"]),
+        tuple(entry.get("frames", ())),
+    )
+
+
+def quiet_frames(store: Any, settings: Any) -> dict[str, list[tuple[str, float, float]]]:
+    """Per frame type, (exposure, xray_candidates, cr_tracks) of the most recent measured
+    frames, without those the GOES X-ray flux marks as flaring (when it is known)."""
+    cfg = settings.events
+    out: dict[str, list[tuple[str, float, float]]] = {}
+    for frame_type in BASELINE_FRAME_TYPES:
+        names = [e.name for e in store.list_exposures(frame_type=frame_type, state="registered")]
+        if not names:
+            continue
+        values: dict[str, dict[str, float]] = {}
+        for m in store.metrics(
+            exposures=names,
+            metrics=["xray_candidates", "cr_tracks", "goes_xrsb_max"],
+            units=["FPA"],
+        ):
+            if m.value is not None:
+                values.setdefault(m.exposure, {})[m.metric] = float(m.value)
+        rows = []
+        for name in names:  # in date order
+            v = values.get(name, {})
+            if "xray_candidates" not in v or v.get("cr_tracks", 0.0) <= 0:
+                continue
+            if v.get("goes_xrsb_max", 0.0) >= cfg.xray_quiet_goes_xrsb:
+                continue
+            rows.append((name, v["xray_candidates"], v["cr_tracks"]))
+        out[frame_type] = rows[-int(cfg.xray_baseline_frames) :]
+    return out
+
+
+def update_xray_baseline(store: Any, settings: Any) -> tuple[Path | None, str]:
+    """Rebuild the X-ray baseline from the store's quiet frames when they changed.
+
+    Per frame type: the median over the most recent `[events] xray_baseline_frames` measured
+    frames (flaring ones left out when GOES says so) of X-ray-class hits per cosmic-ray track,
+    with at least `xray_baseline_min_frames` frames; a pooled value from both types too. The
+    events stage uses the baseline current when it runs and records the ratio it used.
+    """
+    from viskom.measure.cosmics import xray_baseline
+
+    path = xray_baseline_path(settings.products_path)
+    need = int(settings.events.xray_baseline_min_frames)
+    frames = quiet_frames(store, settings)
+    table: dict[str, Any] = {}
+    pooled: list[tuple[str, float, float]] = []
+    for frame_type, rows in frames.items():
+        pooled += rows
+        if len(rows) >= need:
+            base = xray_baseline(
+                np.array([r[1] for r in rows]),
+                np.array([r[2] for r in rows]),
+                tuple(r[0] for r in rows),
+            )
+            if base is not None:
+                table[frame_type] = base.as_dict()
+    if len(pooled) >= need:
+        base = xray_baseline(
+            np.array([r[1] for r in pooled]),
+            np.array([r[2] for r in pooled]),
+            tuple(r[0] for r in pooled),
+        )
+        if base is not None:
+            table["pooled"] = base.as_dict()
+    if not table:
+        found = sum(len(r) for r in frames.values())
+        have = "kept" if path.exists() else "none yet"
+        return (path if path.exists() else None), (
+            f"X-ray baseline: {found} quiet measured frame(s), need {need}; {have}"
+        )
+    if path.exists():
+        try:
+            if json.loads(path.read_text()) == json.loads(json.dumps(table)):
+                return path, "X-ray baseline: up to date"
+        except (OSError, ValueError):
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".xray_baseline.", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(table, fh, indent=1)
+    os.replace(tmp, path)
+    summary = ", ".join(
+        f"{k} {v['ratio']:.4f} +- {v['ratio_err']:.4f} ({v['n_frames']} frames)"
+        for k, v in table.items()
+    )
+    return path, f"X-ray baseline: {summary}"

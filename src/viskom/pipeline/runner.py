@@ -2,9 +2,12 @@
 
 A stage is pending for an exposure when it never ran, or ran with another stage version
 or configuration. Failed stages are retried only on request (`retry_failed`), so a bad
-frame does not cost time on every run. Work is grouped per exposure (the frame is opened
-once for all its stages) and executed on an executor; results are written by this
-process only, as each exposure finishes.
+frame does not cost time on every run; a stage that ran and measured nothing (status
+``empty``, its quality outcomes say why) is done like an ``ok`` one, and the stages that
+read its products still run. A stage whose declared header keywords (`Stage.header_keywords`)
+are unusable or missing is recorded as failed with that reason, without running. Work is
+grouped per exposure (the frame is opened once for all its stages) and executed on an
+executor; results are written by this process only, as each exposure finishes.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from typing import Any
 from viskom import __version__
 from viskom.le1.frame import Le1Frame
 from viskom.pipeline.executors import Executor
-from viskom.stages import STAGES, ExposureInfo, Stage, config_hash, get_stage
-from viskom.store import Exposure, StageRun, Store
+from viskom.stages import STAGES, ExposureInfo, QualityOutcome, Stage, config_hash, get_stage
+from viskom.store import DONE_STATUSES, Exposure, StageRun, Store
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,8 @@ class Task:
 
 
 @dataclass
-class Outcome:
-    """What one stage did on one exposure."""
+class StageOutcome:
+    """What one stage did on one exposure: status ok, empty or failed, metrics, outcomes."""
 
     exposure_id: int
     exposure_name: str
@@ -53,6 +56,7 @@ class Outcome:
     started_at: datetime
     duration_s: float
     metrics: list[tuple[str, str, float]] = field(default_factory=list)
+    outcomes: list[QualityOutcome] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +66,8 @@ class RunSummary:
     exposures: int = 0
     stages_ok: int = 0
     stages_failed: int = 0
+    stages_empty: int = 0  # ran and measured nothing; the outcomes say why
+    outcomes: list[tuple[str, str, QualityOutcome]] = field(default_factory=list)  # (exp, stage)
     skipped: int = 0
     blocked: int = 0  # pending stages whose required stage failed
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (exposure, stage, error)
@@ -79,9 +85,11 @@ def plan(
     retry_failed: bool = False,
     exposures: Sequence[str] | None = None,
     workers: int | None = None,
+    only: Sequence[str] | None = None,
 ) -> tuple[list[Task], int, int]:
     """Tasks for everything pending, how many (exposure, stage) pairs were up to date, and
-    how many are blocked because a stage they need failed (retry it with retry_failed)."""
+    how many are blocked because a stage they need failed (retry it with retry_failed).
+    `only` limits the work to those stage names (provenance still over all `stages`)."""
     calls_by_stage: dict[str, StageCall] = {}
     for stage in stages:
         cfg = stage.config_of(settings)
@@ -102,7 +110,9 @@ def plan(
     for exp in registered:
         calls: list[StageCall] = []
         for stage in stages:
-            if not stage.applies_to(exp.frame_type):
+            if not stage.applies_to(exp.frame_type) or (
+                only is not None and stage.name not in only
+            ):
                 continue
             call = calls_by_stage[stage.name]
             if _is_pending(runs.get((exp.id, stage.name)), call, force, retry_failed):
@@ -110,7 +120,8 @@ def plan(
                 ready = all(
                     name in planned
                     or (
-                        runs.get((exp.id, name)) is not None and runs[(exp.id, name)].status == "ok"
+                        runs.get((exp.id, name)) is not None
+                        and runs[(exp.id, name)].status in DONE_STATUSES
                     )
                     for name in stage.requires
                 )
@@ -136,7 +147,7 @@ def _is_pending(run: StageRun | None, call: StageCall, force: bool, retry_failed
         return True
     if run.stage_version != call.version or run.config_hash != call.config_hash:
         return True
-    return run.status != "ok" and retry_failed
+    return run.status not in DONE_STATUSES and retry_failed
 
 
 def _exposure_info(exp: Exposure, settings: Any) -> ExposureInfo:
@@ -151,9 +162,9 @@ def _exposure_info(exp: Exposure, settings: Any) -> ExposureInfo:
     )
 
 
-def execute_task(task: Task) -> list[Outcome]:
+def execute_task(task: Task) -> list[StageOutcome]:
     """Run a task's stages on its frame (in a worker). Each stage's failure is captured."""
-    outcomes: list[Outcome] = []
+    outcomes: list[StageOutcome] = []
     frame = None
     open_error = None
     try:
@@ -172,6 +183,11 @@ def execute_task(task: Task) -> list[Outcome]:
                 outcomes.append(_failed(task, call, why, started, 0.0))
                 failed.add(call.stage)
                 continue
+            why = _header_blocker(frame, stage)
+            if why is not None:
+                outcomes.append(_failed(task, call, why, started, 0.0))
+                failed.add(call.stage)
+                continue
             try:
                 result = stage.run(frame, task.exposure, call.config)
             except Exception as exc:
@@ -184,15 +200,16 @@ def execute_task(task: Task) -> list[Outcome]:
                 failed.add(call.stage)
                 continue
             outcomes.append(
-                Outcome(
+                StageOutcome(
                     task.exposure.exposure_id,
                     task.exposure.name,
                     call,
-                    "ok",
+                    result.status,
                     None,
                     started,
                     time.perf_counter() - t0,
                     [(u, m, float(v)) for u, m, v in result.metrics],
+                    list(result.outcomes),
                 )
             )
     finally:
@@ -201,14 +218,25 @@ def execute_task(task: Task) -> list[Outcome]:
     return outcomes
 
 
-def _failed(task: Task, call: StageCall, error: str, started: datetime, dt: float) -> Outcome:
-    return Outcome(
+def _header_blocker(frame: Le1Frame, stage: Stage) -> str | None:
+    """Why `stage` cannot run on this frame's header ("EXPTIME = 'abc' is not a number
+    (primary header): needed by events"), or None."""
+    try:
+        unusable = frame.primary.blocking_problem(stage.header_keywords)
+    except KeyError as exc:
+        return f"stage {stage.name} declares an unknown header keyword: {exc}"
+    return None if unusable is None else f"{unusable.describe()}: needed by {stage.name}"
+
+
+def _failed(task: Task, call: StageCall, error: str, started: datetime, dt: float) -> StageOutcome:
+    return StageOutcome(
         task.exposure.exposure_id, task.exposure.name, call, "failed", error, started, dt
     )
 
 
-def record(store: Store, outcome: Outcome) -> None:
-    """Write one stage outcome (provenance row and metrics) in one transaction."""
+def record(store: Store, outcome: StageOutcome) -> None:
+    """Write what one stage did (provenance row, metrics, quality outcomes) in one
+    transaction."""
     run = StageRun(
         exposure_id=outcome.exposure_id,
         stage=outcome.call.stage,
@@ -220,7 +248,12 @@ def record(store: Store, outcome: Outcome) -> None:
         started_at=outcome.started_at,
         duration_s=outcome.duration_s,
     )
-    store.record_stage_run(run, outcome.metrics if outcome.status == "ok" else ())
+    done = outcome.status in DONE_STATUSES
+    store.record_stage_run(
+        run,
+        outcome.metrics if done else (),
+        [(o.code, o.unit, o.message) for o in outcome.outcomes] if done else (),
+    )
 
 
 def run_pipeline(
@@ -235,24 +268,54 @@ def run_pipeline(
     workers: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> RunSummary:
-    """Execute all pending work; never stops on a stage's or a worker's failure."""
-    t0 = time.perf_counter()
-    from viskom.pipeline.calibration import update_hot_pixel_map, update_relative_gains
+    """Execute all pending work; never stops on a stage's or a worker's failure.
 
+    Calibrations built from many exposures are brought up to date first (hot-pixel map,
+    relative gains, X-ray baseline). When the run itself gives the store its first X-ray
+    baseline, the events stage of the exposures measured without one runs once more, so that
+    their net X-ray counts exist (a new baseline later does not re-measure the past).
+    """
+    t0 = time.perf_counter()
+    from viskom.pipeline.calibration import (
+        update_hot_pixel_map,
+        update_relative_gains,
+        update_xray_baseline,
+    )
+
+    stages = tuple(stages)
     _map, hot_note = update_hot_pixel_map(store, settings)
     _gains, gains_note = update_relative_gains(store, settings)
+    baseline_before, xray_note = update_xray_baseline(store, settings)
     tasks, skipped, blocked = plan(
         store,
         settings,
-        stages=tuple(stages),
+        stages=stages,
         force=force,
         retry_failed=retry_failed,
         exposures=exposures,
         workers=workers,
     )
     summary = RunSummary(
-        exposures=len(tasks), skipped=skipped, blocked=blocked, notes=[hot_note, gains_note]
+        exposures=len(tasks),
+        skipped=skipped,
+        blocked=blocked,
+        notes=[hot_note, gains_note, xray_note],
     )
+    _execute(store, executor, tasks, summary, progress)
+    if baseline_before is None:
+        _rerun_events_with_new_baseline(store, settings, executor, stages, summary, workers)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _execute(
+    store: Store,
+    executor: Executor,
+    tasks: Sequence[Task],
+    summary: RunSummary,
+    progress: Callable[[int, int, str], None] | None,
+) -> None:
+    """Run tasks on the executor and record every stage outcome into the store and summary."""
     for done, (task, result) in enumerate(executor.map_unordered(execute_task, tasks), start=1):
         if isinstance(result, BaseException):
             now = datetime.now(UTC)
@@ -263,10 +326,16 @@ def run_pipeline(
                 record(store, outcome)
             except Exception as exc:  # e.g. a metric clash: this stage failed, the run goes on
                 outcome.status, outcome.error = "failed", f"could not record results: {exc}"
-                outcome.metrics = []
+                outcome.metrics, outcome.outcomes = [], []
                 record(store, outcome)
-            if outcome.status == "ok":
-                summary.stages_ok += 1
+            if outcome.status in DONE_STATUSES:
+                if outcome.status == "ok":
+                    summary.stages_ok += 1
+                else:
+                    summary.stages_empty += 1
+                summary.outcomes.extend(
+                    (outcome.exposure_name, outcome.call.stage, o) for o in outcome.outcomes
+                )
                 if task.exposure.date_obs:
                     summary.months.add(task.exposure.date_obs[:7])
             else:
@@ -276,5 +345,47 @@ def run_pipeline(
                 )
         if progress:
             progress(done, len(tasks), task.exposure.name)
-    summary.seconds = time.perf_counter() - t0
-    return summary
+
+
+def _rerun_events_with_new_baseline(
+    store: Store,
+    settings: Any,
+    executor: Executor,
+    stages: Sequence[Stage],
+    summary: RunSummary,
+    workers: int | None,
+) -> None:
+    """If this run's frames gave the store its first X-ray baseline, measure the events of
+    the frames that ran without one again (their outcome `no_xray_baseline` goes)."""
+    from viskom.pipeline.calibration import update_xray_baseline
+
+    events = [s for s in stages if s.name == "events"]
+    waiting = sorted(
+        {
+            e
+            for e, stage, o in summary.outcomes
+            if stage == "events" and o.code == "no_xray_baseline"
+        }
+    )
+    if not events or not waiting:
+        return
+    path, note = update_xray_baseline(store, settings)
+    if path is None:
+        return
+    tasks, _skipped, _blocked = plan(
+        store,
+        settings,
+        stages=tuple(stages),
+        force=True,
+        exposures=waiting,
+        workers=workers,
+        only=("events",),
+    )
+    again = RunSummary()
+    _execute(store, executor, tasks, again, None)
+    redone = set(waiting)
+    summary.outcomes = [
+        (e, stage, o) for e, stage, o in summary.outcomes if not (stage == "events" and e in redone)
+    ] + again.outcomes
+    summary.failures += again.failures
+    summary.notes.append(f"{note}; events measured again for {len(tasks)} exposure(s)")

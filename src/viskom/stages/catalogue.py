@@ -1,4 +1,9 @@
-"""Catalogue stage: the sources of every quadrant of SCIENCE, FLAT and DARK frames (Parquet)."""
+"""Catalogue stage: the sources of every quadrant of SCIENCE, FLAT and DARK frames (Parquet).
+
+A quadrant whose geometry, GAIN (flux errors) or SATURATE (saturation flags) keyword is
+unusable or missing-when-needed is left out with a `bad_header_value` quality outcome
+rather than measured with a default; when no quadrant is left the stage records `empty`.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from viskom.le1.focalplane import unwrap_longitude
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.wcs import QuadrantWcs
 from viskom.measure.catalogue import CATALOGUE_COLUMNS, ExtractionParams, extract_sources
+from viskom.measure.cosmics import sharpness_ratios
 from viskom.measure.detector import quadrant_bias
-from viskom.stages.base import ExposureInfo, Stage, StageResult
+from viskom.stages.base import ExposureInfo, Stage, StageResult, usable_quadrants
 from viskom.stages.quadrants import map_quadrants
 from viskom.store.products import write_table
 
@@ -57,21 +63,31 @@ def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np
     return cat
 
 
-def sextractor_catalogue(frame: Le1Frame) -> dict[str, dict[str, np.ndarray]]:
+def sextractor_catalogue(
+    frame: Le1Frame, names: list[str] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """The optional engine: Debian's source-extractor with VISQL's configuration on the
     whole raw frame, converted to this stage's columns, per quadrant. SExtractor measures
     the raw pixels, so its BACKGROUND includes the bias: the quadrant's bias is removed to
-    give the same meaning as sep's (sky above bias)."""
+    give the same meaning as sep's (sky above bias). Only the quadrants `names` (default all)
+    are kept."""
     from viskom.sources.sextractor import run_sextractor
 
     sex = run_sextractor(frame.path)
     ext_of = np.array([frame.extname_of_hdu(int(n)) or "" for n in sex["ext_number"]])
     out = {}
-    for name in frame.quadrant_extnames:
+    for name in frame.quadrant_extnames if names is None else names:
         rows = np.flatnonzero(ext_of == name)
         quad = frame.quadrant(name)
         bias = quadrant_bias(quad.data, quad.geometry)[2]
         x_world = np.asarray(unwrap_longitude(sex["x_world"][rows]))
+        g = quad.geometry
+        image = quad.data[g.image.slices].astype(np.float32) - np.float32(bias)
+        sky = sex["background"][rows] - bias
+        single, pair = sharpness_ratios(
+            image, sex["x_image"][rows] - 1.0 - g.image.col0,
+            sex["y_image"][rows] - 1.0 - g.image.row0, sky,
+        )  # fmt: skip
         out[name] = {
             "extname": np.full(rows.size, name, dtype=object),
             "number": sex["number"][rows].astype(np.int32),
@@ -90,7 +106,9 @@ def sextractor_catalogue(frame: Le1Frame) -> dict[str, dict[str, np.ndarray]]:
             "flags": sex["flags"][rows].astype(np.int32),
             "peak": sex["flux_max"][rows],
             "area": sex["isoarea_image"][rows].astype(np.int32),
-            "background": sex["background"][rows] - bias,
+            "background": sky,
+            "sharp_single": single,
+            "sharp_pair": pair,
         }
     return out
 
@@ -100,7 +118,7 @@ class Catalogue(Stage):
     Debian's source-extractor itself (`catalogue_engine = "source-extractor"`)."""
 
     name = "catalogue"
-    version = "1"
+    version = "2"
     frame_types = frozenset({"SCIENCE", "FLAT", "DARK"})
     level = "quadrant"
 
@@ -113,13 +131,17 @@ class Catalogue(Stage):
     ) -> StageResult:
         cfg = dict(config)
         engine = cfg.pop("engine", "sep")
-        if engine == "source-extractor":
-            per_quadrant = sextractor_catalogue(frame)
+        names, outcomes = usable_quadrants(frame)
+        if not names:
+            per_quadrant = {}
+        elif engine == "source-extractor":
+            per_quadrant = sextractor_catalogue(frame, names)
         else:
             per_quadrant = map_quadrants(
                 frame,
                 quadrant_catalogue,
                 args=(ExtractionParams(**cfg),),
+                names=names,
                 workers=exposure.quadrant_workers,
             )
         table = {c: [] for c in COLUMNS}
@@ -132,6 +154,8 @@ class Catalogue(Stage):
         merged = {c: np.concatenate(v) if v else np.zeros(0) for c, v in table.items()}
         merged["extname"] = merged["extname"].astype(str)
         path = write_table(merged, exposure.product("catalogue", "parquet"))
+        if not per_quadrant:  # an empty table all the same: downstream stages read it
+            return StageResult(products=[path], outcomes=outcomes, measured=False)
         counts = np.array([m[2] for m in metrics if m[1] == "n_sources"])
         metrics.append(("FPA", "n_sources", float(counts.sum())))
         by_ccd: dict[str, float] = {}
@@ -140,7 +164,7 @@ class Catalogue(Stage):
                 ccd = ext.split(".")[0]
                 by_ccd[ccd] = by_ccd.get(ccd, 0.0) + value
         metrics.extend((ccd, "n_sources", v) for ccd, v in sorted(by_ccd.items()))
-        return StageResult(metrics=metrics, products=[path])
+        return StageResult(metrics=metrics, products=[path], outcomes=outcomes)
 
 
 def _median(values: np.ndarray) -> float:

@@ -75,7 +75,7 @@ class SimConfig:
     galaxy_mag_range: tuple[float, float] = (20.0, 25.0)  # VIS magnitudes of injected galaxies
     pointing_error_pix: float = 3.0  # rms per axis of the true pointing offset (pixels)
     # --- PSF (elliptical Moffat, pixel-integrated) ----------------------------------------------
-    psf_beta: float = 2.5  # Moffat index (wings)
+    psf_beta: float = 2.5  # Moffat index (wings); inf: a Gaussian (see psf.gaussian_r2)
     psf_r2_px2: float = 1.95  # VISQL R2 (Gaussian-weighted, sigma 2.5 px) of a round PSF at centre
     psf_size_variation: float = 0.015  # fractional growth of the Moffat scale at 0.4 deg radius
     psf_g1: float = -0.014  # mean shear component 1 of the PSF (e1 ~ 1.45 g1 after pixels)
@@ -88,6 +88,11 @@ class SimConfig:
     cosmic_e_per_um: float = 55.0  # most probable deposit of a MIP in silicon (e-/um)
     depletion_um: float = 40.0  # sensitive thickness; sets track lengths (12 um pixels)
     diffusion_sigma_px: float = 0.35  # charge diffusion rms for charge made at the back surface
+    #: zenith-angle law of the cosmic-ray flux through the detector plane, dN/dOmega ~ cos^n:
+    #: 1 = isotropic radiance (cos^2 theta uniform), 0 = more inclined tracks, > 1 more vertical
+    cosmic_zenith_power: float = 1.0
+    cosmic_landau_width: float = 0.2  # width of the Moyal fluctuation of the deposit per point
+    cosmic_alpha_fraction: float = 0.01  # share of heavily ionising hits (alpha particles, x4)
     xray_rate_per_cm2_s: float = 0.002  # solar X-ray events, quiet Sun (events/cm2/s)
     xray_rate_multiplier: RateMultiplier = 1.0  # flare factor: number, f(datetime), or table
     xray_adu_range: tuple[float, float] = (400.0, 1200.0)  # total charge of an X-ray event (ADU)
@@ -115,6 +120,10 @@ class SimConfig:
             raise ValueError("gzip_level must be 0..9")
         if self.full_well_e <= 0 or self.gain_e_per_adu <= 0:
             raise ValueError("full_well_e and gain_e_per_adu must be positive")
+        if self.cosmic_zenith_power < 0 or self.cosmic_landau_width < 0:
+            raise ValueError("cosmic_zenith_power and cosmic_landau_width must be >= 0")
+        if not 0 <= self.cosmic_alpha_fraction <= 1:
+            raise ValueError("cosmic_alpha_fraction must be within 0..1")
         if self.ci_rows < 1 or self.ci_period_rows <= self.ci_rows:
             raise ValueError("need 1 <= ci_rows < ci_period_rows")
 

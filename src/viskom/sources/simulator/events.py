@@ -1,11 +1,13 @@
 """Particle events: galactic cosmic rays, solar X-ray photons and energetic protons.
 
 Cosmic rays are minimum-ionising tracks through the sensitive layer (`depletion_um`, 40 um;
-12 um pixels). Directions are isotropic, so the flux through the detector plane has cos^2(theta)
-uniform: the projected length L = (depletion / 12 um) tan(theta) px is mostly 0-10 px (median
-3.3 px) with a 1/(1 + x^2) tail to tens and hundreds of px (capped at 500 px). Charge is
-deposited at points every half pixel along the track, each with a Landau-like (Moyal) fluctuation
-around `cosmic_e_per_um` (most probable) per um of path; 1 % of hits are alpha particles (x4).
+12 um pixels). The flux through the detector plane per solid angle goes as cos^n(theta)
+(`cosmic_zenith_power` n; n = 1, isotropic radiance, gives cos^2(theta) uniform): the projected
+length L = (depletion / 12 um) tan(theta) px is then mostly 0-10 px (median 3.3 px) with a
+1/(1 + x^2) tail to tens and hundreds of px (capped at 500 px). Charge is deposited at points
+every half pixel along the track, each with a Landau-like (Moyal) fluctuation of relative width
+`cosmic_landau_width` around `cosmic_e_per_um` (most probable) per um of path; a share
+`cosmic_alpha_fraction` (1 %) of hits are alpha particles (x4).
 Charge made at the back surface diffuses most: sigma goes from `diffusion_sigma_px` at entry to
 0.15 px at the front. A vertical hit thus deposits ~2800-4000 e- over a few pixels.
 
@@ -123,6 +125,9 @@ def generate_hits(
     sigma_back: float,
     xray_adu: tuple[float, float],
     proton_adu: tuple[float, float],
+    zenith_power: float = 1.0,
+    landau_width: float = 0.2,
+    alpha_fraction: float = 0.01,
 ) -> HitList:
     """Hits with centres uniform over a width x height image area (pixel centres at integers)."""
     hits = HitList()
@@ -132,16 +137,17 @@ def generate_hits(
 
     # Cosmic rays.
     cx, cy = centres(n_cosmic)
-    cos_t = np.sqrt(rng.uniform(1e-9, 1.0, n_cosmic))
+    # dN/dcos(theta) ~ cos^n(theta): cos(theta) = u^(1 / (n + 1))
+    cos_t = rng.uniform(1e-9, 1.0, n_cosmic) ** (1.0 / (float(zenith_power) + 1.0))
     tan_t = np.sqrt(1.0 - cos_t**2) / cos_t
     length = np.minimum(depletion_um / PIXEL_UM * tan_t, MAX_TRACK_PX)
     path_um = np.sqrt(depletion_um**2 + (length * PIXEL_UM) ** 2)
     phi = rng.uniform(0.0, 2.0 * np.pi, n_cosmic)
-    ion = np.where(rng.random(n_cosmic) < 0.01, 4.0, 1.0)
+    ion = np.where(rng.random(n_cosmic) < alpha_fraction, 4.0, 1.0)
 
     def cosmic_charge(hit, npts):
         moyal = -np.log(np.maximum(rng.standard_normal(hit.size) ** 2, 1e-12))
-        fluct = np.maximum(0.2, 1.0 + 0.2 * moyal)
+        fluct = np.maximum(0.2, 1.0 + landau_width * moyal)
         return e_per_um * path_um[hit] / npts * fluct * ion[hit]
 
     hits.add_tracks(KIND_COSMIC, cx, cy, length, phi, cosmic_charge, sigma_back)

@@ -524,6 +524,8 @@ def synthesize(task: QuadrantTask) -> QuadrantResult:
         e_per_um=cfg.cosmic_e_per_um, depletion_um=cfg.depletion_um,
         sigma_back=cfg.diffusion_sigma_px,
         xray_adu=tuple(cfg.xray_adu_range), proton_adu=tuple(cfg.proton_adu_range),
+        zenith_power=cfg.cosmic_zenith_power, landau_width=cfg.cosmic_landau_width,
+        alpha_fraction=cfg.cosmic_alpha_fraction,
     )  # fmt: skip
     dep = deposit(hits, width, height, threshold)
     cosmic_fraction = float(np.count_nonzero(dep["image"] > threshold)) / npx
