@@ -173,7 +173,9 @@ def xray_baseline_path(products_dir: str | Path) -> Path:
 
 
 def load_xray_baseline(path: str | Path, frame_type: str | None) -> Any:
-    """The baseline for a frame type (that type's own, else the pooled one), or None."""
+    """The baseline for a frame type, or None. Types are never pooled: the hit detector's
+    PSF limits differ between science frames (their stars) and darks, and so does the share
+    of cosmic rays that pass as X-ray events."""
     from viskom.measure.cosmics import XrayBaseline
 
     path = Path(path)
@@ -183,7 +185,7 @@ def load_xray_baseline(path: str | Path, frame_type: str | None) -> Any:
         table = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    entry = table.get(str(frame_type or "").upper()) or table.get("pooled")
+    entry = table.get(str(frame_type or "").upper())
     if not entry:
         return None
     return XrayBaseline(
@@ -228,8 +230,8 @@ def update_xray_baseline(store: Any, settings: Any) -> tuple[Path | None, str]:
 
     Per frame type: the median over the most recent `[events] xray_baseline_frames` measured
     frames (flaring ones left out when GOES says so) of X-ray-class hits per cosmic-ray track,
-    with at least `xray_baseline_min_frames` frames; a pooled value from both types too. The
-    events stage uses the baseline current when it runs and records the ratio it used.
+    with at least `xray_baseline_min_frames` frames. The events stage uses the baseline current
+    when it runs and records the ratio it used.
     """
     from viskom.measure.cosmics import xray_baseline
 
@@ -237,9 +239,7 @@ def update_xray_baseline(store: Any, settings: Any) -> tuple[Path | None, str]:
     need = int(settings.events.xray_baseline_min_frames)
     frames = quiet_frames(store, settings)
     table: dict[str, Any] = {}
-    pooled: list[tuple[str, float, float]] = []
     for frame_type, rows in frames.items():
-        pooled += rows
         if len(rows) >= need:
             base = xray_baseline(
                 np.array([r[1] for r in rows]),
@@ -248,14 +248,6 @@ def update_xray_baseline(store: Any, settings: Any) -> tuple[Path | None, str]:
             )
             if base is not None:
                 table[frame_type] = base.as_dict()
-    if len(pooled) >= need:
-        base = xray_baseline(
-            np.array([r[1] for r in pooled]),
-            np.array([r[2] for r in pooled]),
-            tuple(r[0] for r in pooled),
-        )
-        if base is not None:
-            table["pooled"] = base.as_dict()
     if not table:
         found = sum(len(r) for r in frames.values())
         have = "kept" if path.exists() else "none yet"
