@@ -291,13 +291,18 @@ def psf_limits(
     return 0.5 * float(np.percentile(s1[ok], q)), 0.5 * float(np.percentile(s2[ok], q)), n
 
 
-def touch_probability(labels: np.ndarray, n: int, trials: int = 4, seed: int = 0) -> float:
+def touch_probability(
+    labels: np.ndarray, n: int, trials: int | None = None, seed: int = 0
+) -> float:
     """Chance that a particle's deposit touches another's (and the two count as one hit),
     measured with the image's own hits: each hit's footprint is placed at random positions
     and tested against the (8-connected) footprint of all hits. With pairs merging, the
-    particles are about n_hits / (1 - p / 2) (`particles_from_hits`)."""
+    particles are about n_hits / (1 - p / 2) (`particles_from_hits`). Trials: enough for
+    ~2000 placements (one on a full quadrant's ~9000 hits), at most 8."""
     if n == 0:
         return 0.0
+    if trials is None:
+        trials = int(min(8, max(1, np.ceil(2000 / n))))
     height, width = labels.shape
     occupied = ndimage.binary_dilation(labels > 0, structure=np.ones((3, 3), bool))
     idx = np.flatnonzero(labels)

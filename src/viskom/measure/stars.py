@@ -453,6 +453,32 @@ def select_stars(
     return mask
 
 
+#: Catalogue columns the adaptive locus and star selection use for shapes and flags.
+SHAPE_COLUMNS = ("a_image", "b_image", "peak", "flags")
+
+
+def locus_of_catalogue(
+    cat: Mapping[str, np.ndarray], *, min_snr: float = 100.0, window: float = 0.1
+) -> LocusResult:
+    """`find_stellar_locus` on a catalogue table (SExtractor-like column names)."""
+    shape = {k: cat[k] for k in SHAPE_COLUMNS if k in cat}
+    return find_stellar_locus(
+        cat["flux_radius"], cat["flux_auto"], cat["fluxerr_auto"],
+        min_snr=min_snr, window=window, **shape,
+    )  # fmt: skip
+
+
+def stars_of_catalogue(
+    cat: Mapping[str, np.ndarray], locus: LocusResult, *, min_snr: float | None = None
+) -> np.ndarray:
+    """`select_stars` on a catalogue table: the mask of its stars on `locus`."""
+    shape = {k: cat[k] for k in SHAPE_COLUMNS if k in cat}
+    return select_stars(
+        cat["flux_radius"], cat["flux_auto"], cat["fluxerr_auto"], locus,
+        min_snr=min_snr, **shape,
+    )  # fmt: skip
+
+
 def particle_like(cat: Mapping[str, np.ndarray], locus: LocusResult) -> np.ndarray:
     """Sources sharper than the stars of the locus (smaller radius, or a larger peak-to-flux
     ratio): particle hits and hot pixels, which nothing on the sky can be."""

@@ -203,6 +203,9 @@ def quiet_frames(store: Any, settings: Any) -> dict[str, list[tuple[str, float, 
     out: dict[str, list[tuple[str, float, float]]] = {}
     for frame_type in BASELINE_FRAME_TYPES:
         names = [e.name for e in store.list_exposures(frame_type=frame_type, state="registered")]
+        # the most recent ones only (ten times what is kept: some are flaring or unmeasured),
+        # so that the query stays small on a store of years
+        names = names[-10 * int(cfg.xray_baseline_frames) :]
         if not names:
             continue
         values: dict[str, dict[str, float]] = {}

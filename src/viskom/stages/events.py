@@ -42,7 +42,12 @@ from viskom.measure.cosmics import (
     xray_net,
 )
 from viskom.measure.detector import quadrant_bias
-from viskom.measure.stars import LocusResult, find_stellar_locus, particle_like, select_stars
+from viskom.measure.stars import (
+    LocusResult,
+    locus_of_catalogue,
+    particle_like,
+    stars_of_catalogue,
+)
 from viskom.pipeline.calibration import (
     hot_pixel_map_path,
     load_hot_pixels,
@@ -105,10 +110,8 @@ def star_guards(
 
 def frame_locus(cat: Mapping[str, np.ndarray]) -> tuple[LocusResult, np.ndarray]:
     """The stellar locus of this frame's catalogue and its stars (`measure.stars`)."""
-    shape = {k: cat[k] for k in ("a_image", "b_image", "peak", "flags")}
-    locus = find_stellar_locus(cat["flux_radius"], cat["flux_auto"], cat["fluxerr_auto"], **shape)
-    stars = select_stars(cat["flux_radius"], cat["flux_auto"], cat["fluxerr_auto"], locus, **shape)
-    return locus, stars
+    locus = locus_of_catalogue(cat)
+    return locus, stars_of_catalogue(cat, locus)
 
 
 def frame_psf_limits(

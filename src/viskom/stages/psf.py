@@ -32,10 +32,10 @@ from viskom.measure.moments import (
 from viskom.measure.stars import (
     LocusResult,
     blended_stars,
-    find_stellar_locus,
     find_visql_chimney,
-    select_stars,
+    locus_of_catalogue,
     select_visql_box,
+    stars_of_catalogue,
 )
 from viskom.stages.base import ExposureInfo, Stage, StageResult
 from viskom.stages.quadrants import map_quadrants
@@ -221,16 +221,8 @@ def find_locus(
             bmin=float(config["bmin_px"]),
             flux_scale=float(exptime) / float(config["nominal_exptime_s"]),
         )
-    return find_stellar_locus(
-        cat["flux_radius"],
-        cat["flux_auto"],
-        cat["fluxerr_auto"],
-        a_image=cat["a_image"],
-        b_image=cat["b_image"],
-        peak=cat["peak"],
-        flags=cat["flags"],
-        min_snr=float(config["min_snr"]),
-        window=float(config["locus_window"]),
+    return locus_of_catalogue(
+        cat, min_snr=float(config["min_snr"]), window=float(config["locus_window"])
     )
 
 
@@ -243,16 +235,8 @@ def choose_stars(
         return select_visql_box(
             cat["flux_radius"], cat["flux_auto"], cat["b_image"], locus, flags=cat["flags"]
         )
-    return select_stars(
-        cat["flux_radius"],
-        cat["flux_auto"],
-        cat["fluxerr_auto"],
-        locus,
-        a_image=cat["a_image"],
-        b_image=cat["b_image"],
-        peak=cat["peak"],
-        flags=cat["flags"],
-        min_snr=float(config["min_snr"]) if "min_snr" in config else None,
+    return stars_of_catalogue(
+        cat, locus, min_snr=float(config["min_snr"]) if "min_snr" in config else None
     )
 
 
