@@ -9,7 +9,7 @@ DEMO_START = datetime(2024, 7, 13, 0, 0, 0, tzinfo=UTC)
 
 
 #: The demo day's solar flare: M1 (XRS-B 1e-5 W/m2) peaking at 01:50, after three quiet science
-#: frames (which, with the darks, give the store its quiet X-ray baseline) and during three more.
+#: frames (which give the store its quiet X-ray baseline for science frames) and during three more.
 DEMO_FLARE = (DEMO_START + timedelta(hours=1, minutes=50), 1.0e-5)
 
 
