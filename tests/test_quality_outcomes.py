@@ -430,16 +430,33 @@ def test_space_weather_unavailable_goes_stays_a_failure(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("message", "no_data"),
+    ("failures", "no_data"),
     [
-        ("GOES XRS missing for 2024-07-13 (g16: no file for 2024-07-13 in https://x/; "
-         "g18: not in the archive (HTTP 404 for https://x/))", True),
-        ("GOES XRS missing for 2024-07-13 (offline, not cached: g16, g18, g17; cache /c)", False),
-        ("GOES XRS missing for 2024-07-13 (g16: service unreachable (TimeoutError))", False),
-        ("GOES XRS missing for 2024-07-13 (g16: no file for 2024-07-13 in https://x/; "
-         "g18: service unreachable (HTTP 503))", False),
-        ("GOES XRS missing for 2024-07-13 (g16: downloaded file unusable, not cached (x))", False),
+        (("nodata", "nodata", "nodata"), True),  # every satellite: the archive has no file
+        (("nodata", "down", "nodata"), False),  # one could not be asked: try again later
+        (("unusable", "nodata", "nodata"), False),  # a broken download: try again later
     ],
-)  # fmt: skip
-def test_no_data_is_told_apart_from_unreachable(message, no_data) -> None:
-    assert archive_has_no_data(message) is no_data
+)
+def test_no_data_is_told_apart_from_unreachable(tmp_path, monkeypatch, failures, no_data) -> None:
+    """The client says, per missing day, whether the archive answered "no file" for every
+    satellite (an outcome) or could not be asked or used (a failure to retry)."""
+    from viskom.sources import goes
+
+    client = goes.GoesClient(tmp_path / "goes", offline=False)
+    plan = iter(failures * 4)
+
+    def download(prod, sat, day, reader):
+        kind = next(plan)
+        if kind == "nodata":
+            raise goes._NoDataError(f"no file for {day} in https://x/")
+        if kind == "down":
+            raise goes._ServiceFailedError("HTTP 503")
+        raise goes.GoesFileError("truncated")
+
+    monkeypatch.setattr(client, "_download", download)
+    monkeypatch.setattr(client, "_service_down", lambda url: None)
+    monkeypatch.setattr(client, "preferred_satellites", lambda day: (16, 18, 17))
+    series, missing = client.xrs_range(T0, T0 + timedelta(hours=1))
+    assert series.time.size == 0 and len(missing) == 1
+    assert archive_has_no_data(missing[0]) is no_data
+    assert "missing for" in missing[0]  # still the message it always was

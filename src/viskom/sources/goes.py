@@ -509,7 +509,28 @@ SWPC_FEEDS = ("xrays-7-day.json", "integral-protons-7-day.json", "instrument-sou
 
 
 class GoesUnavailableError(RuntimeError):
-    """Neither the service nor the cache can give what was asked; the message says which."""
+    """Neither the service nor the cache can give what was asked; the message says which.
+
+    `no_data` is True when the archive answered for every satellite tried and has no file
+    for the day (nothing to wait for), False when it could not be asked or its file could not
+    be used (worth trying again later).
+    """
+
+    def __init__(self, message: str, *, no_data: bool = False) -> None:
+        super().__init__(message)
+        self.no_data = no_data
+
+
+class MissingDay(str):
+    """A missing-day message of `GoesClient.xrs_range`/`protons_range`, with the error's
+    `no_data` (see GoesUnavailableError)."""
+
+    no_data: bool = False
+
+    def __new__(cls, message: str, no_data: bool = False) -> MissingDay:
+        obj = super().__new__(cls, message)
+        obj.no_data = bool(no_data)
+        return obj
 
 
 @dataclass
@@ -743,6 +764,7 @@ class GoesClient:
             )
         # 2. The archive, satellite after satellite; a stale copy beats nothing.
         problems = []
+        all_no_data = True
         for sat in sats:
             name = satellite_name(sat)
             down = self._service_down(self.archive_folder_url(prod, sat, day))
@@ -753,16 +775,17 @@ class GoesClient:
             except _NoDataError as exc:
                 problem = f"{name}: {exc}"
             except _ServiceFailedError as exc:
-                problem = f"{name}: service unreachable ({exc})"
+                problem, all_no_data = f"{name}: service unreachable ({exc})", False
             except GoesFileError as exc:
                 problem = f"{name}: downloaded file unusable, not cached ({exc})"
+                all_no_data = False
             if sat in stale:
                 series = self._read_cached(stale[sat], reader)
                 if series is not None:
                     log.warning("%s; using the cached copy %s", problem, stale[sat].name)
                     return series
             problems.append(problem)
-        raise GoesUnavailableError(f"{missing} ({'; '.join(problems)})")
+        raise GoesUnavailableError(f"{missing} ({'; '.join(problems)})", no_data=all_no_data)
 
     def _may_have_grown(self, path: Path, day: date) -> bool:
         """A copy fetched before the day ended (+ settle_s) and older than refresh_after_s."""
@@ -896,7 +919,7 @@ class GoesClient:
             try:
                 parts.append(one_day(day))
             except GoesUnavailableError as exc:
-                missing.append(str(exc))
+                missing.append(MissingDay(str(exc), exc.no_data))
         return parts, missing
 
 

@@ -26,19 +26,12 @@ from viskom.measure.spaceweather import exposure_window, window_stats
 from viskom.stages.base import ExposureInfo, QualityOutcome, Stage, StageResult
 
 PANEL_HALF_WIDTH = timedelta(hours=12)
-#: Parts of GoesClient's messages for a day the archive answered for and has no file of.
-_NO_DATA_MARKERS = ("no file for", "not in the archive")
-#: Parts of its messages for GOES that could not be had (worth trying again later).
-_UNAVAILABLE_MARKERS = ("offline", "unreachable", "unusable", "no satellite to try")
 
 
-def archive_has_no_data(message: str) -> bool:
-    """Whether a missing-day message of GoesClient says the archive has no data for the day
-    (rather than that it could not be asked, or its file could not be used)."""
-    text = message.lower()
-    return any(m in text for m in _NO_DATA_MARKERS) and not any(
-        m in text for m in _UNAVAILABLE_MARKERS
-    )
+def archive_has_no_data(missing: str) -> bool:
+    """Whether a missing-day entry of GoesClient says the archive answered and has no data
+    for the day (rather than that it could not be asked, or its file could not be used)."""
+    return bool(getattr(missing, "no_data", False))
 
 
 class SpaceWeather(Stage):
