@@ -32,6 +32,8 @@ import numpy as np
 import sep
 from scipy import ndimage
 
+from viskom.measure.robust import MEDIAN_ERROR_FACTOR, mad_sigma
+
 #: VISQL's catalogue classes (plotX.py): compact sources and their FLUX_AUTO windows (ADU).
 COMPACT_RADIUS_PX = 0.9
 XRAY_ADU = (400.0, 1200.0)
@@ -475,7 +477,7 @@ def xray_baseline(
     ratio = float(np.median(ratios))
     poisson = float(np.sqrt(max(cand.sum(), 1.0)) / tracks.sum())
     n = ratios.size
-    spread = 1.4826 * float(np.median(np.abs(ratios - ratio))) * 1.253 / np.sqrt(n) if n > 2 else 0
+    spread = mad_sigma(ratios) * MEDIAN_ERROR_FACTOR / np.sqrt(n) if n > 2 else 0.0
     used = tuple(np.asarray(names, dtype=object)[ok].tolist()) if len(names) == ok.size else ()
     return XrayBaseline(ratio, max(poisson, spread), int(n), used)
 

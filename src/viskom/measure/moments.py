@@ -23,6 +23,8 @@ from enum import IntFlag
 
 import numpy as np
 
+from viskom.measure.robust import mad_sigma
+
 SIGMA_W_PX = 2.5  # VISQL's weight sigma (starfield2_with_measures.py:53)
 HALF_SIZE = 14  # VISQL's 29 x 29 stamp
 EDGE_MARGIN = 100  # VISQL's on-chip margin in pixels
@@ -425,8 +427,8 @@ def flag_outliers(
     for values in (r2, e1, e2):
         v = np.asarray(values, dtype=float)
         med = float(np.median(v[clean]))
-        mad = 1.4826 * float(np.median(np.abs(v[clean] - med)))
-        if mad > 0:
-            bad |= clean & (np.abs(v - med) > nsigma * mad)
+        sigma = mad_sigma(v[clean])
+        if sigma > 0:
+            bad |= clean & (np.abs(v - med) > nsigma * sigma)
     flag[bad] |= MomentFlag.OUTLIER
     return flag

@@ -13,6 +13,21 @@ from math import erf, exp, pi, sqrt
 
 import numpy as np
 
+#: MAD -> sigma of a normal distribution (1 / Phi^-1(3/4)).
+MAD_TO_SIGMA = 1.4826
+#: Standard error of a sample median over that of the mean, for a normal distribution:
+#: sqrt(pi / 2).
+MEDIAN_ERROR_FACTOR = sqrt(pi / 2.0)
+
+
+def mad_sigma(values: np.ndarray) -> float:
+    """Robust sigma: 1.4826 x the median absolute deviation from the median (0 for fewer
+    than two values)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return 0.0
+    return MAD_TO_SIGMA * float(np.median(np.abs(v - np.median(v))))
+
 
 @dataclass(frozen=True)
 class RobustStats:

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from viskom.measure.robust import mad_sigma
+
 SEXTRACTOR_SATURATED = 4  # SExtractor FLAGS bit: at least one pixel saturated (or near it)
 
 _CHUNK = 16384  # sources per broadcast block in the grid search: bounds memory at ~20 MB
@@ -220,14 +222,6 @@ def select_visql_box(
 SEXTRACTOR_TRUNCATED = 8
 
 
-def _robust_sigma(values: np.ndarray) -> float:
-    """1.4826 x the median absolute deviation (0 for fewer than two values)."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2:
-        return 0.0
-    return 1.4826 * float(np.median(np.abs(v - np.median(v))))
-
-
 def _window_counts(sorted_ln_r: np.ndarray, centres: np.ndarray, half: float) -> np.ndarray:
     """Number of sorted ln r values within +-half of each centre."""
     lo = np.searchsorted(sorted_ln_r, centres - half, side="left")
@@ -358,7 +352,7 @@ def _describe_locus(
     for _ in range(10):
         vals = ln_all[members]
         centre = float(np.median(vals))
-        sigma = max(_robust_sigma(vals), 1e-3)
+        sigma = max(mad_sigma(vals), 1e-3)
         new = cand & (np.abs(ln_all - centre) < max(clip * sigma, half))
         if np.array_equal(new, members):
             break
