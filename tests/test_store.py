@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -89,9 +88,9 @@ def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
         exposure = add(first, "EUC_VIS_1")
         with first.engine.connect() as connection:
             tables = set(inspect(connection).get_table_names())
-            expected = {"exposures", "stage_runs", "metrics", "quality_outcomes"}
+            expected = {"exposures", "stage_runs", "metrics", "quality_outcomes", "products"}
             assert expected | {"alembic_version"} <= tables
-            assert current_revision(connection) == head_revision() == "0002"
+            assert current_revision(connection) == head_revision() == "0003"
             # The migration and the ORM models describe the same schema.
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
@@ -99,7 +98,7 @@ def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
         second.upgrade()
         assert second.get_exposure("EUC_VIS_1") == exposure
         with second.engine.connect() as connection:
-            assert current_revision(connection) == "0002"
+            assert current_revision(connection) == "0003"
             indexes = {ix["name"] for ix in inspect(connection).get_indexes("metrics")}
             assert "ix_metrics_metric" in indexes
 
@@ -375,20 +374,20 @@ def test_deleting_an_exposure_cascades(store: Store) -> None:
     assert scalar(store, "SELECT count(*) FROM metrics") == 0
 
 
-def test_bulk_metrics_are_fast(store: Store) -> None:
+def test_bulk_metrics_replace_a_full_focal_plane(store: Store) -> None:
+    """A focal plane of quadrant metrics, recorded and then replaced in full (its speed is
+    measured by benchmarks/bench_store.py, not here)."""
     exposure = add(store, "EUC_VIS_1")
     units = [f"{r}-{c}.{q}" for r in range(1, 7) for c in range(1, 7) for q in "EFGH"]
     rows = [(u, f"metric_{k:02d}", float(k) + 0.5) for u in units for k in range(18)]
     assert len(rows) == 2592
-
-    timings = []
-    for _ in range(2):  # first insert, then a full replacement
-        start = time.perf_counter()
-        store.record_stage_run(run(exposure.id, "quadrants"), rows)
-        timings.append(time.perf_counter() - start)
+    for shift in (0.0, 1.0):  # first insert, then a full replacement with other values
+        store.record_stage_run(
+            run(exposure.id, "quadrants"), [(u, m, v + shift) for u, m, v in rows]
+        )
     assert scalar(store, "SELECT count(*) FROM metrics") == len(rows)
-    assert max(timings) < 0.5, f"record_stage_run too slow: {timings}"
-    assert len(store.metrics(metrics=["metric_03"])) == len(units)
+    third = store.metrics(metrics=["metric_03"])
+    assert len(third) == len(units) and {m.value for m in third} == {4.5}
 
 
 # -- reports and time zones ------------------------------------------------------------------

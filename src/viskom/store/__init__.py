@@ -13,6 +13,7 @@ from .records import (
     ExposureRecord,
     MetricValue,
     OutcomeRecord,
+    ProductRecord,
     StageRun,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "ExposureRecord",
     "MetricValue",
     "OutcomeRecord",
+    "ProductRecord",
     "StageRun",
     "Store",
 ]

@@ -8,22 +8,18 @@ writers queue on the busy timeout instead of failing with "database is locked".
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
-    Date,
     Select,
-    cast,
     create_engine,
     delete,
     event,
-    func,
     insert,
     select,
 )
@@ -34,20 +30,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrate
-from .models import ExposureRow, MetricRow, QualityOutcomeRow, StageRunRow
+from .models import ExposureRow, MetricRow, ProductRow, QualityOutcomeRow, StageRunRow
 from .records import (
     DONE_STATUSES,
-    RECORD_FIELDS,
     Exposure,
     ExposureRecord,
     MetricValue,
-    OutcomeRecord,
     StageRun,
     as_utc,
     clean_float,
     clean_record,
     validate_run,
 )
+from .reports import ReportQueries
+from .rows import as_list as _as_list
+from .rows import to_exposure as _to_exposure
+from .rows import to_run as _to_run
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +81,6 @@ def _bounded(value: Any, length: int, what: str) -> str:
     return text
 
 
-def _as_list(values: Sequence[str] | str) -> list[str]:
-    """Accept a single string where a sequence of strings is expected."""
-    return [values] if isinstance(values, str) else [str(v) for v in values]
-
-
 def _prepare_sqlite_path(url: URL) -> None:
     """Create the folder of a file-based SQLite database."""
     database = url.database
@@ -121,30 +114,26 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _to_exposure(row: ExposureRow) -> Exposure:
-    return Exposure(
-        id=row.id,
-        **{field: getattr(row, field) for field in RECORD_FIELDS},
-        ingested_at=row.ingested_at,
-        updated_at=row.updated_at,
-    )
+def _product_row(
+    product: Any, stage: str, now: datetime, *, exposure_id: int | None = None,
+    period: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    path = str(product.path)
+    if path.startswith("/") or ".." in Path(path).parts:
+        raise ValueError(f"product path {path!r} must be relative to the data root")
+    return {
+        "exposure_id": exposure_id,
+        "period": period,
+        "stage": _bounded(stage, 64, "stage"),
+        "kind": _bounded(product.kind, 64, "product kind"),
+        "path": path,
+        "size_bytes": int(product.size_bytes),
+        "sha256": _bounded(product.sha256, 64, "sha256"),
+        "written_at": now,
+    }
 
 
-def _to_run(row: StageRunRow) -> StageRun:
-    return StageRun(
-        exposure_id=row.exposure_id,
-        stage=row.stage,
-        stage_version=row.stage_version,
-        config_hash=row.config_hash,
-        software_version=row.software_version,
-        status=row.status,
-        error=row.error,
-        started_at=row.started_at,
-        duration_s=row.duration_s,
-    )
-
-
-class Store:
+class Store(ReportQueries):
     """Database of exposures, stage runs and metrics; migrates the schema when opened.
 
     ``database_url`` is a SQLAlchemy URL, e.g. ``sqlite:///viskom.db`` (the folder is created)
@@ -343,14 +332,18 @@ class Store:
         run: StageRun,
         metrics: Iterable[tuple[str, str, float | None]] = (),
         outcomes: Iterable[tuple[str, str, str]] = (),
+        products: Iterable[Any] = (),
     ) -> None:
-        """Store a stage's run, its (unit, metric, value) rows and its quality outcomes
-        (code, unit, message) in one transaction.
+        """Store a stage's run, its (unit, metric, value) rows, its quality outcomes
+        (code, unit, message) and its product files (objects with kind, path, size_bytes,
+        sha256) in one transaction.
 
         The (exposure_id, stage) run row is replaced; the exposure's metrics and outcomes from
         that stage are deleted and, if ``run.status`` is 'ok' or 'empty', ``metrics`` are
         bulk-inserted (NaN/inf become NULL); ``outcomes`` are inserted whatever the status.
-        A (unit, metric) pair may appear only once per exposure across stages.
+        A (unit, metric) pair may appear only once per exposure across stages. The stage's
+        product rows of the exposure are replaced by ``products`` whatever the status (a
+        failed run removed its old files).
         """
         validate_run(run)
         exposure_id = int(run.exposure_id)
@@ -366,6 +359,7 @@ class Store:
             }
             for code, unit, message in outcomes
         ]
+        product_rows = [_product_row(p, run.stage, now, exposure_id=exposure_id) for p in products]
         rows: list[dict[str, Any]] = []
         if run.status in DONE_STATUSES:
             seen: set[tuple[str, str]] = set()
@@ -414,6 +408,11 @@ class Store:
                 )
                 if outcome_rows:
                     session.execute(insert(QualityOutcomeRow.__table__), outcome_rows)
+                self._replace_products(
+                    session,
+                    (ProductRow.exposure_id == exposure_id) & (ProductRow.stage == run.stage),
+                    product_rows,
+                )
         except IntegrityError as err:
             clashes = self._metric_clashes(exposure_id, run.stage, rows)
             if not clashes:
@@ -422,6 +421,27 @@ class Store:
                 f"stage {run.stage!r} of exposure {exposure_id} reports metrics already owned "
                 f"by another stage: {clashes[:5]} (unit, metric, owner stage)"
             ) from err
+
+    def record_period_products(self, period: str, stage: str, products: Iterable[Any]) -> None:
+        """Replace the product rows of one period product family ('2024-07', 'month:iq')."""
+        now = _utcnow()
+        rows = [_product_row(p, stage, now, period=period) for p in products]
+        with self._writer() as session, session.begin():
+            self._replace_products(
+                session, (ProductRow.period == period) & (ProductRow.stage == stage), rows
+            )
+
+    @staticmethod
+    def _replace_products(session: Session, which: Any, rows: list[dict[str, Any]]) -> None:
+        """Delete the product rows `which` selects, and rows of the same paths, then insert."""
+        session.execute(delete(ProductRow).where(which))
+        if rows:
+            paths = [r["path"] for r in rows]
+            for i in range(0, len(paths), _CHUNK):
+                session.execute(
+                    delete(ProductRow).where(ProductRow.path.in_(paths[i : i + _CHUNK]))
+                )
+            session.execute(insert(ProductRow.__table__), rows)
 
     def _upsert_run(self, session: Session, values: dict[str, Any]) -> None:
         table = StageRunRow.__table__
@@ -485,111 +505,3 @@ class Store:
         )
         with self._reader() as session, session.begin():
             return [MetricValue(*row) for row in session.execute(stmt)]
-
-    # -- reports ---------------------------------------------------------------------------
-
-    def status_summary(self) -> list[dict[str, Any]]:
-        """Exposure counts per UTC day of date_obs, frame_type and state (for ``viskom status``).
-
-        Rows are ``{"date": date | None, "frame_type", "state", "count"}`` sorted by date
-        (undated last), frame type and state.
-        """
-        column = ExposureRow.date_obs
-        day: ColumnElement[Any]
-        if self._dialect == "sqlite":
-            day = func.date(column, type_=Date)  # stored as naive UTC text
-        elif self._dialect == "postgresql":
-            day = cast(func.timezone("UTC", column), Date)
-        else:
-            day = cast(column, Date)
-        stmt = select(day, ExposureRow.frame_type, ExposureRow.state, func.count()).group_by(
-            day, ExposureRow.frame_type, ExposureRow.state
-        )
-        with self._reader() as session, session.begin():
-            raw = session.execute(stmt).all()
-        counts: dict[tuple[date | None, str | None, str], int] = defaultdict(int)
-        for day_value, frame_type, state, count in raw:
-            if isinstance(day_value, str):
-                day_value = date.fromisoformat(day_value)
-            elif isinstance(day_value, datetime):
-                day_value = day_value.date()
-            counts[(day_value, frame_type, state)] += int(count)
-        keys = sorted(counts, key=lambda k: (k[0] is None, k[0] or date.min, k[1] or "", k[2]))
-        return [
-            {"date": d, "frame_type": ft, "state": st, "count": counts[(d, ft, st)]}
-            for d, ft, st in keys
-        ]
-
-    def failed_stage_runs(self) -> list[tuple[str, StageRun]]:
-        """(exposure name, run) for every current run with status 'failed', oldest first."""
-        stmt = (
-            select(ExposureRow.name, StageRunRow)
-            .join(ExposureRow, ExposureRow.id == StageRunRow.exposure_id)
-            .where(StageRunRow.status == "failed")
-            .order_by(*self._exposure_order(), self._text_order(StageRunRow.stage))
-        )
-        with self._reader() as session, session.begin():
-            return [(name, _to_run(row)) for name, row in session.execute(stmt)]
-
-    def exposures_with_header_warnings(self) -> list[Exposure]:
-        """Exposures whose registration found unusable header values, by date_obs, name."""
-        stmt = (
-            select(ExposureRow)
-            .where(ExposureRow.header_warnings.is_not(None))
-            .order_by(*self._exposure_order())
-        )
-        with self._reader() as session, session.begin():
-            return [_to_exposure(row) for row in session.scalars(stmt)]
-
-    # -- quality outcomes ------------------------------------------------------------------
-
-    def quality_outcomes(
-        self,
-        *,
-        exposures: Sequence[str] | None = None,
-        stages: Sequence[str] | None = None,
-        codes: Sequence[str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[OutcomeRecord]:
-        """Current quality outcomes matching all given filters (None = any), ordered by
-        date_obs, exposure, stage, unit and code; ``since <= date_obs < until``."""
-        stmt = select(
-            ExposureRow.name,
-            QualityOutcomeRow.stage,
-            QualityOutcomeRow.code,
-            QualityOutcomeRow.unit,
-            QualityOutcomeRow.message,
-            QualityOutcomeRow.recorded_at,
-        ).join(ExposureRow, ExposureRow.id == QualityOutcomeRow.exposure_id)
-        if exposures is not None:
-            stmt = stmt.where(ExposureRow.name.in_(_as_list(exposures)))
-        if stages is not None:
-            stmt = stmt.where(QualityOutcomeRow.stage.in_(_as_list(stages)))
-        if codes is not None:
-            stmt = stmt.where(QualityOutcomeRow.code.in_(_as_list(codes)))
-        stmt = self._time_window(stmt, since, until).order_by(
-            *self._exposure_order(),
-            self._text_order(QualityOutcomeRow.stage),
-            self._text_order(QualityOutcomeRow.unit),
-            self._text_order(QualityOutcomeRow.code),
-            QualityOutcomeRow.id,
-        )
-        with self._reader() as session, session.begin():
-            return [OutcomeRecord(*row) for row in session.execute(stmt)]
-
-    def quality_outcome_counts(self) -> list[tuple[str, str, int]]:
-        """(stage, code, number of exposures with it) for every current outcome code."""
-        stmt = (
-            select(
-                QualityOutcomeRow.stage,
-                QualityOutcomeRow.code,
-                func.count(func.distinct(QualityOutcomeRow.exposure_id)),
-            )
-            .group_by(QualityOutcomeRow.stage, QualityOutcomeRow.code)
-            .order_by(
-                self._text_order(QualityOutcomeRow.stage), self._text_order(QualityOutcomeRow.code)
-            )
-        )
-        with self._reader() as session, session.begin():
-            return [(stage, code, int(n)) for stage, code, n in session.execute(stmt)]

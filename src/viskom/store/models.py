@@ -154,3 +154,26 @@ class QualityOutcomeRow(Base):
     unit: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProductRow(Base):
+    """One file in the product tree: a stage's product of an exposure, or a period product
+    (a month's tables and plots: no exposure, `period` 'YYYY-MM')."""
+
+    __tablename__ = "products"
+    __table_args__ = (
+        UniqueConstraint("path"),
+        Index("ix_products_exposure_stage", "exposure_id", "stage"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exposure_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("exposures.id", ondelete="CASCADE")
+    )
+    period: Mapped[str | None] = mapped_column(String(16), index=True)
+    stage: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(Text)  # relative to the data root, '/' separated
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime)

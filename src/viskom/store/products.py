@@ -9,17 +9,21 @@ a file and a crash never leaves one under the final name.
 from __future__ import annotations
 
 import csv
+import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from viskom.store.atomic import atomic_path, write_text_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def exposure_dir(products: str | Path, exposure: str, date_obs: datetime | str | None) -> Path:
@@ -47,41 +51,29 @@ def write_table(columns: Mapping[str, np.ndarray | list], path: Path) -> Path:
     table = pa.table(
         {k: np.asarray(v) if not isinstance(v, list) else v for k, v in columns.items()}
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def write_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
     """Write numpy arrays as a compressed .npz atomically; returns the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def write_json(data: Mapping, path: Path) -> Path:
-    """Write a small JSON product atomically (NaN written as null)."""
-    import json
-
+    """Write a small JSON product atomically (top-level NaN written as null)."""
     clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in data.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(clean, indent=1, default=str))
+    return path
+
+
+def write_figure(fig: Figure, path: Path) -> Path:
+    """Write a matplotlib figure (from `viskom.present`) as a PNG atomically."""
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fig.savefig(fh, format="png", dpi=fig.dpi, metadata={"Software": "viskom"})
     return path
 
 
@@ -109,16 +101,9 @@ def _csv_cell(value: object) -> str:
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
     """A CSV table written atomically; NaN and None as empty cells."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(columns)
-            for r in rows:
-                w.writerow([_csv_cell(r.get(c)) for c in columns])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_csv_cell(r.get(c)) for c in columns])
     return path

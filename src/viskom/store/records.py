@@ -112,6 +112,21 @@ class OutcomeRecord:
 
 
 @dataclass(frozen=True)
+class ProductRecord:
+    """A recorded product file: exposure name (None for a period product), period, stage,
+    kind, path relative to the data root, size in bytes, SHA-256, when written."""
+
+    exposure: str | None
+    period: str | None
+    stage: str
+    kind: str
+    path: str
+    size_bytes: int
+    sha256: str
+    written_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class MetricValue:
     """One measured value: exposure name, unit ('FPA', 'R-C' or 'R-C.Q'), metric name, value."""
 
