@@ -331,10 +331,18 @@ def test_propagate_nan_proper_motion_is_no_motion():
     assert new_ra[1] == pytest.approx(1e4 / 3.6e6 - 1e-7, abs=1e-12)  # wrapped past 360
 
 
-def test_julian_epoch_matches_the_simulator():
-    t = datetime(2026, 3, 1, 6, 30)
-    assert julian_epoch(t) == pytest.approx(julian_year(t), abs=1e-12)
-    assert julian_epoch(t.replace(tzinfo=UTC)) == pytest.approx(julian_year(t), abs=1e-12)
+def test_julian_epoch_against_astropy():
+    """An independent oracle (astropy's Julian year of the UTC instant), not the simulator's
+    copy of the same formula."""
+    from astropy.time import Time
+
+    for t in (datetime(2026, 3, 1, 6, 30), datetime(2016, 1, 1), datetime(2000, 1, 1, 12)):
+        want = Time(t.replace(tzinfo=UTC), scale="utc").jyear
+        assert julian_epoch(t) == pytest.approx(want, abs=1e-9)  # 1e-9 yr = 0.03 s
+        assert julian_epoch(t.replace(tzinfo=UTC)) == pytest.approx(want, abs=1e-9)
+    assert julian_epoch(Time("2024-07-13T00:00:00", scale="utc")) == pytest.approx(
+        Time("2024-07-13T00:00:00", scale="utc").jyear
+    )
     assert julian_epoch(2025.5) == 2025.5
 
 

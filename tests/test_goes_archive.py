@@ -27,9 +27,8 @@ from viskom.sources.goes import (
     read_sgps,
     read_xrs,
     swpc_proton_series,
-    write_sgps_netcdf,
-    write_xrs_netcdf,
 )
+from viskom.sources.simulator.goes_files import write_sgps_netcdf, write_xrs_netcdf
 
 runner = CliRunner()
 DAY = date(2024, 7, 13)

@@ -24,9 +24,8 @@ from viskom.sources.goes import (
     good_samples,
     read_sgps,
     read_xrs,
-    write_sgps_netcdf,
-    write_xrs_netcdf,
 )
+from viskom.sources.simulator.goes_files import write_sgps_netcdf, write_xrs_netcdf
 
 DATA = Path(__file__).parent / "data" / "goes"
 N = 12

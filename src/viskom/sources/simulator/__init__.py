@@ -28,11 +28,11 @@ from viskom.sources.simulator.config import (
 )
 from viskom.sources.simulator.frame import (
     DEFAULT_EXPTIME,
-    default_pointing,
     frame_name,
     simulate_frame,
     simulate_set,
 )
+from viskom.sources.simulator.sky import default_pointing
 
 __all__ = [
     "DEFAULT_EXPTIME",

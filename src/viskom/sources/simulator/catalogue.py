@@ -10,7 +10,6 @@ turn-off stars (~0.8), disc stars (~1.35) and M dwarfs (~2.3) whose share grows 
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,8 +19,9 @@ import pyarrow.parquet as pq
 from astropy import units as u
 from astropy.table import Table
 
-from viskom.sources.gaia import COLUMN_UNITS, GAIA_EPOCH_JYEAR, propagate_to_epoch
+from viskom.sources.gaia_tables import COLUMN_UNITS, GAIA_EPOCH_JYEAR, propagate_to_epoch
 from viskom.sources.simulator.seeds import rng_for
+from viskom.store.atomic import atomic_path
 
 G_ZEROPOINT = 25.6874  # Gaia DR3 G zero point (e-/s)
 
@@ -85,6 +85,7 @@ def _uniform_in_cone(rng, ra0: float, dec0: float, radius_deg: float, n: int):
 
 
 def cone_area_deg2(radius_deg: float) -> float:
+    """Solid angle (deg2) of a cone of `radius_deg`."""
     return float(2.0 * np.pi * (1.0 - np.cos(np.radians(radius_deg))) * (180.0 / np.pi) ** 2)
 
 
@@ -175,7 +176,6 @@ def write_gaia_catalogue(table: Table, path: Path | str) -> Path:
     schema metadata key ``viskom_meta``; `read_gaia_catalogue` restores both.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields = []
     arrays = []
     for name in table.colnames:
@@ -188,9 +188,8 @@ def write_gaia_catalogue(table: Table, path: Path | str) -> Path:
         arrays.append(arr)
     meta_json = json.dumps(dict(table.meta), default=str)
     schema = pa.schema(fields, metadata={b"viskom_meta": meta_json.encode()})
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), tmp, compression="zstd")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), tmp, compression="zstd")
     return path
 
 
@@ -219,7 +218,9 @@ def julian_year(t: datetime) -> float:
     return 2000.0 + (t - j2000).total_seconds() / (365.25 * 86400.0)
 
 
-def propagate(ra, dec, pmra, pmde, years: float) -> tuple[np.ndarray, np.ndarray]:
+def propagate(
+    ra: np.ndarray, dec: np.ndarray, pmra: np.ndarray, pmde: np.ndarray, years: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply proper motions (mas/yr, pmRA includes cos Dec) over `years` (linear, small);
     the Gaia client's `propagate_to_epoch`, so that the simulated sky and the pipeline agree."""
     return propagate_to_epoch(ra, dec, pmra, pmde, years)

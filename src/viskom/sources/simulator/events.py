@@ -108,6 +108,7 @@ class HitList:
 
     @property
     def n_hits(self) -> int:
+        """Number of hits in the list."""
         return int(sum(a.size for a in self.kind))
 
 

@@ -20,6 +20,7 @@ def header_bytes(header: fits.Header) -> bytes:
 
 
 def padding(nbytes: int) -> bytes:
+    """Zero bytes that fill `nbytes` of data up to a whole 2880-byte FITS block."""
     return b"\0" * ((-nbytes) % BLOCK)
 
 
@@ -39,6 +40,7 @@ class FitsStream:
         self.truncated = False
 
     def write(self, data: bytes) -> None:
+        """Append bytes (compressed if gzip); nothing more once the truncation point is hit."""
         if self.truncated:
             return
         if self.truncate_at is not None and self.position + len(data) >= self.truncate_at:
@@ -51,12 +53,14 @@ class FitsStream:
             self._fh.write(data)
 
     def write_hdu(self, header: fits.Header | bytes, payload: bytes = b"") -> None:
+        """Append a header (blocks) and its data, padded to whole FITS blocks."""
         self.write(header if isinstance(header, bytes) else header_bytes(header))
         if payload:
             self.write(payload)
             self.write(padding(len(payload)))
 
     def close(self) -> None:
+        """Finish the gzip stream (only flushed when truncated) and close the file."""
         if self._z is not None:
             if self.truncated:
                 self._fh.write(self._z.flush(zlib.Z_SYNC_FLUSH))

@@ -27,6 +27,7 @@ from viskom.le1.geometry import (
 )
 from viskom.sources.simulator.config import SimConfig
 from viskom.sources.simulator.seeds import rng_for
+from viskom.store.atomic import write_text_atomic
 
 SMALL_IMAGE = 256
 
@@ -64,14 +65,17 @@ class QuadrantModel:
 
     @property
     def ccd(self) -> str:
+        """CCD id ("3-4") of the extension name."""
         return self.extname.split(".")[0]
 
     @property
     def quadrant(self) -> str:
+        """Quadrant letter ("E".."H") of the extension name."""
         return self.extname.split(".")[1]
 
     @property
     def detid(self) -> int:
+        """Detector number 0..35 (row-major over the 6 x 6 CCDs)."""
         q = parse_extname(self.extname)
         return (q.ccd_row - 1) * 6 + (q.ccd_column - 1)
 
@@ -83,14 +87,17 @@ class QuadrantModel:
 
     @property
     def read_noise_adu(self) -> float:
+        """Read noise in ADU."""
         return self.read_noise_e / self.gain_e_per_adu
 
     @property
     def image_area_cm2(self) -> float:
+        """Area of the image pixels (cm2), for particle hit rates."""
         g = self.geometry
         return g.image_columns * g.image_rows * PIXEL_SIZE_CM**2
 
     def wcs_header(self) -> dict:
+        """The nominal WCS keywords of the quadrant (its CCD rotated by `rotation_deg`)."""
         return nominal_wcs_header(self.geometry, rotation_deg=self.rotation_deg)
 
     # --- bias model (noiseless, in ADU) --------------------------------------------------------
@@ -174,21 +181,16 @@ def quadrant_models(config: SimConfig) -> dict[str, QuadrantModel]:
     return models
 
 
-def write_relative_gains(path, config: SimConfig) -> Path:
+def write_relative_gains(path: str | Path, config: SimConfig) -> Path:
     """Write the simulated instrument's true relative quadrant gains as an 'EXT gain' table.
 
     The format of VISQL's quadrant_relative_gains.txt ([gaia] gains_file): multiplying a
     quadrant's ADU fluxes by its gain puts all quadrants on one photometric scale.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     models = quadrant_models(config)
     lines = [
         "# EXT relative_gain  (viskom simulator truth: gain / (nominal gain x QE);"
         f" instrument_seed {config.instrument_seed})\n"
     ]
     lines += [f"{ext} {m.relative_gain:.10f}\n" for ext, m in models.items()]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "".join(lines))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -177,7 +178,8 @@ class PsfModel:
     frame_dg2: float = 0.0
 
     @classmethod
-    def from_config(cls, config, rng: np.random.Generator | None = None) -> PsfModel:
+    def from_config(cls, config: Any, rng: np.random.Generator | None = None) -> PsfModel:
+        """The PSF of a SimConfig, with this frame's jitter drawn from `rng` (none without)."""
         alpha0 = alpha_for_r2(float(config.psf_beta), float(config.psf_r2_px2))
         if rng is None:
             size, dg1, dg2 = 1.0, 0.0, 0.0
@@ -198,7 +200,9 @@ class PsfModel:
             frame_dg2=dg2,
         )
 
-    def params_at(self, x_deg, y_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def params_at(
+        self, x_deg: np.ndarray | float, y_deg: np.ndarray | float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(alpha, g1, g2) at instrument-frame positions (degrees)."""
         u = np.asarray(x_deg, dtype=np.float64) / FIELD_RADIUS_DEG
         v = np.asarray(y_deg, dtype=np.float64) / FIELD_RADIUS_DEG
@@ -208,6 +212,7 @@ class PsfModel:
         return alpha, g1, g2
 
     def describe(self) -> dict:
+        """The PSF model and its parameters, for the truth file."""
         return {
             "model": "elliptical Moffat, pixel-integrated (5x5 sub-samples within 5 px)",
             "beta": self.beta,

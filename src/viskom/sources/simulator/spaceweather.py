@@ -68,24 +68,18 @@ def write_goes_cache(
     protons: np.ndarray | None = None,
 ) -> list[Path]:
     """Write a simulated day into viskom's GOES cache as NCEI XRS (and SGPS) day files."""
-    from viskom.sources.goes import (
-        GoesClient,
-        ncei_filename,
-        write_sgps_netcdf,
-        write_xrs_netcdf,
-    )
+    from viskom.sources.goes import GoesClient, ncei_filename
+    from viskom.sources.simulator.goes_files import write_sgps_netcdf, write_xrs_netcdf
 
     client = GoesClient(cache_dir, offline=True)
     day = datetime.fromisoformat(str(np.asarray(time, dtype="datetime64[s]")[0])).date()
     xrs_path = client.cache_path_for(
         "avg1m", satellite, day, ncei_filename("avg1m", satellite, day, "2-2-0")
     )
-    xrs_path.parent.mkdir(parents=True, exist_ok=True)
     paths = [write_xrs_netcdf(xrs_path, time, xrsa, xrsb, satellite=f"g{satellite}")]
     flux = np.full(np.asarray(time).size, QUIET_PROTONS) if protons is None else protons
     sgps_path = client.cache_path_for(
         "sgps", satellite, day, ncei_filename("sgps", satellite, day, "3-0-1")
     )
-    sgps_path.parent.mkdir(parents=True, exist_ok=True)
     paths.append(write_sgps_netcdf(sgps_path, time, flux, satellite=f"g{satellite}"))
     return paths

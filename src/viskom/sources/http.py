@@ -1,0 +1,281 @@
+"""The HTTP layer of every viskom client (GOES, Gaia): one way to ask a service and to give up.
+
+`HttpClient` holds a `requests.Session` whose adapter retries with urllib3's `Retry`: connection
+errors, timeouts and HTTP 429/500/502/503/504 are retried `retries` times with exponential
+backoff (`backoff_s`, 2x, 4x ... between attempts; a server's Retry-After is honoured up to
+`MAX_WAIT_S`), and every call passes (connect, read) timeouts. Whatever still fails comes out
+as one exception, `ServiceError` (the HTTP status if there was one, the body, the number of
+attempts). `reask` repeats a call whose answer came but is unusable (a maintenance page instead
+of a VOTable) on the same Retry schedule. `CircuitBreaker` remembers services that kept failing,
+so that a client does not wait for them again during a cooldown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from itertools import takewhile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
+
+USER_AGENT = "viskom/0.1 (Euclid VIS quick-look monitor)"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The POSTs of viskom's clients are read-only queries (VizieR, TAP): safe to send again.
+RETRY_METHODS = frozenset({"GET", "HEAD", "POST"})
+MAX_WAIT_S = 60.0  # longest wait between two attempts (backoff or Retry-After)
+NOT_FOUND = frozenset({404, 410})
+_CHUNK = 1 << 20
+_POOL_PREFIX = re.compile(r"^\S*(?:ConnectionPool|Connection)\(host=[^)]*\):\s*|^<[^>]*>:\s*")
+
+_T = TypeVar("_T")
+
+
+class ServiceError(Exception):
+    """A request that gave no usable answer: `error` says why (HTTP status, timeout...).
+
+    `status` is the final HTTP status (None when no answer came), `body` its content,
+    `attempts` how many times the request was sent, `incomplete` True when the answer broke
+    off while its body was read.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        url: str,
+        *,
+        status: int | None = None,
+        reason: str = "",
+        body: bytes = b"",
+        attempts: int = 1,
+        incomplete: bool = False,
+    ) -> None:
+        super().__init__(error)
+        self.error = error
+        self.url = url
+        self.status = status
+        self.reason = reason
+        self.body = body
+        self.attempts = attempts
+        self.incomplete = incomplete
+
+    @property
+    def not_found(self) -> bool:
+        """The service answered that there is no such resource (HTTP 404 or 410)."""
+        return self.status in NOT_FOUND
+
+
+class _Retry(Retry):
+    """urllib3's Retry with the backoff of viskom's clients: b, 2b, 4b... before each retry
+    (urllib3 does not wait before the first one), and Retry-After capped at `backoff_max`."""
+
+    def get_backoff_time(self) -> float:
+        """Seconds to wait before the next attempt: backoff_factor x 2^(failures - 1)."""
+        failures = len(list(takewhile(lambda h: h.redirect_location is None, self.history[::-1])))
+        if failures == 0:
+            return 0.0
+        return float(min(self.backoff_max, self.backoff_factor * 2 ** (failures - 1)))
+
+    def get_retry_after(self, response: Any) -> float | None:
+        """The server's Retry-After in seconds, at most `backoff_max`."""
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(float(seconds), self.backoff_max)
+
+
+def retry_policy(retries: int, backoff_s: float) -> Retry:
+    """The Retry of viskom's sessions: `retries` retries on connection errors, timeouts, 429/5xx."""
+    return _Retry(
+        total=max(0, int(retries)),
+        backoff_factor=max(0.0, float(backoff_s)),
+        backoff_max=MAX_WAIT_S,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=RETRY_METHODS,
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the last answer comes back; ServiceError then says which
+    )
+
+
+def make_session(retry: Retry, user_agent: str = USER_AGENT) -> requests.Session:
+    """A requests.Session that retries every http(s) request per `retry`."""
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = user_agent
+    return session
+
+
+def _describe(exc: BaseException) -> tuple[str, bool]:
+    """Short text of a requests/urllib3 failure, and whether the retries were used up."""
+    cause: BaseException = exc
+    exhausted = False
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, MaxRetryError):
+        cause, exhausted = inner.reason or inner, True
+    elif isinstance(inner, Urllib3Error):
+        cause = inner
+    text = _POOL_PREFIX.sub("", str(cause)) or repr(cause)
+    return f"{type(cause).__name__}: {text}", exhausted
+
+
+class CircuitBreaker:
+    """Services (by key: a host, a service name) that failed, not to be called for `cooldown_s`.
+
+    The default cooldown is infinite: a service that failed stays off for the breaker's
+    lifetime.
+    """
+
+    def __init__(self, cooldown_s: float = math.inf) -> None:
+        self.cooldown_s = float(cooldown_s)
+        self._open: dict[str, tuple[float, str]] = {}  # key -> (monotonic time, why)
+
+    def trip(self, key: str, why: str) -> None:
+        """Record that `key` failed (and why); it is not to be called during the cooldown."""
+        self._open[key] = (time.monotonic(), why)
+
+    def reason(self, key: str) -> str | None:
+        """Why `key` is not to be called now, or None when it may be."""
+        hit = self._open.get(key)
+        if hit and time.monotonic() - hit[0] < self.cooldown_s:
+            return hit[1]
+        return None
+
+    @property
+    def open(self) -> dict[str, str]:
+        """The keys not to be called now, and why."""
+        return {k: why for k in self._open if (why := self.reason(k)) is not None}
+
+
+class HttpClient:
+    """A retrying requests.Session with timeouts on every call, and a circuit breaker.
+
+    One per client object (GoesClient, GaiaClient): `session` may be handed to libraries that
+    make the requests themselves (astroquery's query objects), `send` then turns their outcome
+    into a response or a ServiceError like `request` does.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        retries: int,
+        backoff_s: float,
+        breaker_cooldown_s: float = math.inf,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.timeout_s = float(timeout_s)
+        self.retries = max(0, int(retries))
+        self.retry = retry_policy(self.retries, backoff_s)
+        self.session = make_session(self.retry, user_agent)
+        self.breaker = CircuitBreaker(breaker_cooldown_s)
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) timeouts in seconds, passed on every call."""
+        return self.timeout_s, self.timeout_s
+
+    def send(self, call: Callable[[], requests.Response], url: str = "") -> requests.Response:
+        """The response of `call()` (a request through `session`); ServiceError unless 2xx/3xx.
+
+        `url` names the request in errors when no response came (else the response's URL).
+        """
+        try:
+            resp = call()
+        except requests.RequestException as exc:
+            error, exhausted = _describe(exc)
+            attempts = self.retries + 1 if exhausted else 1
+            raise ServiceError(error, url, attempts=attempts) from None
+        if resp.status_code >= 400:
+            retries = getattr(resp.raw, "retries", None)
+            attempts = len(retries.history) + 1 if retries is not None else 1
+            try:
+                body = resp.content
+            except requests.RequestException:
+                body = b""
+            resp.close()
+            raise ServiceError(
+                f"HTTP {resp.status_code} {resp.reason}",
+                resp.url or url,
+                status=resp.status_code,
+                reason=str(resp.reason or ""),
+                body=body or b"",
+                attempts=attempts,
+            )
+        return resp
+
+    def request(self, method: str, url: str, *, sink: Path | None = None, **kwargs: Any) -> bytes:
+        """The body of a request (or, with `sink`, streamed into that file); ServiceError if not.
+
+        A body that breaks off (shorter than its Content-Length: urllib3 checks it) is asked
+        for again, on the same Retry schedule as a failed request.
+        """
+        return self.reask(
+            lambda: self._once(method, url, sink, kwargs),
+            ServiceError,
+            when=lambda exc: getattr(exc, "incomplete", False),
+        )
+
+    def _once(self, method: str, url: str, sink: Path | None, kwargs: dict[str, Any]) -> bytes:
+        resp = self.send(  # the body is read below, where a broken-off one is told apart
+            lambda: self.session.request(method, url, timeout=self.timeouts, stream=True, **kwargs),
+            url,
+        )
+        with resp:
+            try:
+                if sink is None:
+                    return resp.content
+                with sink.open("wb") as fh:
+                    for chunk in resp.iter_content(_CHUNK):
+                        fh.write(chunk)
+                return b""
+            except requests.RequestException as exc:
+                raise ServiceError(_describe(exc)[0], url, incomplete=True) from None
+
+    def get(self, url: str, *, sink: Path | None = None, **kwargs: Any) -> bytes:
+        """GET: see `request`."""
+        return self.request("GET", url, sink=sink, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> bytes:
+        """POST: see `request`."""
+        return self.request("POST", url, **kwargs)
+
+    def reask(
+        self,
+        once: Callable[[], _T],
+        unusable: type[Exception] | tuple[type[Exception], ...],
+        when: Callable[[Exception], bool] = lambda exc: True,
+    ) -> _T:
+        """`once()`, asked again while it raises `unusable` (and `when` agrees) on the session's
+        Retry schedule (as many attempts, same backoff); the last such error is re-raised."""
+        retry = self.retry
+        while True:
+            try:
+                return once()
+            except unusable as exc:
+                if not when(exc):
+                    raise
+                try:
+                    retry = retry.increment(error=exc)
+                except MaxRetryError:
+                    raise exc from None
+                retry.sleep()
+
+
+__all__ = [
+    "MAX_WAIT_S",
+    "RETRY_METHODS",
+    "RETRY_STATUSES",
+    "USER_AGENT",
+    "CircuitBreaker",
+    "HttpClient",
+    "ServiceError",
+    "make_session",
+    "retry_policy",
+]
