@@ -34,15 +34,10 @@ import numpy as np
 from viskom.config import Settings
 from viskom.le1.geometry import all_ccds, all_extnames
 from viskom.measure.gaia import COLOURS, STAR_COLUMNS, gaia_flux
-from viskom.pipeline.gaiaphot import (
-    BLOCKS,
-    RESIDUAL_COLUMNS,
-    read_residuals,
-    residual_path,
-    stacked_fits,
-    write_gaia_period_products,
-    write_ice_timeline,
-)
+from viskom.measure.gaia_stack import BLOCKS, stacked_fits
+from viskom.pipeline.gaia_io import RESIDUAL_COLUMNS, read_residuals, residual_path
+from viskom.pipeline.gaia_period import write_gaia_period_products
+from viskom.pipeline.gaia_timeline import write_ice_timeline
 from viskom.present.focal import quadrant_rectangle
 from viskom.store import Store
 from viskom.store.products import read_table, write_table

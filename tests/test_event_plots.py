@@ -12,21 +12,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viskom.present.events import (
-    FOCAL_PLANE_PIXELS,
+from viskom.measure.cosmics import catalogue_classes, top10count
+from viskom.measure.spaceweather import fit_rate_relation
+from viskom.present.event_maps import (
     NBINS_200PX,
     NBINS_250PX,
-    catalogue_classes,
     exposure_factor,
-    fit_rate_relation,
     plot_event_map,
-    plot_goes_panel,
-    plot_hit_histograms,
-    plot_rate_correlation,
     plot_rf_diagram,
-    top10count,
 )
+from viskom.present.goes_panel import plot_goes_panel
+from viskom.present.hit_histograms import FOCAL_PLANE_PIXELS, plot_hit_histograms
 from viskom.present.movie import compose_frame, encode_mp4, ffmpeg_executable
+from viskom.present.rates import plot_rate_correlation
+from viskom.store.products import write_figure
 
 TITLE = "C_20240713_032840_W_52167482.VIS.bin_01_01"
 T_OBS = np.datetime64("2024-07-13T03:28:40", "us")
@@ -182,8 +181,9 @@ def test_event_maps(tmp_path: Path, kind: str):
     cat = make_catalogue()
     sel = catalogue_classes(cat["flux_auto"], cat["flux_radius"])[kind]
     assert sel.sum() > 0
-    out = plot_event_map(
-        cat["x_world"][sel], cat["y_world"][sel], kind, 560.52, TITLE, tmp_path / f"{kind}.png"
+    out = write_figure(
+        plot_event_map(cat["x_world"][sel], cat["y_world"][sel], kind, 560.52, TITLE),
+        tmp_path / f"{kind}.png",
     )
     assert out == tmp_path / f"{kind}.png"
     assert png_size(out) == (640, 480)
@@ -191,22 +191,27 @@ def test_event_maps(tmp_path: Path, kind: str):
 
 
 def test_event_map_empty_and_nan(tmp_path: Path):
-    out = plot_event_map([], [], "xray", None, TITLE, tmp_path / "empty.png")
+    out = write_figure(plot_event_map([], [], "xray", None, TITLE), tmp_path / "empty.png")
     assert png_size(out) == (640, 480)
     nan = np.full(5, np.nan)
-    out = plot_event_map(nan, nan, "protons", 89.52, TITLE, tmp_path / "nan.png")
+    out = write_figure(plot_event_map(nan, nan, "protons", 89.52, TITLE), tmp_path / "nan.png")
     assert png_size(out) == (640, 480)
     with pytest.raises(ValueError, match="kind"):
-        plot_event_map([], [], "neutrinos", 1.0, TITLE, tmp_path / "x.png")  # type: ignore[arg-type]
+        write_figure(plot_event_map([], [], "neutrinos", 1.0, TITLE), tmp_path / "x.png")  # type: ignore[arg-type]
 
 
 def test_rf_diagram(tmp_path: Path):
     cat = make_catalogue()
-    out = plot_rf_diagram(cat["flux_radius"], cat["flux_auto"], TITLE, tmp_path / "rf.png")
+    out = write_figure(
+        plot_rf_diagram(cat["flux_radius"], cat["flux_auto"], TITLE), tmp_path / "rf.png"
+    )
     assert png_size(out) == (640, 480)
-    assert png_size(plot_rf_diagram([], [], TITLE, tmp_path / "e.png")) == (640, 480)
+    assert png_size(write_figure(plot_rf_diagram([], [], TITLE), tmp_path / "e.png")) == (640, 480)
     nan = [np.nan, -1.0]
-    assert png_size(plot_rf_diagram(nan, nan, TITLE, tmp_path / "n.png")) == (640, 480)
+    assert png_size(write_figure(plot_rf_diagram(nan, nan, TITLE), tmp_path / "n.png")) == (
+        640,
+        480,
+    )
 
 
 def test_hit_histograms(tmp_path: Path):
@@ -220,54 +225,68 @@ def test_hit_histograms(tmp_path: Path):
         [10 ** rng.normal(3.1, 0.2, n), rng.uniform(400, 1200, n)],
         10 ** rng.uniform(4, 4.6, n),
     )
-    out = plot_hit_histograms(
-        npix, length, charge, kind, 560.52, TITLE, tmp_path / "hits.png", area_px=4096 * 4132
+    out = write_figure(
+        plot_hit_histograms(npix, length, charge, kind, 560.52, TITLE, area_px=4096 * 4132),
+        tmp_path / "hits.png",
     )
     assert png_size(out) == (1500, 500)
-    out = plot_hit_histograms([], [], [], [], None, TITLE, tmp_path / "empty.png")
+    out = write_figure(plot_hit_histograms([], [], [], [], None, TITLE), tmp_path / "empty.png")
     assert png_size(out) == (1500, 500)
     nan = np.full(3, np.nan)
-    out = plot_hit_histograms(nan, nan, nan, ["xray"] * 3, 89.52, TITLE, tmp_path / "nan.png")
+    out = write_figure(
+        plot_hit_histograms(nan, nan, nan, ["xray"] * 3, 89.52, TITLE), tmp_path / "nan.png"
+    )
     assert png_size(out) == (1500, 500)
     assert FOCAL_PLANE_PIXELS == 36 * 4096 * 4132
     with pytest.raises(ValueError, match="same length"):
-        plot_hit_histograms([1], [1, 2], [1], ["xray"], 1.0, TITLE, tmp_path / "bad.png")
+        write_figure(
+            plot_hit_histograms([1], [1, 2], [1], ["xray"], 1.0, TITLE), tmp_path / "bad.png"
+        )
 
 
 def test_goes_panel(tmp_path: Path):
     t, a, b = make_goes()
-    out = plot_goes_panel(
-        t, a, b, datetime(2024, 7, 13, 3, 28, 40), 560.52, TITLE, tmp_path / "g.png"
+    out = write_figure(
+        plot_goes_panel(t, a, b, datetime(2024, 7, 13, 3, 28, 40), 560.52, TITLE),
+        tmp_path / "g.png",
     )
     assert png_size(out) == (640, 480)
     # X-class flare (y range widens), aware t_obs, protons on a second axis
     pt = t[::5]
     pf = 0.3 + 50 * np.exp(-(((pt - T_OBS) / np.timedelta64(1, "h") - 6) ** 2) / 8)
-    out = plot_goes_panel(
-        t,
-        a,
-        b * 50,
-        datetime(2024, 7, 13, 3, 28, 40, tzinfo=UTC),
-        89.52,
-        TITLE,
+    out = write_figure(
+        plot_goes_panel(
+            t,
+            a,
+            b * 50,
+            datetime(2024, 7, 13, 3, 28, 40, tzinfo=UTC),
+            89.52,
+            TITLE,
+            proton_time=pt,
+            proton_flux=pf,
+        ),
         tmp_path / "gp.png",
-        proton_time=pt,
-        proton_flux=pf,
     )
     assert png_size(out) == (640, 480)
 
 
 def test_goes_panel_without_data(tmp_path: Path):
-    out = plot_goes_panel(None, None, None, T_OBS, 560.52, TITLE, tmp_path / "none.png")
+    out = write_figure(
+        plot_goes_panel(None, None, None, T_OBS, 560.52, TITLE), tmp_path / "none.png"
+    )
     assert png_size(out) == (640, 480)
     t, a, b = make_goes()
     far = T_OBS + np.timedelta64(5, "D")  # data exist, but not within +-12 h
-    out = plot_goes_panel(t, a, b, far, 560.52, TITLE, tmp_path / "far.png", proton_flux=[])
+    out = write_figure(
+        plot_goes_panel(t, a, b, far, 560.52, TITLE, proton_flux=[]), tmp_path / "far.png"
+    )
     assert png_size(out) == (640, 480)
-    out = plot_goes_panel(t, a, b, None, None, TITLE, tmp_path / "not.png")
+    out = write_figure(plot_goes_panel(t, a, b, None, None, TITLE), tmp_path / "not.png")
     assert png_size(out) == (640, 480)
     nan = np.full(t.size, np.nan)
-    out = plot_goes_panel(t, nan, nan, "2024-07-13T03:28:40", 560.52, TITLE, tmp_path / "n.png")
+    out = write_figure(
+        plot_goes_panel(t, nan, nan, "2024-07-13T03:28:40", 560.52, TITLE), tmp_path / "n.png"
+    )
     assert png_size(out) == (640, 480)
 
 
@@ -279,17 +298,21 @@ def test_rate_correlation(tmp_path: Path):
     groups = np.where(np.arange(120) % 4 == 0, "dark", "science")
     fit = fit_rate_relation(flux, rate)
     args = ("GOES XRS-B flux [W/m²]", "X-ray events per 1000 s", "July 2024")
-    out = plot_rate_correlation(flux, rate, *args, tmp_path / "c.png", fit=fit, labels=groups)
+    out = write_figure(
+        plot_rate_correlation(flux, rate, *args, fit=fit, labels=groups), tmp_path / "c.png"
+    )
     assert png_size(out) == (800, 600)
     fit_log = fit_rate_relation(flux, rate, model="loglog")
-    out = plot_rate_correlation(flux, rate, *args, tmp_path / "cl.png", fit=fit_log)
+    out = write_figure(plot_rate_correlation(flux, rate, *args, fit=fit_log), tmp_path / "cl.png")
     assert png_size(out) == (800, 600)
     hand = {"slope": 2e6, "intercept": 4.0, "model": "linear", "r": 0.8, "n": 120}
-    out = plot_rate_correlation(flux, rate, *args, tmp_path / "ch.png", fit=hand)
+    out = write_figure(plot_rate_correlation(flux, rate, *args, fit=hand), tmp_path / "ch.png")
     assert png_size(out) == (800, 600)
-    out = plot_rate_correlation([], [], *args, tmp_path / "e.png")
+    out = write_figure(plot_rate_correlation([], [], *args), tmp_path / "e.png")
     assert png_size(out) == (800, 600)
-    out = plot_rate_correlation([0.0, -1.0], [1.0, np.nan], *args, tmp_path / "z.png", fit=fit)
+    out = write_figure(
+        plot_rate_correlation([0.0, -1.0], [1.0, np.nan], *args, fit=fit), tmp_path / "z.png"
+    )
     assert png_size(out) == (800, 600)
 
 

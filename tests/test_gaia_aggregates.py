@@ -22,27 +22,24 @@ import pytest
 
 from viskom.config import Settings
 from viskom.le1.geometry import all_ccds, all_extnames
-from viskom.measure.gaia import COLOURS, fit_colour_relation, gaia_flux, unit_members
-from viskom.pipeline.gaiaphot import (
+from viskom.measure.gaia_cells import HexGrid, clipped_cell_stats
+from viskom.measure.gaia_colour import COLOURS, fit_colour_relation, unit_members
+from viskom.measure.gaia_ice import exposure_kind, good_mask, selfcal_mask
+from viskom.measure.gaia_stack import (
     BLOCKS,
     CCDS,
     QUADRANTS,
-    exposure_kind,
-    good_mask,
     grouped_colour_fits,
-    read_residuals,
-    render_fpa_map,
-    residual_path,
-    selfcal_mask,
     stacked_fits,
-    thursday_weeks,
     unit_levels,
-    write_gaia_period_products,
-    write_ice_timeline,
 )
-from viskom.present import gaia as present_gaia
+from viskom.measure.photometry import gaia_flux
+from viskom.pipeline import gaia_maps as present_gaia  # the drawing steps the tests replace
+from viskom.pipeline.gaia_io import read_residuals, residual_path
+from viskom.pipeline.gaia_maps import render_fpa_map
+from viskom.pipeline.gaia_period import thursday_weeks, write_gaia_period_products
+from viskom.pipeline.gaia_timeline import write_ice_timeline
 from viskom.present.focal import quadrant_rectangle
-from viskom.present.gaia import HexGrid, clipped_cell_stats
 from viskom.store import Store
 from viskom.store.products import write_table
 from viskom.store.records import ExposureRecord, StageRun
@@ -547,7 +544,7 @@ def test_missing_and_corrupt_tables_are_logged_and_skipped(
     items.append(
         (name, residual_path(world.settings.products_path, name, world.exposures[name]["t"]))
     )
-    with caplog.at_level(logging.INFO, logger="viskom.pipeline.gaiaphot"):
+    with caplog.at_level(logging.INFO, logger="viskom.pipeline"):
         stack = read_residuals(items)
     assert stack.names == [name] and stack.n_rows == N_ROWS
     assert stack.missing == ["no_table"] and stack.unreadable == ["corrupt"]

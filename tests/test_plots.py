@@ -1,4 +1,5 @@
-"""Plots: every function writes a PNG of the expected pixel size, also for empty/NaN inputs."""
+"""Plots: every function gives a Figure that saves as a PNG of the expected pixel size, also for
+empty/NaN inputs."""
 
 from __future__ import annotations
 
@@ -16,14 +17,10 @@ from viskom.measure.iq import iq_score
 from viskom.measure.stars import find_visql_chimney
 from viskom.present.focal import quadrant_rectangle, region_centre
 from viskom.present.inputs import mission_day, mission_day_to_date, month_mission_days
-from viskom.present.plots import (
-    plot_flux_radius,
-    plot_iq_timeline,
-    plot_moment_maps,
-    plot_moments_vs_position,
-    plot_psf_month_summary,
-    plot_star_stamps,
-)
+from viskom.present.iq_plots import plot_iq_timeline, plot_psf_month_summary
+from viskom.present.moment_maps import plot_moment_maps
+from viskom.present.psf_plots import plot_flux_radius, plot_moments_vs_position, plot_star_stamps
+from viskom.store.products import write_figure
 
 SIZES = {
     "flux_radius": (800, 600),
@@ -235,7 +232,7 @@ def test_flux_radius(tmp_path: Path) -> None:
     locus = find_visql_chimney(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
     assert locus.found
     assert 1.0 < locus.rmin < 1.12 < locus.rmax < 1.3
-    out = plot_flux_radius(cat, locus, tmp_path / "chimney.png", title=TITLE)
+    out = write_figure(plot_flux_radius(cat, locus, title=TITLE), tmp_path / "chimney.png")
     assert out == tmp_path / "chimney.png"
     assert_png(out, "flux_radius")
 
@@ -243,21 +240,32 @@ def test_flux_radius(tmp_path: Path) -> None:
 def test_flux_radius_no_locus_and_empty(tmp_path: Path) -> None:
     cat = make_catalogue()
     not_found = {"found": False, "reason": "no chimney: best count 0"}
-    assert_png(plot_flux_radius(cat, not_found, tmp_path / "a.png", title=TITLE), "flux_radius")
+    assert_png(
+        write_figure(plot_flux_radius(cat, not_found, title=TITLE), tmp_path / "a.png"),
+        "flux_radius",
+    )
     empty = empty_like(cat)
-    assert_png(plot_flux_radius(empty, not_found, tmp_path / "b.png", title=TITLE), "flux_radius")
-    assert_png(plot_flux_radius({}, None, tmp_path / "c.png", title=TITLE), "flux_radius")
+    assert_png(
+        write_figure(plot_flux_radius(empty, not_found, title=TITLE), tmp_path / "b.png"),
+        "flux_radius",
+    )
+    assert_png(
+        write_figure(plot_flux_radius({}, None, title=TITLE), tmp_path / "c.png"), "flux_radius"
+    )
     nan = nan_like(cat)
-    assert_png(plot_flux_radius(nan, not_found, tmp_path / "d.png", title=TITLE), "flux_radius")
+    assert_png(
+        write_figure(plot_flux_radius(nan, not_found, title=TITLE), tmp_path / "d.png"),
+        "flux_radius",
+    )
 
 
 def test_flux_radius_pyarrow_and_astropy(tmp_path: Path) -> None:
     cat = make_catalogue()
     locus = find_visql_chimney(cat["flux_radius"], cat["flux_auto"], cat["b_image"])
     locus_map = {k: getattr(locus, k) for k in ("found", "reason", "rmin", "rmax", "fmin", "fmax")}
-    out = plot_flux_radius(pa.table(cat), locus_map, tmp_path / "pa.png", title=TITLE)
+    out = write_figure(plot_flux_radius(pa.table(cat), locus_map, title=TITLE), tmp_path / "pa.png")
     assert_png(out, "flux_radius")
-    out = plot_flux_radius(Table(cat), locus, tmp_path / "ap.png", title=TITLE)
+    out = write_figure(plot_flux_radius(Table(cat), locus, title=TITLE), tmp_path / "ap.png")
     assert_png(out, "flux_radius")
 
 
@@ -265,31 +273,35 @@ def test_missing_required_column_is_reported(tmp_path: Path) -> None:
     cat = make_catalogue()
     del cat["flux_radius"]
     with pytest.raises(KeyError, match="flux_radius"):
-        plot_flux_radius(cat, None, tmp_path / "x.png", title=TITLE)
+        write_figure(plot_flux_radius(cat, None, title=TITLE), tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("group", ["quadrant", "ccd"])
 def test_moment_maps(tmp_path: Path, group: str) -> None:
     stars = make_star_moments()
-    out = plot_moment_maps(stars, tmp_path / "map.png", title=TITLE, group=group)  # type: ignore[arg-type]
+    out = write_figure(plot_moment_maps(stars, title=TITLE, group=group), tmp_path / "map.png")  # type: ignore[arg-type]
     assert_png(out, "moment_maps")
 
 
 def test_moment_maps_empty_and_nan(tmp_path: Path) -> None:
     stars = make_star_moments()
     for i, data in enumerate((empty_like(stars), nan_like(stars), {}, pa.table(stars).slice(0, 0))):
-        assert_png(plot_moment_maps(data, tmp_path / f"{i}.png", title=TITLE), "moment_maps")
+        assert_png(
+            write_figure(plot_moment_maps(data, title=TITLE), tmp_path / f"{i}.png"), "moment_maps"
+        )
     # Unknown extension names fall back to the stars' median positions.
     odd = dict(stars, extname=np.array(["CCD?"] * len(stars["r2"])))
-    assert_png(plot_moment_maps(odd, tmp_path / "odd.png", title=TITLE), "moment_maps")
+    assert_png(
+        write_figure(plot_moment_maps(odd, title=TITLE), tmp_path / "odd.png"), "moment_maps"
+    )
 
 
 def test_moments_vs_position_subsample_is_deterministic(tmp_path: Path) -> None:
     stars = make_star_moments(per_quadrant=20)  # ~2900 stars: more than the 2000 drawn
     assert len(stars["r2"]) > 2000
-    a = plot_moments_vs_position(stars, tmp_path / "a.png", title=TITLE)
-    b = plot_moments_vs_position(Table(stars), tmp_path / "b.png", title=TITLE)
+    a = write_figure(plot_moments_vs_position(stars, title=TITLE), tmp_path / "a.png")
+    b = write_figure(plot_moments_vs_position(Table(stars), title=TITLE), tmp_path / "b.png")
     assert_png(a, "moments_vs_position")
     assert a.read_bytes() == b.read_bytes()
 
@@ -297,7 +309,7 @@ def test_moments_vs_position_subsample_is_deterministic(tmp_path: Path) -> None:
 def test_moments_vs_position_empty_and_nan(tmp_path: Path) -> None:
     stars = make_star_moments()
     for i, data in enumerate((empty_like(stars), nan_like(stars), None)):
-        out = plot_moments_vs_position(data, tmp_path / f"{i}.png", title=TITLE)
+        out = write_figure(plot_moments_vs_position(data, title=TITLE), tmp_path / f"{i}.png")
         assert_png(out, "moments_vs_position")
 
 
@@ -305,16 +317,22 @@ def test_star_stamps(tmp_path: Path) -> None:
     stamps = make_stamps(130)
     r2 = np.linspace(1.8, 2.1, 130)
     labels = [f"{e} R2={r:.2f}" for e, r in zip(all_extnames()[:130], r2, strict=True)]
-    out = plot_star_stamps(stamps, tmp_path / "stamps.png", labels=labels, title=TITLE)
+    out = write_figure(
+        plot_star_stamps(stamps, labels=labels, title=TITLE), tmp_path / "stamps.png"
+    )
     assert_png(out, "stamps")
-    assert_png(plot_star_stamps(stamps[:7], tmp_path / "few.png", title=TITLE), "stamps")
+    assert_png(
+        write_figure(plot_star_stamps(stamps[:7], title=TITLE), tmp_path / "few.png"), "stamps"
+    )
 
 
 def test_star_stamps_empty_and_nan(tmp_path: Path) -> None:
     for i, data in enumerate(
         (np.zeros((0, 29, 29)), np.full((4, 29, 29), np.nan), None, np.zeros((3, 29, 29)))
     ):
-        assert_png(plot_star_stamps(data, tmp_path / f"{i}.png", title=TITLE), "stamps")
+        assert_png(
+            write_figure(plot_star_stamps(data, title=TITLE), tmp_path / f"{i}.png"), "stamps"
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -323,45 +341,53 @@ def test_star_stamps_empty_and_nan(tmp_path: Path) -> None:
 
 def test_iq_timeline(tmp_path: Path) -> None:
     month = make_month()
-    out = plot_iq_timeline(month, tmp_path / "timeline.png", month_label="2024-07")
+    out = write_figure(plot_iq_timeline(month, month_label="2024-07"), tmp_path / "timeline.png")
     assert_png(out, "timeline")
     # datetime objects and a pyarrow timestamp column work as well
     as_dt = dict(month, date_obs=np.array([datetime.fromisoformat(d) for d in month["date_obs"]]))
-    out = plot_iq_timeline(pa.table(as_dt), tmp_path / "pa.png", month_label="2024-07")
+    out = write_figure(
+        plot_iq_timeline(pa.table(as_dt), month_label="2024-07"), tmp_path / "pa.png"
+    )
     assert_png(out, "timeline")
 
 
 def test_iq_timeline_empty_and_nan(tmp_path: Path) -> None:
     month = make_month()
     for i, data in enumerate((empty_like(month), nan_like(month), {}, None)):
-        out = plot_iq_timeline(data, tmp_path / f"{i}.png", month_label="2024-07")
+        out = write_figure(plot_iq_timeline(data, month_label="2024-07"), tmp_path / f"{i}.png")
         assert_png(out, "timeline")
     # A month without any of the table's exposures
-    out = plot_iq_timeline(month, tmp_path / "aug.png", month_label="2024-08")
+    out = write_figure(plot_iq_timeline(month, month_label="2024-08"), tmp_path / "aug.png")
     assert_png(out, "timeline")
 
 
 def test_psf_month_summary(tmp_path: Path) -> None:
     month = make_month()
-    out = plot_psf_month_summary(month, tmp_path / "summary.png", month_label="2024-07")
+    out = write_figure(
+        plot_psf_month_summary(month, month_label="2024-07"), tmp_path / "summary.png"
+    )
     assert_png(out, "month_summary")
     no_score = {k: v for k, v in month.items() if k != "score"}  # score computed
-    out = plot_psf_month_summary(Table(no_score), tmp_path / "ns.png", month_label="2024-07")
+    out = write_figure(
+        plot_psf_month_summary(Table(no_score), month_label="2024-07"), tmp_path / "ns.png"
+    )
     assert_png(out, "month_summary")
 
 
 def test_psf_month_summary_empty_and_nan(tmp_path: Path) -> None:
     month = make_month()
     for i, data in enumerate((empty_like(month), nan_like(month), {})):
-        out = plot_psf_month_summary(data, tmp_path / f"{i}.png", month_label="2024-07")
+        out = write_figure(
+            plot_psf_month_summary(data, month_label="2024-07"), tmp_path / f"{i}.png"
+        )
         assert_png(out, "month_summary")
 
 
 def test_png_replaced_atomically(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "stamps.png"
-    plot_star_stamps(make_stamps(4), target, title="first")
+    write_figure(plot_star_stamps(make_stamps(4), title="first"), target)
     first = target.read_bytes()
-    plot_star_stamps(make_stamps(9), target, title="second")
+    write_figure(plot_star_stamps(make_stamps(9), title="second"), target)
     assert target.read_bytes() != first
     assert sorted(p.name for p in target.parent.iterdir()) == ["stamps.png"]
 
@@ -373,7 +399,6 @@ def test_plot_in_worker_process(tmp_path: Path) -> None:
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        out = pool.submit(
-            plot_star_stamps, make_stamps(4), tmp_path / "w.png", title="worker"
-        ).result(timeout=120)
+        fig = pool.submit(plot_star_stamps, make_stamps(4), title="worker").result(timeout=120)
+    out = write_figure(fig, tmp_path / "w.png")
     assert_png(out, "stamps")

@@ -18,7 +18,10 @@ from math import isfinite, sqrt
 from typing import Any, overload
 
 import numpy as np
+from astropy.stats import median_absolute_deviation
 from scipy.stats import chi2
+
+from viskom.measure.robust import MAD_TO_SIGMA
 
 IQ_OK = 27.0  # score below this: nominal image quality (VISQL highlights these)
 IQ_REJECT = 1000.0  # score above this: exposure rejected downstream (VISQL getmomcats)
@@ -95,18 +98,22 @@ class IQReference:
 
     @property
     def sigma_r2(self) -> float:
+        """Reference scatter of R2 (sqrt cov00)."""
         return sqrt(self.cov00)
 
     @property
     def sigma_e1(self) -> float:
+        """Reference scatter of e1 (sqrt cov11)."""
         return sqrt(self.cov11)
 
     @property
     def sigma_e2(self) -> float:
+        """Reference scatter of e2 (sqrt vare2)."""
         return sqrt(self.vare2)
 
     @property
     def corr_r2_e1(self) -> float:
+        """Correlation coefficient of R2 and e1."""
         return self.cov01 / sqrt(self.cov00 * self.cov11)
 
 
@@ -171,7 +178,8 @@ def fit_reference(
     if len(data) < min_points:
         raise ValueError(f"fit_reference: {len(data)} finite exposures, need {min_points}")
     med = np.median(data, axis=0)
-    mad = 1.4826 * np.median(np.abs(data - med), axis=0)
+    # 1.4826 x MAD, as VISQL (astropy's mad_std uses 1.482602..., which could move the seed clip)
+    mad = MAD_TO_SIGMA * median_absolute_deviation(data, axis=0)
     mad = np.where(mad > 0, mad, np.finfo(float).tiny)
     keep = (np.abs(data - med) <= 5.0 * mad).all(axis=1)
     cut = 3.0 * nsig * nsig

@@ -16,7 +16,7 @@ from viskom.measure.iq import IQReference
 from viskom.pipeline.iq import EXTRA_COLUMNS, IQ_COLUMNS, iq_rows_from_store
 from viskom.pipeline.spaceweather import period_rows, write_period_products
 from viskom.store import Store
-from viskom.store.products import month_dir, write_csv
+from viskom.store.products import month_dir, write_csv, write_figure
 
 
 def write_iq_csv(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -26,8 +26,9 @@ def write_iq_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def update_month_products(store: Store, settings: Any, months: Iterable[str]) -> list[Path]:
     """Rewrite the aggregate products of each month; returns the files written."""
-    from viskom.pipeline.gaiaphot import write_gaia_period_products, write_ice_timeline
-    from viskom.present.plots import plot_iq_timeline, plot_psf_month_summary
+    from viskom.pipeline.gaia_period import write_gaia_period_products
+    from viskom.pipeline.gaia_timeline import write_ice_timeline
+    from viskom.present.iq_plots import plot_iq_timeline, plot_psf_month_summary
 
     reference = IQReference.from_mapping(settings.iq.reference_mapping())
     written: list[Path] = []
@@ -37,23 +38,15 @@ def update_month_products(store: Store, settings: Any, months: Iterable[str]) ->
         folder = month_dir(settings.products_path, month)
         written.append(write_iq_csv(rows, folder / f"iq_{month}.csv"))
         table = {c: [r.get(c) for r in rows] for c in [*IQ_COLUMNS, *EXTRA_COLUMNS]}
-        written.append(
-            plot_iq_timeline(
-                table,
-                folder / f"IQ_timeline_{month}.png",
-                month_label=month,
-                ok=settings.iq.ok_below,
-                reject=settings.iq.reject_above,
-            )
+        timeline = plot_iq_timeline(
+            table,
+            month_label=month,
+            ok=settings.iq.ok_below,
+            reject=settings.iq.reject_above,
         )
-        written.append(
-            plot_psf_month_summary(
-                table,
-                folder / f"psfmoments_{month}.png",
-                month_label=month,
-                ok=settings.iq.ok_below,
-            )
-        )
+        written.append(write_figure(timeline, folder / f"IQ_timeline_{month}.png"))
+        summary = plot_psf_month_summary(table, month_label=month, ok=settings.iq.ok_below)
+        written.append(write_figure(summary, folder / f"psfmoments_{month}.png"))
         since, until = month_range(month)
         written += write_period_products(period_rows(store, since, until), folder, month)
         written += write_gaia_period_products(store, settings, since, until, folder, month)

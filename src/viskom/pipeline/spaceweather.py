@@ -2,9 +2,10 @@
 
 X-ray event rate (events / cm2 / s) against the GOES XRS-A flux over the exposure, and the
 cosmic-ray hit rate against the >= 10 MeV proton flux, one point per SCIENCE or DARK
-exposure; `fit_rate_relation` (robust, clipped) gives the relation. Written per month as
-`spaceweather_YYYY-MM.csv`, `xray_vs_goes_YYYY-MM.png`, `cr_vs_protons_YYYY-MM.png` and the
-fits in `spaceweather_fits_YYYY-MM.json`.
+exposure; `viskom.measure.spaceweather.fit_rate_relation` (robust, clipped) gives the
+relation. Written per month, atomically, as `spaceweather_YYYY-MM.csv`,
+`xray_vs_goes_YYYY-MM.png`, `cr_vs_protons_YYYY-MM.png` and the fits in
+`spaceweather_fits_YYYY-MM.json`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from viskom.measure.spaceweather import fit_rate_relation
+from viskom.store.atomic import atomic_path, write_text_atomic
+from viskom.store.products import write_figure
 
 COLUMNS = (
     "exposure", "frame_type", "date_obs", "exptime", "cr_hits", "cr_hits_per_cm2_s",
@@ -64,12 +69,16 @@ def period_rows(store: Any, since: datetime, until: datetime) -> list[dict[str, 
 
 
 def write_period_products(rows: list[dict[str, Any]], folder: Path, label: str) -> list[Path]:
-    """The CSV, the two correlation plots and the fitted relations of a period."""
-    from viskom.present.events import fit_rate_relation, plot_rate_correlation
+    """The CSV, the two correlation plots and the fitted relations of a period.
+
+    The CSV keeps `csv`'s own cells (NaN as 'nan', None empty), not `store.products.write_csv`'s
+    (NaN empty), so that the table reads as it always did.
+    """
+    from viskom.present.rates import plot_rate_correlation
 
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / f"spaceweather_{label}.csv"
-    with csv_path.open("w", newline="") as fh:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         for r in rows:
@@ -84,30 +93,26 @@ def write_period_products(rows: list[dict[str, Any]], folder: Path, label: str) 
         ),
     }
     fits_path = folder / f"spaceweather_fits_{label}.json"
-    fits_path.write_text(json.dumps(fits, indent=2, default=float))
+    write_text_atomic(fits_path, json.dumps(fits, indent=2, default=float))
     paths = [csv_path, fits_path]
-    paths.append(
-        plot_rate_correlation(
-            col["goes_xrsa_mean"],
-            col["xray_rate_per_cm2_s"],
-            "GOES XRS-A 0.05-0.4 nm over the exposure (W/m2)",
-            "X-ray events / cm2 / s",
-            f"X-ray event rate against GOES, {label}",
-            folder / f"xray_vs_goes_{label}.png",
-            fit=fits["xray_rate_vs_xrsa"],
-            labels=kinds,
-        )
+    xray = plot_rate_correlation(
+        col["goes_xrsa_mean"],
+        col["xray_rate_per_cm2_s"],
+        "GOES XRS-A 0.05-0.4 nm over the exposure (W/m2)",
+        "X-ray events / cm2 / s",
+        f"X-ray event rate against GOES, {label}",
+        fit=fits["xray_rate_vs_xrsa"],
+        labels=kinds,
     )
-    paths.append(
-        plot_rate_correlation(
-            col["goes_protons_ge10mev"],
-            col["cr_hits_per_cm2_s"],
-            "GOES protons >= 10 MeV (pfu)",
-            "cosmic-ray hits / cm2 / s",
-            f"Cosmic-ray rate against protons, {label}",
-            folder / f"cr_vs_protons_{label}.png",
-            fit=fits["cr_rate_vs_protons"],
-            labels=kinds,
-        )
+    paths.append(write_figure(xray, folder / f"xray_vs_goes_{label}.png"))
+    cr = plot_rate_correlation(
+        col["goes_protons_ge10mev"],
+        col["cr_hits_per_cm2_s"],
+        "GOES protons >= 10 MeV (pfu)",
+        "cosmic-ray hits / cm2 / s",
+        f"Cosmic-ray rate against protons, {label}",
+        fit=fits["cr_rate_vs_protons"],
+        labels=kinds,
     )
+    paths.append(write_figure(cr, folder / f"cr_vs_protons_{label}.png"))
     return paths

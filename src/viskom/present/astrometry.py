@@ -1,23 +1,27 @@
-"""PNG plots of one exposure against Gaia: the astrometric match and the colour relation.
+"""Plots of one exposure against Gaia: the astrometric match and the colour relation.
 
 Replace VISQL's `<n>_stars2_x_gaia_dxdy.png` (VISQL-SPEC 8.4: offsets against position,
 the residual field, Gaia against VIS flux) and `<n>_stars2_fluxrat_bprp.png` (VIS/Gaia
 against BP-RP with the fit), adding the per-quadrant VIS/Gaia over the focal plane.
+
+Both functions return a `matplotlib.figure.Figure`; the caller writes it with
+`store.products.write_figure`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import overload
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from viskom.measure.gaia import COLOURS, PIX_PER_DEG, GaiaComparison
+from viskom.measure.gaia import COLOURS, GaiaComparison, median_by_quadrant, pair_offsets
 from viskom.present.focal import focal_plane_axes, quadrant_rectangle
 from viskom.present.style import (
     COLOUR_C1,
@@ -27,37 +31,23 @@ from viskom.present.style import (
     no_data,
     plot_style,
     quiet_numpy,
-    save_png,
 )
 
 PathLike = str | os.PathLike[str]
 
 
-def _offsets(result: GaiaComparison) -> dict[str, Any]:
-    s = result.stars
-    x, y = s["x_world"], s["y_world"]
-    dx = (s["x_gaia"] - x) * PIX_PER_DEG
-    dy = (s["y_gaia"] - y) * PIX_PER_DEG
-    mdx, mdy = result.match.fit.model(x, y) if x.size else (x, y)
-    return {
-        "x": x,
-        "y": y,
-        "dx": dx,
-        "dy": dy,
-        "rx": dx - mdx * PIX_PER_DEG,
-        "ry": dy - mdy * PIX_PER_DEG,
-        "kept": s["astrom_kept"],
-    }
-
-
-def plot_gaia_dxdy(result: GaiaComparison, path: PathLike, *, title: str = "") -> Path:
+@overload
+def plot_gaia_dxdy(result: GaiaComparison, path: None = None, *, title: str = "") -> Figure: ...
+@overload
+def plot_gaia_dxdy(result: GaiaComparison, path: PathLike, *, title: str = "") -> Path: ...
+def plot_gaia_dxdy(result: GaiaComparison, *, title: str = "") -> Figure:
     """2x3 panels: Gaia-VIS dx, dy against x, y (kept red), the residual field, the fluxes."""
     with plot_style(), quiet_numpy():
         fig = new_figure(1200, 700, constrained=False)  # constrained layout: 1 s per figure
         axes = fig.subplots(2, 3)
         fig.subplots_adjust(left=0.055, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.28)
         fit = result.match.fit
-        o = _offsets(result)
+        o = pair_offsets(result)
         k = o["kept"]
         panels = (
             (axes[0, 0], "x", "dx", "X [deg]", "dx Gaia−VIS [pix]", fit.dx_pix),
@@ -122,10 +112,14 @@ def plot_gaia_dxdy(result: GaiaComparison, path: PathLike, *, title: str = "") -
         ax.set_xlabel("VIS flux at 89.52 s × gain [1e4 ADU]")
         ax.set_ylabel("Gaia flux 10^(−0.4(G−30))/1.5 [1e4]")
         fig.suptitle(title or "VIS against Gaia DR3: astrometry", fontsize=10.5)
-        return save_png(fig, path)
+        return fig
 
 
-def plot_gaia_colour(result: GaiaComparison, path: PathLike, *, title: str = "") -> Path:
+@overload
+def plot_gaia_colour(result: GaiaComparison, path: None = None, *, title: str = "") -> Figure: ...
+@overload
+def plot_gaia_colour(result: GaiaComparison, path: PathLike, *, title: str = "") -> Path: ...
+def plot_gaia_colour(result: GaiaComparison, *, title: str = "") -> Figure:
     """VIS/Gaia against BP-RP with the fit, the colour histogram and VIS/Gaia per quadrant."""
     with plot_style(), quiet_numpy():
         fig = new_figure(1200, 700, constrained=False)
@@ -181,11 +175,8 @@ def plot_gaia_colour(result: GaiaComparison, path: PathLike, *, title: str = "")
         focal_plane_axes(mx, ccd_labels=False)
         cmap = colormaps["coolwarm"]
         norm = Normalize(0.95, 1.05)
-        ext = s["extname"][used]
-        frat = s["frat"][used]
-        for name in np.unique(ext):
-            x0, y0, w, h = quadrant_rectangle(str(name))
-            v = float(np.median(frat[ext == name]))
+        for name, v in median_by_quadrant(s["extname"][used], s["frat"][used]).items():
+            x0, y0, w, h = quadrant_rectangle(name)
             mx.add_patch(
                 Rectangle((x0, y0), w, h, facecolor=cmap(norm(v)), edgecolor="none", zorder=1)
             )
@@ -197,4 +188,4 @@ def plot_gaia_colour(result: GaiaComparison, path: PathLike, *, title: str = "")
         )
         mx.set_title("per quadrant, relative to the focal-plane relation", fontsize=8.5)
         fig.suptitle(title or "VIS against Gaia DR3: colour relation", fontsize=10.5)
-        return save_png(fig, path)
+        return fig

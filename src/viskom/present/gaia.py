@@ -1,55 +1,56 @@
-"""PNG plots of VIS photometry against Gaia: focal-plane maps, colour relations and the ice trend.
+"""Plots of VIS photometry against Gaia over the focal plane: hexagon maps, colour relations.
 
-Replaces VISQL's `plotzptFP.py` (`iceplot_FPA_<label>_<exptime>.png`, VISQL-SPEC 8.10),
+Replaces VISQL's `plotzptFP.py` (`iceplot_FPA_<label>_<exptime>.png`, VISQL-SPEC 8.10) and
 `plotzptCCD.py` with the `magick` mosaic (`VISGaia_FPA_<LONG|SHORT>_<m>.png`, 8.11 and 8.7
-step 10), `plotice.py` (`iceplot_long|short.png`, 8.9) and `ploticetimelinediag.py`
-(`iceplot_diag_*.png`, 8.12). Same house style as `viskom.present.plots`: plain arrays in, an
-output path, an atomic PNG, and a complete page with a message when the inputs are empty.
+step 10); the ice trend plots (8.9, 8.12) are in `present.gaia_ice` and re-exported here.
+Same house style as `viskom.present.psf_plots`: each function returns a `matplotlib.figure.Figure`
+(the caller saves it with `store.products.write_figure`), a complete page with a message when
+the inputs are empty.
 
-Focal-plane maps bin stars into regular hexagons of a fixed size (`FPA_HEX_SIZE_DEG`), so that
-maps of a day, a week and a month share one grid and can be compared cell by cell. Cell
-statistics are computed here, vectorised (VISQL's `hexbin(reduce_C_function=...)` called a
-Python function per cell), and the hexagons are drawn as matplotlib's `hexbin` draws them.
+Focal-plane maps draw hexagonal cells of a fixed size, binned and reduced by
+`measure.gaia_cells` (`fpa_cell_maps`), as matplotlib's `hexbin` draws them.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps, rc_context, transforms
+from matplotlib import colormaps, transforms
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import Normalize
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.lines import Line2D
+from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator
 
 from viskom.le1.geometry import CCD_COLUMNS, CCD_ROWS
-from viskom.present.focal import FPA_XLIM, FPA_YLIM, ccd_rectangle
-from viskom.present.style import (
-    COLOUR_REJECT,
-    corner_text,
-    new_figure,
-    no_data,
-    plot_style,
-    quiet_numpy,
-    save_png,
+from viskom.measure.gaia_cells import (
+    FPA_EXTENT,
+    FPA_HEX_SIZE_DEG,
+    FpaCellMaps,
+    HexGrid,
+    clipped_cell_stats,
 )
-
-PathLike = str | os.PathLike[str]
+from viskom.present.focal import FPA_XLIM, FPA_YLIM, ccd_rectangle
+from viskom.present.gaia_ice import (
+    BAND_COLOURS,
+    MAG_PER_LN,
+    REFERENCE_COLOUR,
+    fast_ticks,
+    plot_ice_diag,
+    plot_ice_timeline,
+)
+from viskom.present.style import corner_text, new_figure, no_data, plot_style, quiet_numpy
 
 __all__ = [
     "BAND_COLOURS",
+    "FPA_EXTENT",
     "FPA_HEX_SIZE_DEG",
     "MAG_PER_LN",
+    "REFERENCE_COLOUR",
     "HexGrid",
     "clipped_cell_stats",
     "plot_colour_relations_fpa",
@@ -58,17 +59,6 @@ __all__ = [
     "plot_ice_timeline",
 ]
 
-#: Hexagon width (centre-to-centre along X) of every focal-plane map: 0.8 deg / 60, i.e.
-#: 480 VIS pixels: about 4 hexagons across a quadrant and 5 rows of them up it.
-FPA_HEX_SIZE_DEG = 0.8 / 60
-#: Map extent (deg): the focal-plane limits of `viskom.present.focal`.
-FPA_EXTENT = (*FPA_XLIM, *FPA_YLIM)
-#: VISQL's colours of the three BP-RP values 0.75, 1.75, 2.75 (plotice.py: blue, green, red).
-BAND_COLOURS = ("#1f5fd6", "#1a9641", "#d7191c")
-#: Shading of the ice reference period.
-REFERENCE_COLOUR = "#ffd966"
-#: ln -> magnitudes: 2.5 log10(x) = 1.0857 ln(x).
-MAG_PER_LN = 2.5 / math.log(10.0)
 #: VISQL's range of log10(VIS flux [ADU]) for 560.52 s exposures; scaled with exposure time.
 LOG_FLUX_RANGE_LONG = (4.4, 5.4)
 LONG_EXPTIME_S = 560.52
@@ -79,125 +69,7 @@ MAX_POINTS_PER_PANEL = 4000
 
 
 # ------------------------------------------------------------------------------------------
-# Hexagonal cells and their clipped statistics
-
-
-def _fast_ticks() -> Any:
-    """Plain-text tick labels: mathtext parsing of every label was a third of a map's time."""
-    return rc_context({"axes.formatter.use_mathtext": False})
-
-
-@dataclass(frozen=True)
-class HexGrid:
-    """Regular hexagons over an extent, with matplotlib's `hexbin` lattice and cell assignment.
-
-    Two rectangular lattices: (i sx, j sy) and ((i + 1/2) sx, (j + 1/2) sy) from the lower-left
-    corner, with sy = sqrt(3) sx so that hexagons are regular on equal-aspect axes. A point
-    belongs to the nearest lattice point. Cell ids: lattice 1 first (row-major), then lattice 2.
-    """
-
-    size: float = FPA_HEX_SIZE_DEG
-    extent: tuple[float, float, float, float] = FPA_EXTENT
-
-    @property
-    def sx(self) -> float:
-        return self.size
-
-    @property
-    def sy(self) -> float:
-        return self.size * math.sqrt(3.0)
-
-    @property
-    def nx(self) -> int:
-        return max(1, round((self.extent[1] - self.extent[0]) / self.sx))
-
-    @property
-    def ny(self) -> int:
-        return max(1, math.ceil((self.extent[3] - self.extent[2]) / self.sy - 1e-9))
-
-    @property
-    def n_cells(self) -> int:
-        return (self.nx + 1) * (self.ny + 1) + self.nx * self.ny
-
-    def cells(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Cell id of each point; -1 outside the extent or where x or y is not finite."""
-        xmin, _, ymin, _ = self.extent
-        xs = (np.asarray(x, float) - xmin) / self.sx
-        ys = (np.asarray(y, float) - ymin) / self.sy
-        inside = (
-            np.isfinite(xs)
-            & np.isfinite(ys)
-            & (xs >= 0)
-            & (xs <= self.nx)
-            & (ys >= 0)
-            & (ys <= self.ny)
-        )
-        xs, ys = np.where(inside, xs, 0.0), np.where(inside, ys, 0.0)
-        ix1, iy1 = np.rint(xs).astype(np.int64), np.rint(ys).astype(np.int64)
-        ix2 = np.minimum(np.floor(xs).astype(np.int64), self.nx - 1)
-        iy2 = np.minimum(np.floor(ys).astype(np.int64), self.ny - 1)
-        d1 = (xs - ix1) ** 2 + 3.0 * (ys - iy1) ** 2
-        d2 = (xs - ix2 - 0.5) ** 2 + 3.0 * (ys - iy2 - 0.5) ** 2
-        first = d1 < d2
-        cell = np.where(
-            first,
-            iy1 * (self.nx + 1) + ix1,
-            (self.nx + 1) * (self.ny + 1) + iy2 * self.nx + ix2,
-        )
-        return np.where(inside, cell, -1)
-
-    def centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) of every cell centre, indexed by cell id."""
-        xmin, _, ymin, _ = self.extent
-        j1, i1 = np.divmod(np.arange((self.nx + 1) * (self.ny + 1)), self.nx + 1)
-        j2, i2 = np.divmod(np.arange(self.nx * self.ny), self.nx)
-        cx = np.concatenate([i1 * self.sx, (i2 + 0.5) * self.sx]) + xmin
-        cy = np.concatenate([j1 * self.sy, (j2 + 0.5) * self.sy]) + ymin
-        return cx, cy
-
-    def polygon(self) -> np.ndarray:
-        """The hexagon's vertices relative to its centre (matplotlib's, pointy top)."""
-        unit = np.array([[0.5, -0.5], [0.5, 0.5], [0.0, 1.0], [-0.5, 0.5], [-0.5, -0.5], [0, -1]])
-        return np.array([self.sx, self.sy / 3.0]) * unit
-
-
-def clipped_cell_stats(
-    cell: np.ndarray,
-    values: np.ndarray,
-    n_cells: int,
-    *,
-    nsigma: float = 3.0,
-    iterations: int = 5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-cell sigma-clipped mean and standard deviation, all cells at once.
-
-    VISQL's `clip3m`/`clip3s100`: start from all values of a cell, then `iterations` times keep
-    (v - mean)^2 < nsigma^2 var with mean and var of the kept values. Returns (mean, sigma,
-    n_kept) per cell; NaN where a cell has no finite value. Rows with cell < 0 are ignored.
-    """
-    cell = np.asarray(cell, np.int64)
-    v = np.asarray(values, float)
-    ok = (cell >= 0) & np.isfinite(v)
-    cell, v = cell[ok], v[ok]
-    keep = np.ones(v.size, bool)
-    mean = var = np.full(n_cells, np.nan)
-    n = np.zeros(n_cells)
-    for it in range(iterations + 1):
-        w = keep.astype(float)
-        n = np.bincount(cell, w, minlength=n_cells)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.bincount(cell, w * v, minlength=n_cells) / n
-            dev = v - mean[cell]
-            var = np.bincount(cell, w * dev**2, minlength=n_cells) / n
-        if it == iterations:
-            break
-        new = dev**2 < nsigma**2 * var[cell]
-        # A cell whose values are all equal has var 0: keep them rather than drop all.
-        new |= (var[cell] == 0) & keep
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    return mean, np.sqrt(var), n
+# Hexagonal cells
 
 
 def _draw_cells(
@@ -250,41 +122,26 @@ def _flux_range(exptime: float) -> tuple[float, float]:
 
 
 def plot_fpa_maps(
-    x: np.ndarray,
-    y: np.ndarray,
-    residual: np.ndarray,
-    g_mag: np.ndarray,
-    flux_adu: np.ndarray,
-    path: PathLike,
+    cells: FpaCellMaps,
     *,
     label: str,
     exptime: float,
     kind: str,
     n_exposures: int,
-    grid: HexGrid | None = None,
-) -> Path:
+) -> Figure:
     """Six focal-plane maps of the stars of a period (VISQL's iceplot_FPA, 1300 x 800 px).
 
-    `residual` is VIS/Gaia divided by each exposure's own colour model (the frat column), so
-    the maps show the flat-field pattern, not the ice trend. Panels: stars per cell; the
+    `cells` are the per-cell statistics (`measure.gaia_cells.fpa_cell_maps`) of the stars'
+    residual: VIS/Gaia divided by each exposure's own colour model (the frat column), so the
+    maps show the flat-field pattern, not the ice trend. Panels: stars per cell; the
     3-sigma-clipped mean residual on two scales (0.75-1.25, 0.98-1.02); mean Gaia G; mean
     log10 VIS flux; 100 x the clipped sigma of the residual.
     """
-    grid = grid or HexGrid()
-    with plot_style(), _fast_ticks(), quiet_numpy():
-        x, y = np.asarray(x, float), np.asarray(y, float)
-        z = np.asarray(residual, float)
-        g, f = np.asarray(g_mag, float), np.asarray(flux_adu, float)
-        cell = grid.cells(x, y)
-        n_cells = grid.n_cells
-        counts = np.bincount(cell[cell >= 0], minlength=n_cells).astype(float)
-        zmean, zsig, _ = clipped_cell_stats(cell, z, n_cells)
-        gmean, _, _ = clipped_cell_stats(cell, g, n_cells, iterations=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lf = np.where(f > 0, np.log10(f), np.nan)
-        fmean, _, _ = clipped_cell_stats(cell, lf, n_cells, iterations=0)
-        occupied = np.flatnonzero(counts > 0)
-        n_stars = int((cell >= 0).sum())
+    with plot_style(), fast_ticks(), quiet_numpy():
+        grid = cells.grid
+        counts, occupied, n_stars = cells.counts, cells.occupied, cells.n_stars
+        zmean, zsig = cells.residual_mean, cells.residual_sigma
+        gmean, fmean = cells.g_mean, cells.log_flux_mean
 
         fig = new_figure(1300, 800, constrained=False)  # constrained layout: 3x slower
         axes = fig.subplots(2, 3)
@@ -338,7 +195,7 @@ def plot_fpa_maps(
             "wide; VIS/Gaia ÷ each exposure's own colour model",
             fontsize=11.5,
         )
-        return save_png(fig, path)
+        return fig
 
 
 # ------------------------------------------------------------------------------------------
@@ -351,14 +208,13 @@ def plot_colour_relations_fpa(
     ln_ratio: np.ndarray,
     g_mag: np.ndarray,
     fits: Mapping[str, Mapping[str, float]],
-    path: PathLike,
     *,
     label: str,
     kind: str,
     exptime: float,
     max_points: int = MAX_POINTS_PER_PANEL,
     seed: int = 0,
-) -> Path:
+) -> Figure:
     """ln(VIS/Gaia) against BP-RP for each of the 36 CCDs, 6 x 6 panels as the focal plane.
 
     `ccd` holds 'R-C' per star; `fits` maps 'R-C' (and 'FPA') to a mapping with c0, c1, c2,
@@ -366,7 +222,7 @@ def plot_colour_relations_fpa(
     mosaic). Each panel: stars coloured by G (at most `max_points`, a random subset), the CCD's
     fit (solid) and the focal plane's (dashed); y spans +-0.3 about the FPA relation at 1.75.
     """
-    with plot_style(), _fast_ticks(), quiet_numpy():
+    with plot_style(), fast_ticks(), quiet_numpy():
         ccd = np.asarray(ccd, dtype=str)
         c = np.asarray(bp_rp, float)
         v = np.asarray(ln_ratio, float)
@@ -444,7 +300,7 @@ def plot_colour_relations_fpa(
         )
         if not np.isfinite(v).any():
             no_data(axes[3, 2], "no Gaia stars in this period")
-        return save_png(fig, path)
+        return fig
 
 
 def _signed(value: float) -> str:
@@ -453,214 +309,3 @@ def _signed(value: float) -> str:
 
 def _poly(fit: Mapping[str, float], c: Any) -> Any:
     return fit["c0"] + fit["c1"] * np.asarray(c, float) + fit["c2"] * np.asarray(c, float) ** 2
-
-
-# ------------------------------------------------------------------------------------------
-# 3. The ice trend: per-exposure VIS/Gaia against time (VISQL plotice.py)
-
-
-def _date_axis(ax: Axes) -> None:
-    locator = AutoDateLocator(minticks=4, maxticks=10)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-
-
-def _robust_ylim(values: np.ndarray, pad: float = 0.15) -> tuple[float, float] | None:
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return None
-    lo, hi = np.percentile(v, [0.5, 99.5])
-    span = max(hi - lo, 0.02)
-    return float(lo - pad * span), float(hi + pad * span)
-
-
-def plot_ice_timeline(
-    dates: np.ndarray,
-    values: np.ndarray,
-    selfcal: np.ndarray,
-    path: PathLike,
-    *,
-    kind: str,
-    exptime: float,
-    reference: tuple[date, date],
-    relative: bool,
-    n_reference: int = 0,
-    n_rejected: int = 0,
-    colours: Sequence[float] = (0.75, 1.75, 2.75),
-) -> Path:
-    """ln(VIS/Gaia) at three BP-RP against time, one point per exposure (VISQL's iceplot).
-
-    `values` is (3, n): relative to the reference period's mean when `relative`, else the
-    absolute ln(VIS/Gaia) (then the page says the reference period had no data). Exposures of
-    the self-calibration field are a separate, marked series. The right axis gives the same
-    values as a throughput change in magnitudes (-2.5 log10).
-    """
-    with plot_style(), _fast_ticks(), quiet_numpy():
-        t = np.asarray(dates, dtype="datetime64[us]")
-        vals = np.asarray(values, float).reshape(len(colours), -1)
-        sc = np.asarray(selfcal, bool)
-        fig = new_figure(1100, 750)
-        ax = fig.subplots()
-        handles = []
-        n_points = int(np.isfinite(vals).any(axis=0).sum())
-        size = 30 if n_points < 100 else 10 if n_points < 2000 else 4  # visible when few
-        for k in range(len(colours) - 1, -1, -1):
-            colour = BAND_COLOURS[k % len(BAND_COLOURS)]
-            ok = np.isfinite(vals[k]) & ~np.isnat(t)
-            ax.scatter(
-                t[ok & ~sc], vals[k][ok & ~sc], s=size, color=colour, lw=0, zorder=2,
-                rasterized=True,
-            )  # fmt: skip
-            ax.scatter(
-                t[ok & sc],
-                vals[k][ok & sc],
-                s=16,
-                marker="D",
-                facecolor=colour,
-                edgecolor="k",
-                lw=0.5,
-                zorder=3,
-            )
-            handles.append(
-                Line2D(
-                    [], [], ls="", marker="o", ms=4, color=colour, label=f"BP-RP = {colours[k]:.2f}"
-                )
-            )
-        handles.append(
-            Line2D(
-                [],
-                [],
-                ls="",
-                marker="D",
-                ms=5,
-                mfc="0.7",
-                mec="k",
-                label=f"self-calibration field ({int(sc.sum()):,})",
-            )
-        )
-        if relative:  # without reference data the period may lie far from the data
-            r0 = np.datetime64(reference[0], "D")
-            r1 = np.datetime64(reference[1], "D") + np.timedelta64(1, "D")
-            ax.axvspan(r0, r1, color=REFERENCE_COLOUR, alpha=0.35, zorder=0, lw=0)
-            handles.append(
-                Line2D([], [], lw=6, color=REFERENCE_COLOUR, alpha=0.6,
-                       label=f"reference {reference[0]}..{reference[1]}")
-            )  # fmt: skip
-            ax.axhline(0.0, color="0.4", lw=0.8, zorder=1)
-        ax.legend(handles=handles, loc="lower left", markerscale=1.5)
-        ax.grid(True)
-        _date_axis(ax)
-        ax.set_xlabel("date (UTC)")
-        n = int((np.isfinite(vals).any(axis=0) & ~np.isnat(t)).sum())
-        if relative:
-            ax.set_ylabel("ln(VIS/Gaia) − mean over the reference period")
-            sec = ax.secondary_yaxis(
-                "right", functions=(lambda v: -MAG_PER_LN * v, lambda m: -m / MAG_PER_LN)
-            )
-            sec.set_ylabel("throughput loss since the reference [mag]")
-        else:
-            ax.set_ylabel("ln(VIS/Gaia) (absolute)")
-        ylim = _robust_ylim(vals)
-        if ylim is not None:
-            ax.set_ylim(*ylim)
-        if n == 0:
-            no_data(ax, f"no {kind} exposures with VIS/Gaia")
-        elif not relative:
-            corner_text(
-                ax,
-                f"no data in the reference period {reference[0]}..{reference[1]}: "
-                "absolute values shown",
-                loc="upper right",
-                fontsize=9,
-            )
-            ax.texts[-1].set_color(COLOUR_REJECT)
-        sub = f"{n:,} exposures"
-        if n:
-            ok_t = t[~np.isnat(t) & np.isfinite(vals).any(axis=0)]
-            sub += f" from {str(ok_t.min())[:10]} to {str(ok_t.max())[:10]}"
-        if relative:
-            sub += f", relative to the mean of {n_reference:,} in the reference period"
-        if n_rejected:
-            sub += f"\n{n_rejected:,} more rejected by VISQL's cuts (curvature, astrometric σ)"
-        fig.suptitle(
-            f"VIS/Gaia against time (ice monitor), {kind} exposures ({exptime:.2f} s)\n{sub}",
-            fontsize=11.5,
-        )
-        return save_png(fig, path)
-
-
-# ------------------------------------------------------------------------------------------
-# 4. Diagonal CCDs against time (VISQL ploticetimelinediag.py)
-
-
-def plot_ice_diag(
-    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    path: PathLike,
-    *,
-    kind: str,
-    exptime: float,
-    reference: tuple[date, date],
-    relative: bool,
-) -> Path:
-    """Daily VIS/Gaia at BP-RP 1.75 of the diagonal and cross-diagonal CCDs against time.
-
-    `series` maps 'R-C' to (days as datetime64, values): values are the daily VIS/Gaia
-    divided by the CCD's reference-period mean when `relative`, else the daily VIS/Gaia.
-    Top panel: CCDs (n, n); bottom: (n, 7 - n).
-    """
-    with plot_style(), _fast_ticks(), quiet_numpy():
-        fig = new_figure(1100, 900)
-        axes = fig.subplots(2, 1, sharex=True)
-        cmap = colormaps["tab10"]
-        r0 = np.datetime64(reference[0], "D")
-        r1 = np.datetime64(reference[1], "D") + np.timedelta64(1, "D")
-        everything = []
-        for ax, diagonal in zip(axes, ("diagonal", "cross-diagonal"), strict=True):
-            any_data = False
-            for n in range(1, 7):
-                name = f"{n}-{n}" if diagonal == "diagonal" else f"{n}-{7 - n}"
-                days, vals = series.get(name, (np.array([], "datetime64[D]"), np.array([])))
-                vals = np.asarray(vals, float)
-                ok = np.isfinite(vals)
-                if ok.any():
-                    any_data = True
-                    everything.append(vals[ok])
-                ax.plot(
-                    np.asarray(days)[ok],
-                    vals[ok],
-                    "-o",
-                    ms=3,
-                    lw=1,
-                    color=cmap(n - 1),
-                    label=f"CCD {name}",
-                )
-            if relative:
-                ax.axvspan(r0, r1, color=REFERENCE_COLOUR, alpha=0.35, zorder=0, lw=0,
-                           label="reference")  # fmt: skip
-                ax.axhline(1.0, color="0.4", lw=0.8)
-            ax.set_title(f"{diagonal} CCDs")
-            ax.set_ylabel(
-                "VIS/Gaia(1.75) ÷ reference mean" if relative else "VIS/Gaia at BP-RP 1.75"
-            )
-            ax.grid(True)
-            ax.legend(loc="lower left", ncol=4)
-            if not any_data:
-                no_data(ax, f"no daily per-CCD VIS/Gaia for {kind} exposures", fontsize=10)
-        if everything:
-            lim = _robust_ylim(np.concatenate(everything), pad=0.1)
-            if lim is not None:
-                for ax in axes:
-                    ax.set_ylim(*lim)
-        _date_axis(axes[-1])
-        axes[-1].set_xlabel("date (UTC)")
-        note = (
-            f"relative to the mean over {reference[0]}..{reference[1]}"
-            if relative
-            else f"no data in the reference period {reference[0]}..{reference[1]}: absolute"
-        )
-        fig.suptitle(
-            f"VIS/Gaia per CCD and day, {kind} exposures ({exptime:.2f} s)\n"
-            f"median of the exposures' CCD values at BP-RP 1.75, {note}",
-            fontsize=11.5,
-        )
-        return save_png(fig, path)

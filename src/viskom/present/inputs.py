@@ -11,13 +11,14 @@ Mission time: VISQL's "mission day" is days since 2023-07-01T00:00:00 UTC (VISQL
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
+
+from viskom.measure.arrays import as_float as _as_float
 
 MISSION_EPOCH = np.datetime64("2023-07-01T00:00:00", "us")
 _US_PER_DAY = 86400e6
@@ -49,21 +50,6 @@ def _raw_column(data: Any, name: str) -> Any:
         except TypeError:  # ChunkedArray.to_numpy has no zero_copy_only in some versions
             return col.to_numpy()
     return data[name]
-
-
-def _as_float(values: Any) -> np.ndarray:
-    if isinstance(values, np.ma.MaskedArray):
-        if values.dtype.kind in "fiub":
-            return np.ma.filled(values.astype(float), np.nan).ravel()
-        values = np.ma.filled(values.astype(object), None)
-    arr = np.asarray(values)
-    if arr.dtype.kind in "fiub":
-        return arr.astype(float).ravel()
-    out = np.full(arr.size, np.nan)
-    for i, v in enumerate(arr.ravel()):
-        with contextlib.suppress(TypeError, ValueError):
-            out[i] = float(v)
-    return out
 
 
 def _as_str(values: Any) -> np.ndarray:
@@ -210,3 +196,12 @@ def finite_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+def finite_positive(value: Any) -> float:
+    """float(value) if it is a finite number > 0, else NaN (an unknown exposure time)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v if np.isfinite(v) and v > 0 else float("nan")

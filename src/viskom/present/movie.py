@@ -4,46 +4,28 @@ VISQL built each frame of its X-ray movie with ImageMagick (GOES panel, X-ray ma
 about 1840x480) and encoded MPEG-1 with ffmpeg/ImageMagick. Here frames are composed with
 Pillow and encoded as H.264 (libx264, yuv420p, even dimensions, `+faststart` so a browser can
 start playing before the whole file has arrived). ffmpeg comes from PATH or, failing that, from
-the `imageio-ffmpeg` package. Outputs are written atomically (temporary file, then rename).
+the `imageio-ffmpeg` package. Outputs are written atomically (`viskom.store.atomic`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
+
+from viskom.store.atomic import atomic_path
 
 __all__ = ["compose_frame", "encode_mp4", "ffmpeg_executable"]
 
 PathLike = str | os.PathLike[str]
 _BACKGROUND = (255, 255, 255)
 _STDERR_TAIL_LINES = 25
-
-
-def _temporary_sibling(path: Path, suffix: str) -> Path:
-    """A fresh name beside `path` (same folder, so os.replace is atomic), ending in suffix."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path, suffix: str) -> Iterator[Path]:
-    """Yield a temporary path to write; rename it to `path` on success, delete it on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path, suffix)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def _even(n: int) -> int:
@@ -77,7 +59,7 @@ def compose_frame(panels: Sequence[PathLike], path: PathLike, height_px: int = 4
         frame.paste(im, (x, 0))
         x += im.width
     path = Path(path)
-    with _atomic_target(path, ".png") as tmp:
+    with atomic_path(path, suffix=".png") as tmp:
         frame.save(tmp, format="PNG")
     return path
 
@@ -202,7 +184,7 @@ def encode_mp4(
     exe = ffmpeg_executable()
     with tempfile.TemporaryDirectory(prefix="viskom-movie-") as folder:
         pattern = _link_frames(frame_paths, Path(folder))
-        with _atomic_target(path, ".mp4") as tmp:
+        with atomic_path(path, suffix=".mp4") as tmp:
             cmd = [
                 exe, "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
                 "-framerate", f"{fps:g}", "-start_number", "0", "-i", pattern,

@@ -1,18 +1,19 @@
-"""House style of viskom's PNG plots: figure creation without pyplot, atomic saving, no-data text.
+"""House style of viskom's PNG plots: figure creation without pyplot, no-data text, colours.
 
 Figures are `matplotlib.figure.Figure` objects with an Agg canvas attached explicitly, so no
 global pyplot state is touched and plots can be made in worker processes. Every plot is drawn
 inside `plot_style()`, a temporary rc context (no LaTeX, fixed fonts), so a user's
-matplotlibrc (VISQL's had `text.usetex: True`) cannot change or break our output.
+matplotlibrc (VISQL's had `text.usetex: True`) cannot change or break our output. A figure
+from `new_figure` remembers the rc settings it was made in and is drawn and saved in them,
+so the caller may save it later, outside `plot_style()`, with
+`viskom.store.products.write_figure`; plot functions do not save.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -20,6 +21,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, ListedColormap
 from matplotlib.figure import Figure
+
+from viskom.measure.arrays import quiet_numpy
+
+PathLike = str | os.PathLike[str]
 
 DPI = 100  # PNG pixel size = figure size in inches x DPI
 
@@ -63,33 +68,42 @@ def plot_style() -> contextlib.AbstractContextManager:
     return matplotlib.rc_context(STYLE_RC)
 
 
+class StyledFigure(Figure):
+    """A Figure drawn and saved in the rc settings that were in effect when it was made.
+
+    Tick labels, layout and text are partly made when a figure is drawn, so a figure built
+    inside `plot_style()` and saved after it would otherwise take those from the global rc.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        rc = dict(matplotlib.rcParams.copy())
+        rc.pop("backend", None)
+        self._viskom_rc = rc
+
+    def draw(self, renderer: Any) -> None:
+        """Draw in the figure's own rc settings (numpy warnings silenced, as while plotting)."""
+        with matplotlib.rc_context(self._viskom_rc), quiet_numpy():
+            super().draw(renderer)
+
+    def savefig(self, *args: Any, **kwargs: Any) -> None:
+        """`Figure.savefig` in the figure's own rc settings."""
+        with matplotlib.rc_context(self._viskom_rc), quiet_numpy():
+            super().savefig(*args, **kwargs)
+
+
 def new_figure(width_px: int, height_px: int, *, constrained: bool = True) -> Figure:
-    """A pyplot-free figure of exactly width_px x height_px pixels (at DPI) with an Agg canvas."""
-    fig = Figure(
+    """A pyplot-free figure of exactly width_px x height_px pixels (at DPI) with an Agg canvas.
+
+    Call it inside `plot_style()`: the figure keeps the rc settings of that moment.
+    """
+    fig = StyledFigure(
         figsize=(width_px / DPI, height_px / DPI),
         dpi=DPI,
         layout="constrained" if constrained else None,
     )
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_png(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write `fig` as a PNG atomically (temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    # os.open with 0o666 honours the umask (mkstemp would leave the PNG readable by us only).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI, metadata={"Software": "viskom"})
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def no_data(ax: Axes, text: str, *, fontsize: float = 12) -> None:
@@ -131,11 +145,20 @@ def truncated_cmap(name: str, low: float = 0.25, high: float = 1.0) -> Colormap:
     return ListedColormap(base(np.linspace(low, high, 256)), name=f"{name}_{low:g}_{high:g}")
 
 
-@contextlib.contextmanager
-def quiet_numpy() -> Iterator[None]:
-    """Silence numpy's warnings for all-NaN slices and invalid comparisons inside a block."""
-    import warnings
-
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
+__all__ = [
+    "COLOUR_BOX",
+    "COLOUR_C1",
+    "COLOUR_C2",
+    "COLOUR_NODATA",
+    "COLOUR_REJECT",
+    "COLOUR_STAR",
+    "DPI",
+    "STYLE_RC",
+    "StyledFigure",
+    "corner_text",
+    "new_figure",
+    "no_data",
+    "plot_style",
+    "quiet_numpy",
+    "truncated_cmap",
+]
