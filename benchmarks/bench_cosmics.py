@@ -322,7 +322,7 @@ def main() -> None:
     from viskom.le1.frame import Le1Frame
     from viskom.measure.catalogue import ExtractionParams, extract_sources
     from viskom.measure.cosmics import HitParams, detect_hits, hot_pixel_indices
-    from viskom.stages.events import star_guards
+    from viskom.measure.hit_counts import star_guards
 
     sci_path = full_frame()
     objects_path = sci_path.with_name(sci_path.name.removesuffix(".fits") + ".objects.parquet")

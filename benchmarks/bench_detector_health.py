@@ -26,6 +26,8 @@ CACHE = Path(__file__).parent / ".cache"
 _CHILD = r"""
 import json, resource, sys, time
 from viskom.le1.frame import Le1Frame
+from viskom.config import Settings
+from viskom.pipeline.runner import run_one
 from viskom.stages import ExposureInfo
 from viskom.stages.detector_health import DetectorHealth
 path, mode, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -33,7 +35,7 @@ t0 = time.perf_counter()
 if mode == "stage":
     with Le1Frame(path) as frame:
         info = ExposureInfo(0, "bench", path, "SCIENCE", 560.52, "/tmp", workers)
-        result = DetectorHealth().run(frame, info, {})
+        result = run_one(DetectorHealth(), frame, info, Settings())
     n = len(result.metrics)
 else:
     n = 0
@@ -78,14 +80,16 @@ def read_all_quadrants(path: Path) -> float:
 
 
 def run_stage(path: Path, quadrant_workers: int = 1) -> float:
+    from viskom.config import Settings
     from viskom.le1.frame import Le1Frame
+    from viskom.pipeline.runner import run_one
     from viskom.stages import ExposureInfo
     from viskom.stages.detector_health import DetectorHealth
 
     t0 = time.perf_counter()
     with Le1Frame(path) as frame:
         info = ExposureInfo(0, "bench", str(path), "SCIENCE", 560.52, "/tmp", quadrant_workers)
-        DetectorHealth().run(frame, info, {})
+        run_one(DetectorHealth(), frame, info, Settings())
     return time.perf_counter() - t0
 
 

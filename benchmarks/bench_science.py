@@ -23,6 +23,7 @@ from bench_detector_health import full_frame
 
 _CHILD = r"""
 import json, resource, sys, time
+from viskom.pipeline.runner import run_one
 from viskom.config import Settings
 from viskom.le1.frame import Le1Frame
 from viskom.stages import ExposureInfo
@@ -33,9 +34,9 @@ s = Settings()
 info = ExposureInfo(0, "bench", path, "SCIENCE", 560.52, out, workers, "2024-07-13T03:28:40")
 t0 = time.perf_counter()
 with Le1Frame(path) as frame:
-    Catalogue().run(frame, info, Catalogue.config_of(s))
+    run_one(Catalogue(), frame, info, s)
     t1 = time.perf_counter()
-    res = PsfMoments().run(frame, info, PsfMoments.config_of(s))
+    res = run_one(PsfMoments(), frame, info, s)
 t2 = time.perf_counter()
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

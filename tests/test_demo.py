@@ -13,6 +13,7 @@ from viskom.cli import app
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_demo_day(tmp_path, monkeypatch) -> None:
     for key in ("VISKOM_CONFIG", "VISKOM_DATABASE_URL", "VISKOM_EXECUTOR", "VISKOM_WORKERS"):
         monkeypatch.delenv(key, raising=False)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from viskom.le1.frame import Le1Frame
-from viskom.measure.detector import quadrant_health, summarise
+from viskom.measure.detector import quadrant_health
+from viskom.pipeline.stage_io import roll_up
 from viskom.sources.simulator import SimConfig, simulate_frame
 
 T0 = datetime(2024, 7, 13, 1, 0, 0, tzinfo=UTC)
@@ -99,7 +100,7 @@ def test_science_saturation_and_levels(small_frames) -> None:
     sat_true = sum(t["n_saturated_pixels"] for t in truth["quadrants"].values())
     sat = sum(m["saturated_pixels"] for m in measured.values())
     assert sat == pytest.approx(sat_true, rel=0.05, abs=3)
-    rows = list(summarise(measured))
+    rows = roll_up([(ext, name, v) for ext, m in measured.items() for name, v in m.items()])
     units = {u for u, _, _ in rows}
     assert "FPA" in units and "3-4" in units and "3-4.G" in units
     fpa = {m: v for u, m, v in rows if u == "FPA"}
@@ -116,6 +117,7 @@ def test_flipped_quadrants_are_flagged(small_frames) -> None:
     assert flagged
 
 
+@pytest.mark.slow
 def test_full_geometry(tmp_path) -> None:
     """The real 2128 x 2086 quadrants: one full-size dark frame, every quadrant."""
     path = simulate_frame(

@@ -27,10 +27,10 @@ from viskom.measure.cosmics import (
     xray_net,
 )
 from viskom.measure.detector import quadrant_bias
+from viskom.measure.hit_counts import frame_locus, frame_psf_limits, star_guards
 from viskom.sources.simulator import SimConfig, simulate_frame
 from viskom.sources.simulator.psf import gaussian_r2
 from viskom.stages.catalogue import quadrant_catalogue
-from viskom.stages.events import frame_locus, frame_psf_limits, star_guards
 
 T0 = datetime(2024, 7, 13, 3, 0, tzinfo=UTC)
 PARTICLES = ("cosmic", "xray", "proton")

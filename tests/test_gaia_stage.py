@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from viskom.config import Settings
 from viskom.le1.frame import Le1Frame
+from viskom.pipeline.runner import run_one
 from viskom.sources.gaia import GaiaCache, GaiaUnavailable
 from viskom.sources.simulator import SimConfig, read_gaia_catalogue, simulate_frame
 from viskom.sources.simulator.instrument import write_relative_gains
@@ -65,12 +67,12 @@ def measured(tmp_path_factory) -> dict:
             date_obs=T0.replace(hour=5 + i).isoformat(),
         )  # fmt: skip
         with Le1Frame(sim.path) as frame:
-            Catalogue().run(frame, info, Catalogue.config_of(settings))
-            PsfMoments().run(frame, info, PsfMoments.config_of(settings))
-            result = GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(settings))
+            run_one(Catalogue(), frame, info, settings)
+            run_one(PsfMoments(), frame, info, settings)
+            result = run_one(GaiaPhotometry(), frame, info, settings)
         metrics = {(u, m): v for u, m, v in result.metrics}
         frames.append({"sim": sim, "info": info, "truth": truth, "metrics": metrics,
-                       "products": result.products})  # fmt: skip
+                       "products": result.written})  # fmt: skip
     return {"frames": frames, "settings": settings, "out": out}
 
 
@@ -119,7 +121,7 @@ def test_zero_point_and_colour_terms(measured):
 
 def test_products_and_units(measured):
     f = measured["frames"][0]
-    names = {p.name for p in f["products"]}
+    names = {Path(p.path).name for p in f["products"]}
     assert any(n.endswith("_gaia_dxdy.png") for n in names)
     assert any(n.endswith("_gaia_colour.png") for n in names)
     summary = json.loads(f["info"].product("gaia", "json").read_text())
@@ -134,7 +136,7 @@ def test_offline_without_the_field_says_what_is_missing(measured, tmp_path):
     f = measured["frames"][0]
     settings = Settings(data_root=tmp_path, gaia={"online": False, "cache_dir": tmp_path / "g"})
     with Le1Frame(f["sim"].path) as frame, pytest.raises(GaiaUnavailable, match="tile"):
-        GaiaPhotometry().run(frame, f["info"], GaiaPhotometry.config_of(settings))
+        run_one(GaiaPhotometry(), frame, f["info"], settings)
 
 
 def test_missing_pointing_is_a_clear_error(measured, tmp_path):
@@ -142,7 +144,7 @@ def test_missing_pointing_is_a_clear_error(measured, tmp_path):
     bad = _with_header(f["sim"].path, tmp_path / f["sim"].path.name, RA=None)
     info = ExposureInfo(**{**f["info"].__dict__, "path": str(bad)})
     with Le1Frame(bad) as frame, pytest.raises(ValueError, match="RA, DEC, PA"):
-        GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(measured["settings"]))
+        run_one(GaiaPhotometry(), frame, info, measured["settings"])
 
 
 def test_gaia_cli_cone_and_seed(measured, tmp_path, monkeypatch):
@@ -275,7 +277,7 @@ def test_blind_solve_when_the_header_pointing_fails(measured, tmp_path, pa_card)
                            "products_dir": str(settings.products_path)})  # fmt: skip
     write_table(stars, info.product("stars", "parquet"))
     with Le1Frame(bad) as frame:
-        result = GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(settings))
+        result = run_one(GaiaPhotometry(), frame, info, settings)
     m = {(u, k): v for u, k, v in result.metrics}
     assert m[("FPA", "astrom_blind_solved")] == 1.0
     assert m[("FPA", "n_matched")] >= 0.95 * sel.size
@@ -297,4 +299,4 @@ def test_failed_match_without_tools_is_a_clear_error(measured, tmp_path, monkeyp
     bad = _with_header(f["sim"].path, tmp_path / f["sim"].path.name, PA=None)
     info = ExposureInfo(**{**f["info"].__dict__, "path": str(bad)})
     with Le1Frame(bad) as frame, pytest.raises(ValueError, match=r"no PA.*blind solve not poss"):
-        GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(measured["settings"]))
+        run_one(GaiaPhotometry(), frame, info, measured["settings"])

@@ -91,6 +91,7 @@ def _metrics_csv(*args: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+@pytest.mark.slow
 def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     out = _invoke("ingest", str(raw))
     assert "11 new" in out
@@ -162,6 +163,7 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     assert "geometry" in status and "3 quadrant(s)" in status
 
 
+@pytest.mark.slow
 def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> None:
     import viskom.stages.detector_health as dh
 
@@ -203,6 +205,7 @@ def test_ingest_missing_path_is_an_error(project) -> None:
     assert result.exit_code == 2 and "no such file" in result.output
 
 
+@pytest.mark.slow
 def test_corrupt_and_odd_files_never_stop_ingest(project, tmp_path) -> None:
     import gzip
     import shutil

@@ -13,11 +13,13 @@ from scipy.spatial import cKDTree
 from viskom.config import Settings
 from viskom.le1.frame import Le1Frame
 from viskom.measure.moments import MomentFlag
+from viskom.measure.psf_stars import choose_stars, find_locus
+from viskom.pipeline.runner import run_one
 from viskom.sources.simulator import SimConfig, simulate_frame
 from viskom.sources.simulator.psf import gaussian_r2
 from viskom.stages import ExposureInfo
 from viskom.stages.catalogue import Catalogue
-from viskom.stages.psf import PsfMoments, choose_stars, find_locus
+from viskom.stages.psf import PsfMoments
 
 T0 = datetime(2024, 7, 13, 5, 0, 0, tzinfo=UTC)
 
@@ -41,8 +43,8 @@ def science(tmp_path_factory) -> dict:
         info = ExposureInfo(0, sim.name, str(sim.path), "SCIENCE", 560.52, str(out / "products"))
         info = ExposureInfo(**{**info.__dict__, "date_obs": T0.isoformat()})
         with Le1Frame(sim.path) as frame:
-            Catalogue().run(frame, info, Catalogue.config_of(settings))
-            result = PsfMoments().run(frame, info, PsfMoments.config_of(settings))
+            run_one(Catalogue(), frame, info, settings)
+            result = run_one(PsfMoments(), frame, info, settings)
         frames.append((sim, info, result))
     return {"frames": frames}
 
@@ -141,8 +143,8 @@ def test_field_without_stars_is_reported_not_failed(tmp_path) -> None:
     info = ExposureInfo(0, sim.name, str(sim.path), "SCIENCE", 560.52, str(tmp_path / "p"))
     settings = Settings()
     with Le1Frame(sim.path) as frame:
-        Catalogue().run(frame, info, Catalogue.config_of(settings))
-        result = PsfMoments().run(frame, info, PsfMoments.config_of(settings))
+        run_one(Catalogue(), frame, info, settings)
+        result = run_one(PsfMoments(), frame, info, settings)
     assert result.status == "empty"
     assert [o.code for o in result.outcomes] == ["no_stellar_locus"]
     assert "no stellar locus" in result.outcomes[0].message
@@ -194,13 +196,14 @@ def test_star_selection_completeness_and_purity(tmp_path) -> None:
     info = ExposureInfo(0, sim.name, str(sim.path), "SCIENCE", 560.52, str(tmp_path / "p"))
     settings = Settings()
     with Le1Frame(sim.path) as frame:
-        Catalogue().run(frame, info, Catalogue.config_of(settings))
+        run_one(Catalogue(), frame, info, settings)
     completeness, purity, n_candidates = _selection_quality(info, _truth_stars(sim), settings)
     assert n_candidates > 100
     assert completeness > 0.80, completeness
     assert purity > 0.97, purity
 
 
+@pytest.mark.slow
 def test_full_geometry_psf_and_selection(tmp_path) -> None:
     """One full-size science frame (real 2128 x 2086 quadrants, realistic star density):
     moments against truth, and the selection's purity and completeness."""
@@ -213,8 +216,8 @@ def test_full_geometry_psf_and_selection(tmp_path) -> None:
     )
     settings = Settings()
     with Le1Frame(sim.path) as frame:
-        Catalogue().run(frame, info, Catalogue.config_of(settings))
-        result = PsfMoments().run(frame, info, PsfMoments.config_of(settings))
+        run_one(Catalogue(), frame, info, settings)
+        result = run_one(PsfMoments(), frame, info, settings)
     truth = _truth_stars(sim)
     s = {
         k: np.asarray(v)
@@ -275,12 +278,11 @@ def _run_psf(out: Path, sim_kw: dict, exptime: float, seed: int = 7):
     info = ExposureInfo(
         0, sim.name, str(sim.path), "SCIENCE", exptime, str(out / "p"), date_obs=T0.isoformat()
     )
-    settings = Settings()
-    config = PsfMoments.config_of(settings)
-    config["edge_margin_px"] = 20  # small quadrants: keep most stars (the default is VISQL's)
+    # small quadrants: keep most stars (the default edge margin is VISQL's)
+    settings = Settings(psf={"edge_margin_px": 20})
     with Le1Frame(sim.path) as frame:
-        Catalogue().run(frame, info, Catalogue.config_of(settings))
-        result = PsfMoments().run(frame, info, config)
+        run_one(Catalogue(), frame, info, settings)
+        result = run_one(PsfMoments(), frame, info, settings)
     stars = {
         k: np.asarray(v)
         for k, v in pq.read_table(info.product("stars", "parquet")).to_pydict().items()

@@ -22,15 +22,16 @@ from typer.testing import CliRunner
 import viskom.pipeline.runner as runner_module
 from viskom.config import Settings
 from viskom.le1.frame import Le1Frame
+from viskom.measure.spaceweather import archive_has_no_data
 from viskom.pipeline.executors import SerialExecutor
 from viskom.pipeline.register import ingest
-from viskom.pipeline.runner import run_pipeline
+from viskom.pipeline.runner import run_one, run_pipeline
 from viskom.sources.gaia import GaiaCache
 from viskom.sources.simulator import SimConfig, read_gaia_catalogue, simulate_frame
 from viskom.stages import STAGES, ExposureInfo, QualityOutcome, Stage, StageResult
 from viskom.stages.detector_health import DetectorHealth
 from viskom.stages.gaia import GaiaPhotometry
-from viskom.stages.space_weather import SpaceWeather, archive_has_no_data
+from viskom.stages.space_weather import SpaceWeather
 from viskom.store import ExposureRecord, StageRun, Store
 from viskom.store.migrate import head_revision
 
@@ -155,7 +156,7 @@ def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> None:
         store.record_stage_run(_run(old.id, "psf", "empty"), (), [("no_stellar_locus", "FPA", "x")])
         assert len(store.quality_outcomes()) == 1
         with store.engine.connect() as connection:
-            assert migrate.current_revision(connection) == head_revision() == "0002"
+            assert migrate.current_revision(connection) == head_revision() == "0003"
             assert "quality_outcomes" in inspect(connection).get_table_names()
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
@@ -171,7 +172,7 @@ class Finder(Stage):
     frame_types = frozenset({"BIAS"})
     behaviour: ClassVar[str] = "nothing"
 
-    def run(self, frame, exposure, config) -> StageResult:
+    def run(self, frame, inputs, config) -> StageResult:
         if Finder.behaviour == "fail":
             raise RuntimeError("finder broke")
         if Finder.behaviour == "some":
@@ -188,9 +189,9 @@ class Follower(Stage):
     name = "follower"
     version = "1"
     frame_types = frozenset({"BIAS"})
-    requires = ("finder",)
+    after = ("finder",)
 
-    def run(self, frame, exposure, config) -> StageResult:
+    def run(self, frame, inputs, config) -> StageResult:
         return StageResult(metrics=[("FPA", "followed", 1.0)])
 
 
@@ -203,8 +204,15 @@ def bias_frame(tmp_path_factory):
 
 
 def test_runner_records_empty_stages_with_outcomes(store_url, bias_frame, tmp_path, monkeypatch):
+    from viskom.metrics import METRICS, Metric
+
     fakes = {s.name: s for s in (Finder(), Follower())}
     monkeypatch.setattr(runner_module, "get_stage", lambda name: fakes[name])
+    for metric, stage in (("found", "finder"), ("followed", "follower")):  # registered, as any
+        entry = Metric(
+            metric, "", "a test metric", stage, "measured", frozenset({"BIAS"}), ("fpa",)
+        )
+        monkeypatch.setitem(METRICS, metric, entry)
     monkeypatch.setattr(Finder, "behaviour", "nothing")
     settings = Settings(data_root=tmp_path / "data", database_url=store_url)
     stages = tuple(fakes.values())
@@ -375,7 +383,7 @@ def test_gaia_outcomes(science, tmp_path, seed_rows, stars, code, words) -> None
     stale = info.product("gaia_stars", "parquet")
     stale.write_bytes(b"an older run's table")
     with Le1Frame(science["sim"].path) as frame:
-        result = GaiaPhotometry().run(frame, info, GaiaPhotometry.config_of(settings))
+        result = run_one(GaiaPhotometry(), frame, info, settings)
     assert result.status == "empty" and result.metrics == []
     (outcome,) = result.outcomes
     assert outcome.code == code and words in outcome.message, outcome.message
@@ -406,7 +414,7 @@ def test_space_weather_no_goes_data_is_an_outcome(tmp_path) -> None:
     """The day's file is there, but no valid XRS sample covers the exposure."""
     settings, info = _space_weather(tmp_path)
     _goes_day(settings.goes_cache_path, gap=(T0 - timedelta(minutes=30), T0 + timedelta(hours=1)))
-    result = SpaceWeather().run(None, info, SpaceWeather.config_of(settings))
+    result = run_one(SpaceWeather(), None, info, settings)
     assert result.status == "empty" and result.metrics == []
     (outcome,) = result.outcomes
     assert outcome.code == "no_goes_data" and "no valid XRS sample" in outcome.message
@@ -415,18 +423,18 @@ def test_space_weather_no_goes_data_is_an_outcome(tmp_path) -> None:
 def test_space_weather_without_protons_is_ok_with_an_outcome(tmp_path) -> None:
     settings, info = _space_weather(tmp_path)
     _goes_day(settings.goes_cache_path, protons=False)
-    result = SpaceWeather().run(None, info, SpaceWeather.config_of(settings))
+    result = run_one(SpaceWeather(), None, info, settings)
     assert result.status == "ok"
     assert {m for _, m, _ in result.metrics} >= {"goes_xrsa_mean", "goes_xrsb_max"}
     assert [o.code for o in result.outcomes] == ["no_goes_protons"]
 
 
 def test_space_weather_unavailable_goes_stays_a_failure(tmp_path) -> None:
-    from viskom.sources.goes import GoesUnavailableError
+    from viskom.stages.space_weather import GoesDataMissingError
 
     settings, info = _space_weather(tmp_path)  # offline, empty cache: retry later
-    with pytest.raises(GoesUnavailableError, match="offline, not cached"):
-        SpaceWeather().run(None, info, SpaceWeather.config_of(settings))
+    with pytest.raises(GoesDataMissingError, match="offline, not cached"):
+        run_one(SpaceWeather(), None, info, settings)
 
 
 @pytest.mark.parametrize(

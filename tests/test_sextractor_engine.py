@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 
 from viskom.config import Settings
 from viskom.le1.frame import Le1Frame
+from viskom.pipeline.runner import run_one
 from viskom.sources.sextractor import SExtractorUnavailableError, find_executable, run_sextractor
 from viskom.sources.simulator import SimConfig, simulate_frame
 from viskom.stages import ExposureInfo
@@ -42,7 +43,7 @@ def test_sep_agrees_with_source_extractor(sextractor, tmp_path) -> None:
     )
     info = ExposureInfo(0, sim.name, str(sim.path), "SCIENCE", 560.52, str(tmp_path / "p"))
     with Le1Frame(sim.path) as frame:
-        Catalogue().run(frame, info, Catalogue.config_of(Settings()))
+        run_one(Catalogue(), frame, info, Settings())
         hdu_to_ext = {int(n): frame.extname_of_hdu(int(n)) for n in range(1, 145)}
     ours = {
         k: np.asarray(v)
@@ -91,8 +92,8 @@ def test_source_extractor_engine_feeds_the_psf_stage(sextractor, tmp_path) -> No
         settings = Settings(catalogue_engine=engine)
         info = ExposureInfo(0, sim.name, str(sim.path), "SCIENCE", 560.52, str(tmp_path / engine))
         with Le1Frame(sim.path) as frame:
-            Catalogue().run(frame, info, Catalogue.config_of(settings))
-            res = PsfMoments().run(frame, info, PsfMoments.config_of(settings))
+            run_one(Catalogue(), frame, info, settings)
+            res = run_one(PsfMoments(), frame, info, settings)
         table = pq.read_table(info.product("catalogue", "parquet"))
         sky = np.median(table.column("background").to_numpy())
         assert 20 < sky < 80, (engine, sky)  # sky above bias (~0.22 e-/s x 560 s / 3.4), no bias

@@ -9,8 +9,10 @@ folder. Invalid settings fail at start with a message naming the key.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
@@ -70,16 +72,16 @@ class IQSettings(BaseModel):
     """Image-quality score reference (VISQL-SPEC 7.4 defaults; replace per calibration period)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = "VISQL 2023-09-20..23"
-    r2m: float = 1.9233812949640285
-    e1m: float = -0.023129496402877696
-    e2m: float = 0.002733812949640288
-    cov00: float = 0.0005422666041080192
-    cov01: float = -0.00011841403399019925
-    cov11: float = 4.4881659889479756e-05
-    vare2: float = 5.332022152062523e-06
-    ok_below: float = Field(27.0, gt=0.0)
-    reject_above: float = Field(1000.0, gt=0.0)
+    name: str = Field("VISQL 2023-09-20..23", description="the reference's name")
+    r2m: float = Field(1.9233812949640285, description="reference R2 [px2]")
+    e1m: float = Field(-0.023129496402877696, description="reference e1")
+    e2m: float = Field(0.002733812949640288, description="reference e2")
+    cov00: float = Field(0.0005422666041080192, description="covariance R2-R2")
+    cov01: float = Field(-0.00011841403399019925, description="covariance R2-e1")
+    cov11: float = Field(4.4881659889479756e-05, description="covariance e1-e1")
+    vare2: float = Field(5.332022152062523e-06, description="variance of e2")
+    ok_below: float = Field(27.0, gt=0.0, description="score below this: OK")
+    reject_above: float = Field(1000.0, gt=0.0, description="score above this: rejected")
 
     @model_validator(mode="after")
     def _check_reference(self) -> IQSettings:
@@ -120,20 +122,18 @@ class EventSettings(BaseModel):
     hot_pixel_darks: int = Field(5, ge=2, description="recent darks for the hot-pixel map")
     hot_pixel_sigma: float = Field(6.0, gt=0.0, description="hot in every dark above this")
 
-    def hit_params(self) -> dict[str, float]:
-        """The detector parameters (measure.cosmics.HitParams fields)."""
-        keys = ("seed_sigma", "grow_sigma", "psf_single_ratio", "psf_pair_ratio",
-                "star_sharp_sigma")  # fmt: skip
-        return {k: getattr(self, k) for k in keys}
-
 
 class GoesSettings(BaseModel):
     """[goes]: where GOES space-weather files are cached and whether to fetch them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cache_dir: Path | None = Field(None, description="GOES day cache; default data_root/goes")
-    online: bool = Field(False, description="fetch missing days from NOAA (else cache only)")
+    cache_dir: Path | None = Field(
+        None, description="GOES day cache (default: data_root/goes)", examples=["data/goes"]
+    )
+    online: bool = Field(
+        False, description="true: fetch missing days from NOAA; false: the cache only"
+    )
     timeout_s: float = Field(20.0, gt=0.0, description="HTTP timeout")
 
 
@@ -142,8 +142,12 @@ class GaiaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cache_dir: Path | None = Field(None, description="Gaia tile cache; default data_root/gaia")
-    online: bool = Field(False, description="query VizieR / ESA TAP for missing tiles")
+    cache_dir: Path | None = Field(
+        None, description="Gaia tile cache (default: data_root/gaia)", examples=["data/gaia"]
+    )
+    online: bool = Field(
+        False, description="true: query VizieR / ESA TAP for missing tiles; false: cache only"
+    )
     timeout_s: float = Field(60.0, gt=0.0, description="HTTP timeout per query")
     cone_radius_deg: float = Field(
         0.55, gt=0.1, le=2.0, description="Gaia cone per pointing (FPA corners at 0.52 deg)"
@@ -168,7 +172,9 @@ class GaiaSettings(BaseModel):
         10, ge=3, description="fewer stars matched on the header pointing: solve blind"
     )
     gains_file: Path | None = Field(
-        None, description="relative quadrant gains ('EXT gain'); default: from the latest flat"
+        None,
+        description="relative quadrant gains ('EXT gain' lines; default: from the latest flat)",
+        examples=["relative_gains.txt"],
     )
     reference_start: date = Field(date(2024, 3, 14), description="ice reference period start")
     reference_end: date = Field(date(2024, 3, 22), description="ice reference period end (incl.)")
@@ -190,12 +196,33 @@ class Settings(BaseSettings):
     )
 
     data_root: Path = Field(Path("data"), description="folder with the database and products")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite file")
-    raw_dir: Path | None = Field(None, description="where raw frames live; default data_root/raw")
-    products_dir: Path | None = Field(None, description="product tree; default data_root/products")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=512)
-    executor: Literal["process", "serial"] = "process"
-    frame_type_rules: Path | None = Field(None, description="TOML rules; default built-in")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL (default: the SQLite file data_root/viskom.db)",
+        examples=["postgresql+psycopg://viskom@dbhost:5432/viskom"],
+    )
+    raw_dir: Path | None = Field(
+        None, description="raw LE1 frames (default: data_root/raw)", examples=["data/raw"]
+    )
+    products_dir: Path | None = Field(
+        None,
+        description="the product tree, inside data_root (default: data_root/products)",
+        examples=["data/products"],
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=512,
+        description="parallel workers of `viskom run` (default: the number of CPUs)",
+    )
+    executor: Literal["process", "serial"] = Field(
+        "process", description="process: a local process pool; serial: one process (debugging)"
+    )
+    frame_type_rules: Path | None = Field(
+        None,
+        description="frame-type rules (default: the built-in viskom/le1/frame_types.toml)",
+        examples=["frame_types.toml"],
+    )
     catalogue_engine: Literal["sep", "source-extractor"] = Field(
         "sep", description="source extraction: sep (library) or Debian's source-extractor"
     )
@@ -213,6 +240,17 @@ class Settings(BaseSettings):
         if v is not None and "://" not in v:
             raise ValueError("must be a SQLAlchemy URL such as sqlite:///path/viskom.db")
         return v
+
+    @model_validator(mode="after")
+    def _products_inside_data_root(self) -> Settings:
+        try:
+            self.products_path.resolve().relative_to(self.data_path.resolve())
+        except ValueError:
+            raise ValueError(
+                f"products_dir {self.products_path} must be inside data_root {self.data_path}: "
+                "product files are recorded relative to it"
+            ) from None
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -337,99 +375,70 @@ def load_settings(config_file: str | Path | None = None, *, required: bool = Tru
         _toml_data.reset(token)
 
 
-DEFAULT_CONFIG_TEXT = """\
-# viskom settings. Every key can be overridden by an environment variable VISKOM_<KEY>
-# (nested keys: VISKOM_DETECTOR_HEALTH__HOT_PIXEL_SIGMA=8). Relative paths are relative
-# to this file's folder.
-
-# Folder that holds the database (SQLite by default) and the product tree.
-data_root = "data"
-
-# SQLAlchemy URL of the database. Default: a SQLite file data_root/viskom.db.
-# For several machines use PostgreSQL, e.g.
-# database_url = "postgresql+psycopg://viskom@dbhost:5432/viskom"
-
-# Where raw LE1 frames are stored (fetch writes here). Default: data_root/raw
-# raw_dir = "data/raw"
-
-# Where products (catalogues, plots, pages) are written. Default: data_root/products
-# products_dir = "data/products"
-
-# Parallel workers for `viskom run` (exposures are processed in parallel).
-# workers = 2
-
-# "process" (a local process pool) or "serial" (one process, easiest to debug).
-executor = "process"
-
-# Source catalogues: "sep" (SExtractor's algorithms as a library, VISQL's settings; about
-# twice as fast on two cores) or "source-extractor" (Debian's program, VISQL's configuration).
-catalogue_engine = "sep"
-
-# Frame-type rules (TOML). Default: the built-in rules (viskom/le1/frame_types.toml).
-# frame_type_rules = "frame_types.toml"
-
-[detector_health]
-bias_clip_sigma = 3.0        # sigma clipping of prescan/overscan levels
-noise_clip_sigma = 4.0       # sigma clipping of the overscan for read noise
-hot_pixel_sigma = 10.0       # a hot pixel is above the image median + N robust sigma
-flat_block_px = 32           # block size (px) for the flat's large-scale nonuniformity
-geometry_threshold_adu = 5.0 # bias-only strips brighter than their mirror by this: flagged
-
-[psf]
-weight_sigma_px = 2.5        # Gaussian weight of the moments (VISQL: 2.5 px)
-stamp_half_size_px = 14      # 29 x 29 stamps
-edge_margin_px = 100         # stars closer than this to the quadrant array's edge are skipped
-selection = "adaptive"       # "adaptive": the stellar locus measured on the frame;
-                             # "visql": VISQL's chimney grid and one-decade star box
-min_snr = 100.0              # stars have FLUX_AUTO / FLUXERR_AUTO >= this
-locus_window = 0.1           # widest relative radius window of the locus search (VISQL: 0.1)
-blend_tolerance = 0.001      # reject stars a neighbour adds more than this to (weighted flux)
-bmin_px = 1.3                # "visql" only: B_IMAGE above this (VISQL's bmin)
-nominal_exptime_s = 560.52   # "visql" only: the exposure time of VISQL's flux grid
-
-[iq]
-# Reference of the image-quality score (Mahalanobis distance in R2, e1, e2). Defaults:
-# VISQL's, calibrated on 2023-09-20..23. Replace all seven numbers for a new period.
-name = "VISQL 2023-09-20..23"
-r2m = 1.9233812949640285
-e1m = -0.023129496402877696
-e2m = 0.002733812949640288
-cov00 = 0.0005422666041080192
-cov01 = -0.00011841403399019925
-cov11 = 4.4881659889479756e-05
-vare2 = 5.332022152062523e-06
-ok_below = 27.0              # score below this: OK
-reject_above = 1000.0        # score above this: rejected
-
-[events]
-# Particle hits (cosmic rays, X-ray events, protons); see viskom.measure.cosmics.
-seed_sigma = 5.0             # a hit's seed pixels are this many sky sigma above the sky
-grow_sigma = 2.5             # hits grow into neighbours above this
-xray_baseline_frames = 20    # X-ray baseline: the recent quiet frames it is measured on
-xray_baseline_min_frames = 3 # fewer quiet frames: no baseline, no net xray_events yet
-xray_quiet_goes_xrsb = 1e-6  # frames with GOES XRS-B max >= this (C1) are not quiet
-hot_pixel_darks = 5          # the hot-pixel map uses the most recent N darks
-
-[goes]
-# GOES X-ray and proton day files (NOAA NCEI), cached in data_root/goes by default.
-online = true                # fetch missing days; false: work from the cache only
-# cache_dir = "data/goes"
-
-[gaia]
-# Gaia DR3 (VizieR I/355/gaiadr3, ESA TAP as fallback), cached as HEALPix tiles.
-online = true                # query missing tiles; false: work from the cache only
-# cache_dir = "data/gaia"
-# gains_file = "relative_gains.txt"  # 'EXT gain' per quadrant; default: from the latest flat
-reference_start = 2024-03-14 # ice reference period (just after a decontamination)
-reference_end = 2024-03-22
+_TEMPLATE_HEADER = """\
+# viskom settings: every key with its default, generated from viskom's settings model
+# (viskom.config.Settings), so this file and the code cannot disagree. Every key can be
+# overridden by an environment variable VISKOM_<KEY> (nested keys:
+# VISKOM_DETECTOR_HEALTH__HOT_PIXEL_SIGMA=8). Relative paths are relative to this file's
+# folder. A commented key is unset: its comment says what applies, its value is an example.
 """
 
 
-def write_default_config(folder: Path, overwrite: bool = False) -> Path:
-    """Write a commented default viskom.toml into `folder` and return its path."""
+def _toml_value(value: Any) -> str:
+    """A default as TOML text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return json.dumps(str(value))
+
+
+def _field_lines(name: str, field: Any, value: Any, explicit: bool) -> list[str]:
+    """`key = value  # description` (commented out with an example when unset)."""
+    text = field.description or ""
+    if value is None or (field.default_factory is not None and not explicit):
+        shown = value if value is not None else (field.examples or [""])[0]
+        return [f"# {name} = {_toml_value(shown)}   # {text}"]
+    line = f"{name} = {_toml_value(value)}"
+    return [f"{line:<40} # {text}" if text else line]
+
+
+def render_default_config(overrides: Mapping[str, Any] | None = None) -> str:
+    """The commented viskom.toml of the defaults (`overrides`: {"gaia": {"online": True}}
+    or {"workers": 2} set those keys instead); loading it gives `Settings()` (tested)."""
+    overrides = dict(overrides or {})
+    lines = [_TEMPLATE_HEADER]
+    sections: list[tuple[str, Any]] = []
+    for name, field in Settings.model_fields.items():
+        if name == "config_file":
+            continue
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            sections.append((name, model))
+            continue
+        explicit = name in overrides
+        value = overrides[name] if explicit else field.get_default(call_default_factory=True)
+        lines += _field_lines(name, field, value, explicit)
+    for name, model in sections:
+        doc = (model.__doc__ or "").strip().splitlines()[0]
+        lines += ["", f"[{name}]", f"# {doc}"]
+        given = overrides.get(name, {})
+        for key, field in model.model_fields.items():
+            explicit = key in given
+            value = given[key] if explicit else field.get_default(call_default_factory=True)
+            lines += _field_lines(key, field, value, explicit)
+    return "\n".join(lines) + "\n"
+
+
+def write_default_config(
+    folder: Path, overwrite: bool = False, overrides: Mapping[str, Any] | None = None
+) -> Path:
+    """Write a commented default viskom.toml (see `render_default_config`) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CONFIG_FILE_NAME
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} exists already (use --force to overwrite)")
-    path.write_text(DEFAULT_CONFIG_TEXT)
+    path.write_text(render_default_config(overrides))
     return path

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 DEMO_START = datetime(2024, 7, 13, 0, 0, 0, tzinfo=UTC)
 
@@ -99,3 +101,29 @@ def seed_gaia_cache(cache_dir: Path, folder: Path) -> int:
         )
         n += 1
     return n
+
+
+def prepare_demo(directory: Path, *, seed: int = 2024, say: Callable[[str], Any] = print) -> Path:
+    """The demo project in `directory`: a viskom.toml that works offline (the demo day brings
+    its own GOES files and Gaia cones; the simulated instrument's relative gains stand in for
+    a gain calibration) and the simulated day in its raw folder; returns the settings file."""
+    from viskom.config import load_settings, write_default_config
+
+    cfg_path = directory / "viskom.toml"
+    if not cfg_path.exists():
+        offline = {"online": False}
+        write_default_config(
+            directory,
+            overrides={"goes": offline, "gaia": {**offline, "gains_file": "relative_gains.txt"}},
+        )
+    settings = load_settings(cfg_path)
+    say(f"simulating a small day of VIS frames into {settings.raw_path} ...")
+    paths = make_demo_day(
+        settings.raw_path,
+        seed=seed,
+        goes_cache=settings.goes_cache_path,
+        gaia_cache=settings.gaia_cache_path,
+        gains_file=directory / "relative_gains.txt",
+    )
+    say(f"  {len(paths)} files")
+    return cfg_path

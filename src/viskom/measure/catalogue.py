@@ -7,15 +7,19 @@ deblending thresholds at contrast 0.005, cleaning 1.0, AUTO photometry with Kron
 1-based like SExtractor's X_IMAGE/Y_IMAGE. Beyond SExtractor's columns, `sharp_single` and
 `sharp_pair` say how sharp each source is at its brightest pixel (see
 `viskom.measure.cosmics.sharpness_ratios`): the hit detector takes its PSF limits from the stars.
+The exposure catalogue puts the quadrants together (`merge_catalogues`), whether from sep or
+from SExtractor's own columns (`sextractor_quadrant`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import sep
 
+from viskom.le1.focalplane import unwrap_longitude
 from viskom.measure.cosmics import sharpness_ratios
 
 #: SExtractor FLAGS bits
@@ -43,6 +47,17 @@ CATALOGUE_COLUMNS = (
     "background",
     "sharp_single",
     "sharp_pair",
+)
+
+#: Columns of the exposure catalogue: the quadrant, the per-quadrant measurements, and the
+#: instrument-frame position after the pixel position.
+EXPOSURE_COLUMNS = (
+    "extname",
+    *CATALOGUE_COLUMNS[:3],
+    "x_world",
+    "y_world",
+    "field_radius",
+    *CATALOGUE_COLUMNS[3:],
 )
 
 ALLGROUND_FILTER = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32)
@@ -179,3 +194,75 @@ def extract_sources(
         "sharp_single": sharp_single,
         "sharp_pair": sharp_pair,
     }
+
+
+def sextractor_quadrant(
+    sex: Mapping[str, np.ndarray],
+    rows: np.ndarray,
+    extname: str,
+    image: np.ndarray,
+    bias: float,
+    origin: tuple[int, int],
+) -> dict[str, np.ndarray]:
+    """SExtractor's `rows` of one quadrant in the exposure catalogue's columns.
+
+    SExtractor measures the raw pixels, so its BACKGROUND includes the bias: `bias` is removed
+    to give sep's meaning (sky above bias). `image` is the bias-subtracted image area, its
+    first pixel at `origin` (row0, col0) of the quadrant array: the sharpness is measured on it.
+    """
+    row0, col0 = origin
+    x_world = np.asarray(unwrap_longitude(sex["x_world"][rows]))
+    sky = sex["background"][rows] - bias
+    single, pair = sharpness_ratios(
+        image, sex["x_image"][rows] - 1.0 - col0, sex["y_image"][rows] - 1.0 - row0, sky
+    )
+    return {
+        "extname": np.full(rows.size, extname, dtype=object),
+        "number": sex["number"][rows].astype(np.int32),
+        "x_image": sex["x_image"][rows],
+        "y_image": sex["y_image"][rows],
+        "x_world": x_world,
+        "y_world": sex["y_world"][rows],
+        "field_radius": np.hypot(x_world, sex["y_world"][rows]),
+        "flux_auto": sex["flux_auto"][rows],
+        "fluxerr_auto": sex["fluxerr_auto"][rows],
+        "flux_radius": sex["flux_radius"][rows],
+        "a_image": sex["a_image"][rows],
+        "b_image": sex["b_image"][rows],
+        "theta_image": sex["theta_image"][rows],
+        "kron_radius": sex["kron_radius"][rows],
+        "flags": sex["flags"][rows].astype(np.int32),
+        "peak": sex["flux_max"][rows],
+        "area": sex["isoarea_image"][rows].astype(np.int32),
+        "background": sky,
+        "sharp_single": single,
+        "sharp_pair": pair,
+    }
+
+
+def merge_catalogues(per_quadrant: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The quadrant catalogues as one exposure table (`EXPOSURE_COLUMNS`; every column, even
+    without rows, so that the stages reading it find them)."""
+    table: dict[str, list[np.ndarray]] = {c: [] for c in EXPOSURE_COLUMNS}
+    for cat in per_quadrant.values():
+        for c in EXPOSURE_COLUMNS:
+            table[c].append(cat[c])
+    merged = {c: np.concatenate(v) if v else np.zeros(0) for c, v in table.items()}
+    merged["extname"] = merged["extname"].astype(str)
+    return merged
+
+
+def catalogue_metrics(
+    per_quadrant: Mapping[str, Mapping[str, np.ndarray]],
+) -> list[tuple[str, str, float]]:
+    """Metric rows per quadrant: the number of sources and the median sky background (ADU)."""
+    rows = []
+    for ext, cat in per_quadrant.items():
+        rows.append((ext, "n_sources", float(len(cat["number"]))))
+        rows.append((ext, "sky_background_adu", _median(cat["background"])))
+    return rows
+
+
+def _median(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.median(values)) if values.size else float("nan")

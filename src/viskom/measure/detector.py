@@ -6,19 +6,17 @@ pixels are summarised by histogram (see `robust`), so no float copy of the image
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from viskom.le1.geometry import QuadrantGeometry, check_geometry, parse_extname
+from viskom.le1.geometry import QuadrantGeometry, check_geometry
 from viskom.measure.robust import clipped_stats
 
 NAN = float("nan")
 
 #: Metrics that add up over quadrants (CCD and FPA values are sums); the rest use medians.
-COUNT_METRICS = frozenset({"hot_pixels", "saturated_pixels", "geometry_mismatch", "ci_rows"})
 
 
 @dataclass(frozen=True)
@@ -171,33 +169,3 @@ def quadrant_health(
         m["ci_level_adu"] = level
         m["ci_rows"] = float(nrows)
     return m
-
-
-def summarise(
-    per_quadrant: Mapping[str, Mapping[str, float]],
-) -> Iterable[tuple[str, str, float]]:
-    """Quadrant metrics plus CCD (`R-C`) and FPA summaries as (unit, metric, value) rows.
-
-    Counts add up; levels and noises take the median over the quadrants that have them.
-    """
-    rows: list[tuple[str, str, float]] = []
-    by_ccd: dict[str, dict[str, list[float]]] = {}
-    fpa: dict[str, list[float]] = {}
-    for extname, metrics in per_quadrant.items():
-        ccd = parse_extname(extname).ccd
-        for name, value in metrics.items():
-            rows.append((extname, name, value))
-            by_ccd.setdefault(ccd, {}).setdefault(name, []).append(value)
-            fpa.setdefault(name, []).append(value)
-    for unit, table in [*sorted(by_ccd.items()), ("FPA", fpa)]:
-        for name, values in table.items():
-            rows.append((unit, name, _combine(name, values)))
-    return rows
-
-
-def _combine(name: str, values: list[float]) -> float:
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        return NAN
-    return float(arr.sum()) if name in COUNT_METRICS else float(np.median(arr))

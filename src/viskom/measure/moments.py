@@ -383,7 +383,7 @@ def replace_neighbours(
             # that were not detected on their own (merged into the star, or faint).
             sky = stamp - bg[i]
             ring = (xx - x[i]) ** 2 + (yy - y[i]) ** 2 > 100
-            noise = 1.4826 * float(np.median(np.abs(sky[ring] - np.median(sky[ring]))))
+            noise = mad_sigma(sky[ring])
             r2 = (xx - x[i]) ** 2 + (yy - y[i]) ** 2
             far = r2 >= core_radius_px**2
             excess = sky - (mirrored - bg[i])

@@ -11,8 +11,6 @@ how many pixels it masked); a new map does not re-measure the past.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,8 @@ import numpy as np
 from viskom.le1.frame import FrameError, Le1Frame
 from viskom.measure.cosmics import hot_pixel_indices
 from viskom.measure.detector import quadrant_bias
+from viskom.store.atomic import write_text_atomic
+from viskom.store.products import write_arrays
 
 HOT_PIXEL_FILE = Path("calibration") / "hot_pixels.npz"
 
@@ -87,13 +87,8 @@ def update_hot_pixel_map(store: Any, settings: Any) -> tuple[Path | None, str]:
         hot = build_hot_pixel_map([d.path for d in darks], settings.events.hot_pixel_sigma)
     except (FrameError, OSError, ValueError) as exc:
         return (path if path.exists() else None), f"hot pixels: map not rebuilt ({exc})"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".hot_pixels.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    np.savez_compressed(
-        tmp, darks=np.array(json.dumps(key)), **{f"ext:{k}": v for k, v in hot.items()}
-    )
-    os.replace(tmp, path)
+    write_arrays({"darks": np.array(json.dumps(key)), **{f"ext:{k}": v for k, v in hot.items()}},
+                 path)  # fmt: skip
     total = sum(v.size for v in hot.values())
     return path, f"hot pixels: {total} in {len(hot)} quadrants from {len(darks)} darks"
 
@@ -134,12 +129,8 @@ def update_relative_gains(store: Any, settings: Any) -> tuple[Path | None, str]:
         if path.exists() and path.read_text().startswith(key):
             return path, f"relative gains: up to date ({flat.name})"
         gains = gains_from_flat_levels(levels)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".relative_gains.", suffix=".txt", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key + "\n")
-            fh.writelines(f"{ext} {g:.10f}\n" for ext, g in sorted(gains.items()))
-        os.replace(tmp, path)
+        lines = [key, *(f"{ext} {g:.10f}" for ext, g in sorted(gains.items()))]
+        write_text_atomic(path, "\n".join(lines) + "\n")
         return path, f"relative gains: {len(gains)} quadrants from the flat {flat.name}"
     if path.exists():
         return path, "relative gains: no measured flat, keeping the existing table"
@@ -263,11 +254,7 @@ def update_xray_baseline(store: Any, settings: Any) -> tuple[Path | None, str]:
                 return path, "X-ray baseline: up to date"
         except (OSError, ValueError):
             pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".xray_baseline.", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(table, fh, indent=1)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(table, indent=1))
     summary = ", ".join(
         f"{k} {v['ratio']:.4f} +- {v['ratio_err']:.4f} ({v['n_frames']} frames)"
         for k, v in table.items()

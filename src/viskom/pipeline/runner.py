@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -22,18 +22,59 @@ from typing import Any
 from viskom import __version__
 from viskom.le1.frame import Le1Frame
 from viskom.pipeline.executors import Executor
-from viskom.stages import STAGES, ExposureInfo, QualityOutcome, Stage, config_hash, get_stage
+from viskom.pipeline.resources import (
+    calibration_identity,
+    external_config,
+    load_calibration,
+    providers,
+)
+from viskom.pipeline.stage_io import WrittenProduct, run_stage
+from viskom.stages import (
+    STAGES,
+    ExposureInfo,
+    QualityOutcome,
+    Stage,
+    StageResult,
+    config_hash,
+    get_stage,
+)
 from viskom.store import DONE_STATUSES, Exposure, StageRun, Store
 
 
 @dataclass(frozen=True)
 class StageCall:
-    """One stage to run on one exposure, with its configuration."""
+    """One stage to run, with its configuration, the identities of its calibrations and
+    the configuration of its external inputs' clients (picklable, sent to a worker)."""
 
     stage: str
     version: str
     config: dict[str, Any]
     config_hash: str
+    calibrations: dict[str, Any] = field(default_factory=dict)
+    external: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def stage_call(
+    stage: Stage, settings: Any, upstream: Mapping[str, StageCall] | None = None
+) -> StageCall:
+    """The call of `stage` under `settings`; its provenance hash covers its configuration,
+    its calibrations and the versions and hashes of the stages it reads (`upstream`)."""
+    cfg = stage.config_of(settings)
+    calibrations = {name: calibration_identity(name, settings) for name in stage.calibrations}
+    external = {name: external_config(name, settings) for name in stage.external}
+    ups = {
+        name: (upstream[name].version, upstream[name].config_hash)
+        for name in stage.upstream
+        if upstream and name in upstream
+    }
+    provenance: dict[str, Any] = {"config": cfg}
+    if calibrations:
+        provenance["calibrations"] = calibrations
+    if ups:
+        provenance["upstream"] = ups
+    return StageCall(
+        stage.name, stage.version, cfg, config_hash(provenance), calibrations, external
+    )
 
 
 @dataclass(frozen=True)
@@ -57,6 +98,7 @@ class StageOutcome:
     duration_s: float
     metrics: list[tuple[str, str, float]] = field(default_factory=list)
     outcomes: list[QualityOutcome] = field(default_factory=list)
+    products: list[WrittenProduct] = field(default_factory=list)
 
 
 @dataclass
@@ -92,15 +134,8 @@ def plan(
     `only` limits the work to those stage names (provenance still over all `stages`)."""
     calls_by_stage: dict[str, StageCall] = {}
     for stage in stages:
-        cfg = stage.config_of(settings)
         # A stage's provenance includes what it reads: a new upstream version re-runs it.
-        upstream = {
-            name: (calls_by_stage[name].version, calls_by_stage[name].config_hash)
-            for name in stage.requires
-            if name in calls_by_stage
-        }
-        digest = config_hash({"config": cfg, "upstream": upstream} if upstream else cfg)
-        calls_by_stage[stage.name] = StageCall(stage.name, stage.version, cfg, digest)
+        calls_by_stage[stage.name] = stage_call(stage, settings, calls_by_stage)
     registered = store.list_exposures(state="registered")
     if exposures:
         wanted = set(exposures)
@@ -123,7 +158,7 @@ def plan(
                         runs.get((exp.id, name)) is not None
                         and runs[(exp.id, name)].status in DONE_STATUSES
                     )
-                    for name in stage.requires
+                    for name in stage.needs
                 )
                 if ready:
                     calls.append(call)
@@ -132,7 +167,7 @@ def plan(
             else:
                 skipped += 1
         if calls:
-            tasks.append(Task(_exposure_info(exp, settings), tuple(calls)))
+            tasks.append(Task(exposure_info(exp, settings), tuple(calls)))
     # Few pending exposures (a frame just landed): let stages spread its quadrants over the
     # idle workers, so the answer comes sooner. Many: one process per exposure.
     n_workers = workers if workers is not None else int(getattr(settings, "workers", 1))
@@ -150,7 +185,8 @@ def _is_pending(run: StageRun | None, call: StageCall, force: bool, retry_failed
     return run.status not in DONE_STATUSES and retry_failed
 
 
-def _exposure_info(exp: Exposure, settings: Any) -> ExposureInfo:
+def exposure_info(exp: Exposure, settings: Any) -> ExposureInfo:
+    """What a stage may know of a registered exposure under these settings."""
     return ExposureInfo(
         exposure_id=exp.id,
         name=exp.name,
@@ -159,6 +195,7 @@ def _exposure_info(exp: Exposure, settings: Any) -> ExposureInfo:
         exptime=exp.exptime,
         products_dir=str(settings.products_path),
         date_obs=exp.date_obs.isoformat() if exp.date_obs else None,
+        data_root=str(settings.data_path),
     )
 
 
@@ -177,7 +214,7 @@ def execute_task(task: Task) -> list[StageOutcome]:
             started = datetime.now(UTC)
             t0 = time.perf_counter()
             stage = get_stage(call.stage)
-            broken = [name for name in stage.requires if name in failed]
+            broken = [name for name in stage.needs if name in failed]
             if frame is None or broken:
                 why = open_error or f"needs {', '.join(broken)}, which failed"
                 outcomes.append(_failed(task, call, why, started, 0.0))
@@ -189,7 +226,7 @@ def execute_task(task: Task) -> list[StageOutcome]:
                 failed.add(call.stage)
                 continue
             try:
-                result = stage.run(frame, task.exposure, call.config)
+                result = execute_call(stage, call, frame, task.exposure)
             except Exception as exc:
                 detail = "".join(traceback.format_exception_only(exc)).strip()
                 tb = traceback.extract_tb(exc.__traceback__)
@@ -210,12 +247,34 @@ def execute_task(task: Task) -> list[StageOutcome]:
                     time.perf_counter() - t0,
                     [(u, m, float(v)) for u, m, v in result.metrics],
                     list(result.outcomes),
+                    list(result.written),
                 )
             )
     finally:
         if frame is not None:
             frame.close()
     return outcomes
+
+
+def execute_call(
+    stage: Stage, call: StageCall, frame: Le1Frame | None, exposure: ExposureInfo
+) -> StageResult:
+    """One stage on one opened frame: its calibrations loaded, its external inputs' clients
+    built, then `stage_io.run_stage` (inputs in, checks, roll-up, products written)."""
+    calibrations = {
+        name: load_calibration(name, identity, exposure)
+        for name, identity in call.calibrations.items()
+    }
+    return run_stage(
+        stage, frame, exposure, call.config,
+        calibrations=calibrations, external=providers(call.external),
+    )  # fmt: skip
+
+
+def run_one(stage: Stage, frame: Le1Frame | None, exposure: ExposureInfo, settings: Any):
+    """Run one stage on one frame as the runner would (tests, benchmarks, notebooks): its
+    products written into the exposure's folder, metrics checked and rolled up."""
+    return execute_call(stage, stage_call(stage, settings), frame, exposure)
 
 
 def _header_blocker(frame: Le1Frame, stage: Stage) -> str | None:
@@ -253,6 +312,7 @@ def record(store: Store, outcome: StageOutcome) -> None:
         run,
         outcome.metrics if done else (),
         [(o.code, o.unit, o.message) for o in outcome.outcomes] if done else (),
+        outcome.products,
     )
 
 
@@ -326,7 +386,7 @@ def _execute(
                 record(store, outcome)
             except Exception as exc:  # e.g. a metric clash: this stage failed, the run goes on
                 outcome.status, outcome.error = "failed", f"could not record results: {exc}"
-                outcome.metrics, outcome.outcomes = [], []
+                outcome.metrics, outcome.outcomes, outcome.products = [], [], []
                 record(store, outcome)
             if outcome.status in DONE_STATUSES:
                 if outcome.status == "ok":

@@ -2,8 +2,11 @@
 
 from viskom.stages.base import (
     ExposureInfo,
+    ProductInput,
+    ProductSpec,
     QualityOutcome,
     Stage,
+    StageInputs,
     StageResult,
     config_hash,
     usable_quadrants,
@@ -17,7 +20,8 @@ from viskom.stages.psf import PsfMoments
 from viskom.stages.science_plots import SciencePlots
 from viskom.stages.space_weather import SpaceWeather
 
-#: Registered stages, in execution order (a stage comes after those it requires).
+#: Registered stages, in execution order (a stage comes after the stages it needs). A new
+#: monitor is one module and one line here (and its metrics in `viskom.metrics`).
 STAGES: tuple[Stage, ...] = (
     DetectorHealth(),
     Catalogue(),
@@ -41,8 +45,11 @@ def get_stage(name: str) -> Stage:
 __all__ = [
     "STAGES",
     "ExposureInfo",
+    "ProductInput",
+    "ProductSpec",
     "QualityOutcome",
     "Stage",
+    "StageInputs",
     "StageResult",
     "config_hash",
     "get_stage",

@@ -1,10 +1,14 @@
-"""What a stage is: a small declarative shell around a pure measurement.
+"""What a stage is: a small declarative shell around a pure measurement (stpipe's Step,
+Rubin's PipelineTask connections).
 
-A stage names itself, declares a version (bump it when its results change), the frame
-types it applies to, the level it reports at and the primary header keywords it needs, and
-turns one opened frame into metric rows `(unit, metric, value)` and quality outcomes. It
-does no database I/O: the runner records what it returns, and records its exception, if
-any, for that exposure only.
+A stage declares its name, version (bump it when its results change), the frame types it
+applies to, the products of other stages it reads, the calibrations and external inputs
+(Gaia cone, GOES series) it needs, its settings section, the products it writes and the
+primary header keywords it cannot run without; its metrics are registered in
+`viskom.metrics`. `run` turns one opened frame and the inputs handed in into metric rows
+`(unit, metric, value)`, product payloads and quality outcomes. It does no file, database or
+network I/O: the runner (`viskom.pipeline.stage_io.run_stage`) reads and writes, and records
+its exception, if any, for that exposure only.
 
 Quality outcomes say what a monitor could not find ("no_stellar_locus", "no_gaia_stars",
 "no_goes_data") or left out (a quadrant with a bad GAIN). A stage that measured nothing
@@ -26,6 +30,7 @@ from typing import Any, ClassVar
 
 from viskom.le1.frame import Le1Frame
 from viskom.le1.header import QUADRANT_KEYWORDS
+from viskom.metrics import metrics_of_stage
 from viskom.store.products import exposure_dir, product_path
 
 MetricRow = tuple[str, str, float]
@@ -43,6 +48,12 @@ class ExposureInfo:
     products_dir: str
     quadrant_workers: int = 1  # processes a stage may use on this exposure's quadrants
     date_obs: str | None = None  # ISO UTC, for the product tree
+    data_root: str | None = None  # product paths are recorded relative to it
+
+    @property
+    def root(self) -> Path:
+        """The data root (default: the folder above the product tree)."""
+        return Path(self.data_root) if self.data_root else Path(self.products_dir).parent
 
     @property
     def product_folder(self) -> Path:
@@ -78,18 +89,81 @@ class QualityOutcome:
             raise ValueError(f"outcome unit {self.unit!r} must have 1-16 characters")
 
 
+#: File formats of products and how the runner writes a stage's payload for each.
+PRODUCT_FORMATS = {
+    "parquet": "a table: a mapping of column name to array",
+    "json": "a JSON-able mapping",
+    "npz": "a mapping of name to numpy array",
+    "png": "a matplotlib Figure (from viskom.present)",
+}
+
+
+@dataclass(frozen=True)
+class ProductSpec:
+    """A file a stage writes for each exposure: `<exposure>_<kind>.<ext>` in its folder."""
+
+    kind: str
+    ext: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.ext not in PRODUCT_FORMATS:
+            raise ValueError(f"product {self.kind}: format {self.ext!r} not in {PRODUCT_FORMATS}")
+
+
+@dataclass(frozen=True)
+class ProductInput:
+    """A product of another stage that a stage reads; the runner loads it and hands it in."""
+
+    stage: str
+    kind: str
+    optional: bool = False  # None is handed in when the file does not exist
+
+
+@dataclass
+class StageInputs:
+    """What the runner hands a stage: the exposure, the products it reads, the calibrations
+    and the external inputs it declared (obtained through `viskom.sources` on first use)."""
+
+    exposure: ExposureInfo
+    products: Mapping[str, Any] = field(default_factory=dict)
+    calibrations: Mapping[str, Any] = field(default_factory=dict)
+    external: Mapping[str, Any] = field(default_factory=dict)
+
+    def product(self, kind: str) -> Any:
+        """A declared input product (None when optional and absent)."""
+        if kind not in self.products:
+            raise KeyError(f"product {kind!r} is not a declared input of this stage")
+        return self.products[kind]
+
+    def calibration(self, name: str) -> Any:
+        """A declared calibration (e.g. the hot-pixel map), as the runner loaded it."""
+        if name not in self.calibrations:
+            raise KeyError(f"calibration {name!r} is not declared by this stage")
+        return self.calibrations[name]
+
+    def source(self, name: str) -> Any:
+        """A declared external input: a callable that fetches it (Gaia cone, GOES series)."""
+        if name not in self.external:
+            raise KeyError(f"external input {name!r} is not declared by this stage")
+        return self.external[name]
+
+
 @dataclass
 class StageResult:
-    """A stage's output: metric rows, products it wrote (paths) and quality outcomes.
+    """A stage's output: metric rows, product payloads (kind -> data, written by the runner)
+    and quality outcomes.
 
     `measured` says whether the stage measured anything; None (default) means "yes, unless it
     returns outcomes and no metrics". A result that did not measure is recorded as ``empty``.
+    After the runner wrote them, `written` holds the product records (kind, path, size, sha256).
     """
 
     metrics: list[MetricRow] = field(default_factory=list)
-    products: list[Path] = field(default_factory=list)
+    products: dict[str, Any] = field(default_factory=dict)
     outcomes: list[QualityOutcome] = field(default_factory=list)
     measured: bool | None = None
+    written: list[Any] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -107,30 +181,75 @@ class StageResult:
 
 
 class Stage(ABC):
-    """Base class of every per-exposure stage."""
+    """Base class of every per-exposure stage: a declaration plus one pure `run`.
+
+    Declared: `name`, `version` (bump it when results change), `frame_types`, `inputs` (the
+    products of other stages it reads; it runs after those stages and re-runs when they
+    change), `calibrations` (built from many exposures: `hot_pixels`, `relative_gains`,
+    `xray_baseline`), `external` (inputs from outside: `gaia_cone`, `goes_series`,
+    `blind_solver`), `config_section` (its pydantic section of the settings), `products` it
+    writes, the primary `header_keywords` it cannot run without; its metrics are those the
+    registry (`viskom.metrics`) lists for its name. `run` gets everything handed in and does
+    no file, database or network I/O.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str]
     frame_types: ClassVar[frozenset[str]]
-    level: ClassVar[str] = "quadrant"
-    #: Stages whose products this one reads; it runs after them and re-runs when they change.
-    requires: ClassVar[tuple[str, ...]] = ()
+    inputs: ClassVar[tuple[ProductInput, ...]] = ()
+    #: Stages it runs after without reading their products (rare; inputs imply their stages).
+    after: ClassVar[tuple[str, ...]] = ()
+    calibrations: ClassVar[tuple[str, ...]] = ()
+    external: ClassVar[tuple[str, ...]] = ()
+    config_section: ClassVar[str | None] = None
+    #: Only these keys of the section make the stage's configuration (None: all of them).
+    config_keys: ClassVar[tuple[str, ...] | None] = None
+    products: ClassVar[tuple[ProductSpec, ...]] = ()
     #: Primary header keywords the stage cannot run without: when one is unusable or missing,
     #: the runner records the stage as failed with that reason instead of running it.
     header_keywords: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The stages that must have run (ok or empty) first: those whose products it cannot
+        do without, and `after`; a stage whose required input failed does not run."""
+        names = [i.stage for i in self.inputs if not i.optional] + list(self.after)
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Every stage whose products it reads (optional ones too) or which it runs after:
+        their versions and configurations are part of this stage's provenance."""
+        return tuple(dict.fromkeys([i.stage for i in self.inputs] + list(self.after)))
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The registered metrics this stage writes."""
+        return metrics_of_stage(self.name)
+
+    def product_spec(self, kind: str) -> ProductSpec:
+        """The declared product `kind`; KeyError if the stage does not declare it."""
+        for spec in self.products:
+            if spec.kind == kind:
+                return spec
+        raise KeyError(f"stage {self.name} does not declare a product {kind!r}")
+
     def applies_to(self, frame_type: str | None) -> bool:
         return (frame_type or "UNKNOWN").upper() in self.frame_types
 
-    @staticmethod
-    def config_of(settings: Any) -> dict[str, Any]:
-        """The settings this stage depends on (hashed into its provenance); override."""
-        return {}
+    @classmethod
+    def config_of(cls, settings: Any) -> dict[str, Any]:
+        """The settings this stage depends on (hashed into its provenance): its section, or
+        the `config_keys` of it; override to add keys from elsewhere."""
+        if cls.config_section is None:
+            return {}
+        section = getattr(settings, cls.config_section).model_dump(mode="json")
+        if cls.config_keys is not None:
+            section = {k: section[k] for k in cls.config_keys}
+        return section
 
     @abstractmethod
-    def run(
-        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
-    ) -> StageResult:
+    def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         """Measure one exposure; raise on failure (the runner records it)."""
 
 

@@ -13,26 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from viskom.le1.focalplane import unwrap_longitude
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.wcs import QuadrantWcs
-from viskom.measure.catalogue import CATALOGUE_COLUMNS, ExtractionParams, extract_sources
-from viskom.measure.cosmics import sharpness_ratios
-from viskom.measure.detector import quadrant_bias
-from viskom.stages.base import ExposureInfo, Stage, StageResult, usable_quadrants
-from viskom.stages.quadrants import map_quadrants
-from viskom.store.products import write_table
-
-#: Columns of the exposure catalogue: the quadrant, the per-quadrant measurements, and the
-#: instrument-frame position after the pixel position.
-COLUMNS = (
-    "extname",
-    *CATALOGUE_COLUMNS[:3],
-    "x_world",
-    "y_world",
-    "field_radius",
-    *CATALOGUE_COLUMNS[3:],
+from viskom.measure.catalogue import (
+    ExtractionParams,
+    catalogue_metrics,
+    extract_sources,
+    merge_catalogues,
+    sextractor_quadrant,
 )
+from viskom.measure.detector import quadrant_bias
+from viskom.stages.base import ProductSpec, Stage, StageInputs, StageResult, usable_quadrants
+from viskom.stages.quadrants import map_quadrants
 
 
 def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np.ndarray]:
@@ -64,52 +56,24 @@ def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np
 
 
 def sextractor_catalogue(
-    frame: Le1Frame, names: list[str] | None = None
+    frame: Le1Frame, run_sextractor: Any, names: list[str] | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
     """The optional engine: Debian's source-extractor with VISQL's configuration on the
     whole raw frame, converted to this stage's columns, per quadrant. SExtractor measures
     the raw pixels, so its BACKGROUND includes the bias: the quadrant's bias is removed to
     give the same meaning as sep's (sky above bias). Only the quadrants `names` (default all)
-    are kept."""
-    from viskom.sources.sextractor import run_sextractor
-
+    are kept. `run_sextractor(path)` runs the program (`sources.sextractor`)."""
     sex = run_sextractor(frame.path)
     ext_of = np.array([frame.extname_of_hdu(int(n)) or "" for n in sex["ext_number"]])
     out = {}
     for name in frame.quadrant_extnames if names is None else names:
-        rows = np.flatnonzero(ext_of == name)
         quad = frame.quadrant(name)
-        bias = quadrant_bias(quad.data, quad.geometry)[2]
-        x_world = np.asarray(unwrap_longitude(sex["x_world"][rows]))
         g = quad.geometry
+        bias = quadrant_bias(quad.data, g)[2]
         image = quad.data[g.image.slices].astype(np.float32) - np.float32(bias)
-        sky = sex["background"][rows] - bias
-        single, pair = sharpness_ratios(
-            image, sex["x_image"][rows] - 1.0 - g.image.col0,
-            sex["y_image"][rows] - 1.0 - g.image.row0, sky,
-        )  # fmt: skip
-        out[name] = {
-            "extname": np.full(rows.size, name, dtype=object),
-            "number": sex["number"][rows].astype(np.int32),
-            "x_image": sex["x_image"][rows],
-            "y_image": sex["y_image"][rows],
-            "x_world": x_world,
-            "y_world": sex["y_world"][rows],
-            "field_radius": np.hypot(x_world, sex["y_world"][rows]),
-            "flux_auto": sex["flux_auto"][rows],
-            "fluxerr_auto": sex["fluxerr_auto"][rows],
-            "flux_radius": sex["flux_radius"][rows],
-            "a_image": sex["a_image"][rows],
-            "b_image": sex["b_image"][rows],
-            "theta_image": sex["theta_image"][rows],
-            "kron_radius": sex["kron_radius"][rows],
-            "flags": sex["flags"][rows].astype(np.int32),
-            "peak": sex["flux_max"][rows],
-            "area": sex["isoarea_image"][rows].astype(np.int32),
-            "background": sky,
-            "sharp_single": single,
-            "sharp_pair": pair,
-        }
+        out[name] = sextractor_quadrant(
+            sex, np.flatnonzero(ext_of == name), name, image, bias, (g.image.row0, g.image.col0)
+        )
     return out
 
 
@@ -120,53 +84,34 @@ class Catalogue(Stage):
     name = "catalogue"
     version = "2"
     frame_types = frozenset({"SCIENCE", "FLAT", "DARK"})
-    level = "quadrant"
+    external = ("source_extractor",)
+    products = (ProductSpec("catalogue", "parquet", "sources of every quadrant (one row each)"),)
 
-    @staticmethod
-    def config_of(settings: Any) -> dict[str, Any]:
+    @classmethod
+    def config_of(cls, settings: Any) -> dict[str, Any]:
         return {**asdict(ExtractionParams()), "engine": settings.catalogue_engine}
 
-    def run(
-        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
-    ) -> StageResult:
+    def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         cfg = dict(config)
         engine = cfg.pop("engine", "sep")
         names, outcomes = usable_quadrants(frame)
         if not names:
             per_quadrant = {}
         elif engine == "source-extractor":
-            per_quadrant = sextractor_catalogue(frame, names)
+            per_quadrant = sextractor_catalogue(frame, inputs.source("source_extractor"), names)
         else:
             per_quadrant = map_quadrants(
                 frame,
                 quadrant_catalogue,
                 args=(ExtractionParams(**cfg),),
                 names=names,
-                workers=exposure.quadrant_workers,
+                workers=inputs.exposure.quadrant_workers,
             )
-        table = {c: [] for c in COLUMNS}
-        metrics = []
-        for ext, cat in per_quadrant.items():
-            for c in COLUMNS:
-                table[c].append(cat[c])
-            metrics.append((ext, "n_sources", float(len(cat["number"]))))
-            metrics.append((ext, "sky_background_adu", _median(cat["background"])))
-        merged = {c: np.concatenate(v) if v else np.zeros(0) for c, v in table.items()}
-        merged["extname"] = merged["extname"].astype(str)
-        path = write_table(merged, exposure.product("catalogue", "parquet"))
-        if not per_quadrant:  # an empty table all the same: downstream stages read it
-            return StageResult(products=[path], outcomes=outcomes, measured=False)
-        counts = np.array([m[2] for m in metrics if m[1] == "n_sources"])
-        metrics.append(("FPA", "n_sources", float(counts.sum())))
-        by_ccd: dict[str, float] = {}
-        for ext, name, value in metrics:
-            if name == "n_sources" and ext != "FPA":
-                ccd = ext.split(".")[0]
-                by_ccd[ccd] = by_ccd.get(ccd, 0.0) + value
-        metrics.extend((ccd, "n_sources", v) for ccd, v in sorted(by_ccd.items()))
-        return StageResult(metrics=metrics, products=[path], outcomes=outcomes)
-
-
-def _median(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=float)
-    return float(np.median(values)) if values.size else float("nan")
+        products = {
+            "catalogue": merge_catalogues(per_quadrant)
+        }  # an empty table all the same: downstream reads it
+        if not per_quadrant:
+            return StageResult(products=products, outcomes=outcomes, measured=False)
+        return StageResult(
+            metrics=catalogue_metrics(per_quadrant), products=products, outcomes=outcomes
+        )

@@ -14,11 +14,11 @@ from typing import Any
 
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.header import GEOMETRY_KEYWORDS
-from viskom.measure.detector import DetectorHealthParams, quadrant_health, summarise
+from viskom.measure.detector import DetectorHealthParams, quadrant_health
 from viskom.stages.base import (
-    ExposureInfo,
     QualityOutcome,
     Stage,
+    StageInputs,
     StageResult,
     usable_quadrants,
 )
@@ -34,16 +34,11 @@ class DetectorHealth(Stage):
     name = "detector_health"
     version = "1"
     frame_types = frozenset({"SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN"})
-    level = "quadrant"
+    config_section = "detector_health"
     header_keywords = ()  # EXPTIME only for a DARK's dark current: handled per metric
 
-    @staticmethod
-    def config_of(settings: Any) -> dict[str, Any]:
-        return settings.detector_health.model_dump()
-
-    def run(
-        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
-    ) -> StageResult:
+    def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
+        exposure = inputs.exposure
         params = DetectorHealthParams(**{**asdict(DetectorHealthParams()), **dict(config)})
         if not frame.quadrant_extnames:
             raise ValueError("no quadrant extensions to measure")
@@ -82,7 +77,8 @@ class DetectorHealth(Stage):
                 del metrics["dark_current_e_per_s"]
             if dropped:
                 outcomes.append(QualityOutcome("bad_header_value", "; ".join(dropped), ext))
-        return StageResult(metrics=list(summarise(per_quadrant)), outcomes=outcomes)
+        rows = [(ext, name, v) for ext, m in per_quadrant.items() for name, v in m.items()]
+        return StageResult(metrics=rows, outcomes=outcomes)  # CCD and FPA: the runner's roll-up
 
 
 def _quadrant_health(

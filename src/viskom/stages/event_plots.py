@@ -15,8 +15,7 @@ import numpy as np
 
 from viskom.le1.frame import Le1Frame
 from viskom.measure.cosmics import catalogue_classes
-from viskom.stages.base import ExposureInfo, Stage, StageResult
-from viskom.store.products import read_table
+from viskom.stages.base import ProductInput, ProductSpec, Stage, StageInputs, StageResult
 
 #: product name of each VISQL map
 MAP_PRODUCTS = {"xray": "cosmiX", "cosmics": "cosmics", "protons": "protons"}
@@ -28,48 +27,38 @@ class EventPlots(Stage):
     name = "event_plots"
     version = "1"
     frame_types = frozenset({"SCIENCE", "DARK"})
-    level = "exposure"
-    requires = ("catalogue", "events")
+    inputs = (ProductInput("catalogue", "catalogue"), ProductInput("events", "hits"))
+    products = (
+        *(ProductSpec(p, "png", f"VISQL's {kind} map over the focal plane")
+          for kind, p in MAP_PRODUCTS.items()),
+        ProductSpec("rf", "png", "radius-flux diagram of the catalogue"),
+        ProductSpec("hit_histograms", "png", "hit size, length and charge histograms"),
+    )  # fmt: skip
 
-    def run(
-        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
-    ) -> StageResult:
-        from viskom.present.events import plot_event_map, plot_hit_histograms, plot_rf_diagram
+    def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
+        from viskom.present.event_maps import plot_event_map, plot_rf_diagram
+        from viskom.present.hit_histograms import plot_hit_histograms
 
-        cat = read_table(exposure.product("catalogue", "parquet"))
-        hits = read_table(exposure.product("hits", "parquet"))
+        exposure = inputs.exposure
+        cat, hits = inputs.product("catalogue"), inputs.product("hits")
         exptime = exposure.exptime
         when = (exposure.date_obs or "")[:19].replace("T", " ")
         title = f"{exposure.name}  {when}"
         classes = catalogue_classes(cat["flux_auto"], cat["flux_radius"])
         xw, yw = np.asarray(cat["x_world"], float), np.asarray(cat["y_world"], float)
-        paths = [
-            plot_event_map(
-                xw[classes[kind]],
-                yw[classes[kind]],
-                kind,
-                exptime,
-                title,
-                exposure.product(p, "png"),
-            )
+        figures = {
+            p: plot_event_map(xw[classes[kind]], yw[classes[kind]], kind, exptime, title)
             for kind, p in MAP_PRODUCTS.items()
-        ]
-        paths.append(
-            plot_rf_diagram(
-                cat["flux_radius"], cat["flux_auto"], title, exposure.product("rf", "png")
-            )
-        )
+        }
+        figures["rf"] = plot_rf_diagram(cat["flux_radius"], cat["flux_auto"], title)
         area = float(sum(frame.geometry(n).image.size for n in frame.quadrant_extnames))
-        paths.append(
-            plot_hit_histograms(
-                hits["npix"],
-                hits["length_px"],
-                hits["charge_adu"],
-                hits["kind"],
-                exptime,
-                title,
-                exposure.product("hit_histograms", "png"),
-                area_px=area,
-            )
+        figures["hit_histograms"] = plot_hit_histograms(
+            hits["npix"],
+            hits["length_px"],
+            hits["charge_adu"],
+            hits["kind"],
+            exptime,
+            title,
+            area_px=area,
         )
-        return StageResult(metrics=[], products=paths)
+        return StageResult(products=figures)

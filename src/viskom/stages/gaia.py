@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,26 +36,21 @@ import numpy as np
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.measure.detector import quadrant_bias
 from viskom.measure.gaia import (
-    aperture_correction_estimate,
-    aperture_flux_ratios,
-    compare_with_gaia,
-    gaia_instrument_frame,
-    neighbour_flux,
+    blind_solution_metrics,
+    compare_with_gaia_table,
+    exposure_summary,
+    vis_star_list,
 )
-from viskom.stages.base import ExposureInfo, Stage, StageResult
+from viskom.measure.photometry import (
+    ApertureCorrection,
+    aperture_correction_estimate,
+    aperture_correction_stars,
+    aperture_flux_ratios,
+)
+from viskom.stages.base import ProductInput, ProductSpec, Stage, StageInputs, StageResult
 from viskom.stages.quadrants import map_quadrants
-from viskom.store.products import read_table, write_json, write_table
 
-#: Aperture correction: stars with FLUX_AUTO / FLUXERR_AUTO above this, unsaturated; other
-#: sources well inside the aperture are subtracted, those within this margin [px] of its edge
-#: may add at most this fraction of the star's flux; the measured correction is applied when
-#: at least this many stars give it.
-APCORR_MIN_SNR, APCORR_MARGIN_PX, APCORR_MAX_EDGE_FLUX, APCORR_MIN_STARS = 200.0, 5.0, 0.002, 5
 BLIND_INDEX_STARS = 20000  # brightest Gaia stars in the blind-solve index
-#: (product, extension) of everything this stage writes for an exposure.
-GAIA_PRODUCTS = (
-    ("gaia_stars", "parquet"), ("gaia", "json"), ("gaia_dxdy", "png"), ("gaia_colour", "png"),
-)  # fmt: skip
 
 
 class _NoMatchError(Exception):
@@ -65,21 +61,11 @@ def quadrant_aperture_ratios(
     quad: Quadrant, jobs: Mapping[str, Mapping[str, np.ndarray]], radius_px: float
 ) -> np.ndarray:
     """Large-aperture flux over FLUX_AUTO of one quadrant's chosen stars (catalogue rows)."""
-    job = jobs[quad.extname]
     g = quad.geometry
     bias = quadrant_bias(quad.data, g)[2]
     image = quad.data.astype(np.float32) - np.float32(bias)
     region = (g.image.row0, g.image.row1, g.image.col0, g.image.col1)
-    return aperture_flux_ratios(
-        image,
-        np.asarray(job["x_image"], float) - 1.0,
-        np.asarray(job["y_image"], float) - 1.0,
-        job["flux_auto"],
-        job["background"],
-        radius_px=radius_px,
-        region=region,
-        subtract=job["subtract"],
-    )
+    return aperture_flux_ratios(image, **jobs[quad.extname], radius_px=radius_px, region=region)
 
 
 def aperture_correction(
@@ -89,35 +75,7 @@ def aperture_correction(
     """Large-aperture / FLUX_AUTO flux of bright, unsaturated PSF stars (other sources inside
     the aperture subtracted): (correction, error, stars), see `aperture_correction_estimate`.
     """
-    ext = np.asarray(cat["extname"]).astype(str)
-    index = {(e, float(x)): i for i, (e, x) in enumerate(zip(ext, cat["x_world"], strict=True))}
-    rows = np.array(
-        [index.get((str(e), float(x)), -1) for e, x in zip(stars["extname"], stars["x_world"],
-                                                           strict=True)],
-        dtype=np.intp,
-    )  # fmt: skip
-    rows = rows[rows >= 0]
-    flux = np.asarray(cat["flux_auto"], float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = flux / np.asarray(cat["fluxerr_auto"], float)
-    ok = (snr[rows] > APCORR_MIN_SNR) & ((np.asarray(cat["flags"])[rows].astype(int) & 4) == 0)
-    rows = rows[ok]
-    jobs: dict[str, dict[str, np.ndarray]] = {}
-    x_all, y_all = np.asarray(cat["x_image"], float), np.asarray(cat["y_image"], float)
-    for name in np.unique(ext[rows]):
-        mine = rows[ext[rows] == name]
-        same = ext == name
-        inside, straddle = neighbour_flux(
-            x_all[mine], y_all[mine], flux[mine], x_all[same], y_all[same], flux[same],
-            radius_px, edge=APCORR_MARGIN_PX,
-        )  # fmt: skip
-        usable = straddle < APCORR_MAX_EDGE_FLUX
-        mine = mine[usable]
-        if mine.size:
-            job = {k: np.asarray(cat[k])[mine] for k in ("x_image", "y_image", "flux_auto")}
-            job["background"] = np.asarray(cat["background"])[mine]
-            job["subtract"] = inside[usable]
-            jobs[str(name)] = job
+    jobs = aperture_correction_stars(stars, cat, radius_px)
     if not jobs:
         return math.nan, math.nan, 0
     ratios = map_quadrants(
@@ -132,44 +90,33 @@ class GaiaPhotometry(Stage):
     name = "gaia"
     version = "1"
     frame_types = frozenset({"SCIENCE"})
-    level = "quadrant"
-    requires = ("psf",)
+    inputs = (
+        ProductInput("psf", "stars"),
+        ProductInput("catalogue", "catalogue", optional=True),  # for the aperture correction
+    )
+    calibrations = ("relative_gains",)
+    external = ("gaia_cone", "blind_solver")
+    config_section = "gaia"
+    config_keys = (
+        "cone_radius_deg", "match_radius_pix", "search_window_deg", "colour_gmax",
+        "min_stars_quadratic", "aperture_radius_px", "aperture_max_error",
+        "aperture_correction_fallback", "blind_solve", "blind_min_matched",
+    )  # fmt: skip
+    products = (
+        ProductSpec("gaia_stars", "parquet", "matched stars (VISQL's _frat.txt)"),
+        ProductSpec("gaia", "json", "the match and colour fits"),
+        ProductSpec("gaia_dxdy", "png", "Gaia minus VIS offsets over the focal plane"),
+        ProductSpec("gaia_colour", "png", "ln(VIS/Gaia) against BP-RP"),
+    )
     header_keywords = ("DATE-OBS", "EXPTIME", "RA", "DEC")  # PA optional: blind solve
 
-    @staticmethod
-    def config_of(settings: Any) -> dict[str, Any]:
-        from viskom.pipeline.calibration import resolve_relative_gains
-
-        gains, source = resolve_relative_gains(settings)
-        g = settings.gaia
-        return {
-            "cache_dir": str(settings.gaia_cache_path),
-            "online": g.online,
-            "timeout_s": g.timeout_s,
-            "cone_radius_deg": g.cone_radius_deg,
-            "match_radius_pix": g.match_radius_pix,
-            "search_window_deg": g.search_window_deg,
-            "colour_gmax": g.colour_gmax,
-            "min_stars_quadratic": g.min_stars_quadratic,
-            "aperture_radius_px": g.aperture_radius_px,
-            "aperture_max_error": g.aperture_max_error,
-            "aperture_correction_fallback": g.aperture_correction_fallback,
-            "blind_solve": g.blind_solve,
-            "blind_min_matched": g.blind_min_matched,
-            "gains": gains,
-            "gains_source": source,
-        }
-
-    def run(
-        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
-    ) -> StageResult:
+    def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         from viskom.present.astrometry import plot_gaia_colour, plot_gaia_dxdy
-        from viskom.sources.gaia import GaiaClient
 
-        for product, ext in GAIA_PRODUCTS:
-            exposure.product(product, ext).unlink(missing_ok=True)
-        if str(config["gains_source"]).startswith("error"):
-            raise ValueError(f"relative gains unusable: {config['gains_source']}")
+        exposure = inputs.exposure
+        gains = inputs.calibration("relative_gains")
+        if gains.unusable:
+            raise ValueError(f"relative gains unusable: {gains.source}")
         p = frame.primary
         if p.ra is None or p.dec is None:
             raise ValueError(
@@ -177,59 +124,51 @@ class GaiaPhotometry(Stage):
             )
         if p.date_obs is None:
             raise ValueError("no DATE-OBS in the primary header: cannot move Gaia to the epoch")
-        stars_path = exposure.product("stars", "parquet")
-        if not stars_path.exists():
-            raise FileNotFoundError(f"no star table at {stars_path}: run the psf stage first")
-        stars = read_table(stars_path)
+        stars = inputs.product("stars")
         exptime = exposure.exptime if exposure.exptime is not None else p.exptime
         if exptime is None or not exptime > 0:
             raise ValueError(
                 f"no usable exposure time (EXPTIME {exptime}): VIS fluxes cannot be scaled "
                 "to 89.52 s"
             )
-        flux_auto = np.asarray(stars["flux_auto"], float)
-        good = np.isfinite(flux_auto) & (flux_auto > 0)
-        if not good.any():
+        vis = vis_star_list(stars)
+        if not vis["flux"].size:
             return StageResult.nothing(
                 "no_vis_stars",
-                f"the psf stage selected no stars with a positive flux ({flux_auto.size} rows):"
-                " nothing to match with Gaia",
+                f"the psf stage selected no stars with a positive flux "
+                f"({np.asarray(stars['flux_auto']).size} rows): nothing to match with Gaia",
             )
 
         # FLUX_AUTO misses the PSF wings: measured per exposure, applied when precise enough,
         # else the configured typical value (recorded either way)
-        measured, apcorr_err, n_apcorr = math.nan, math.nan, 0
-        apcorr = 1.0
-        if float(config["aperture_radius_px"]) > 0:
-            cat = read_table(exposure.product("catalogue", "parquet"))
-            measured, apcorr_err, n_apcorr = aperture_correction(
-                frame, stars, cat, float(config["aperture_radius_px"]), exposure.quadrant_workers
+        apcorr = ApertureCorrection()
+        if (radius_px := float(config["aperture_radius_px"])) > 0:
+            cat = inputs.product("catalogue")
+            if cat is None:
+                raise FileNotFoundError(
+                    "no catalogue for the aperture correction: run the catalogue stage first"
+                )
+            apcorr = ApertureCorrection.choose(
+                *aperture_correction(frame, stars, cat, radius_px, exposure.quadrant_workers),
+                max_error=float(config["aperture_max_error"]),
+                fallback=float(config["aperture_correction_fallback"]),
             )
-            good_apcorr = n_apcorr >= APCORR_MIN_STARS and apcorr_err <= float(
-                config["aperture_max_error"]
-            )
-            apcorr = measured if good_apcorr else float(config["aperture_correction_fallback"])
+        vis["flux"] = vis["flux"] * apcorr.applied
 
-        client = GaiaClient(
-            config["cache_dir"], online=bool(config["online"]), timeout_s=config["timeout_s"]
-        )
         radius = float(config["cone_radius_deg"])
-        gaia = client.cone(p.ra, p.dec, radius, epoch=p.date_obs)
+        gaia = inputs.source("gaia_cone")(p.ra, p.dec, radius, p.date_obs)
         if len(gaia) == 0:
             return StageResult.nothing(
                 "no_gaia_stars",
                 f"Gaia DR3 has no star within {radius:g} deg of RA {p.ra:.5f} Dec {p.dec:.5f}",
             )
-        vis = {
-            "extname": np.asarray(stars["extname"]).astype(str)[good],
-            "x": np.asarray(stars["x_world"], float)[good],
-            "y": np.asarray(stars["y_world"], float)[good],
-            "flux": np.asarray(stars["flux_auto"], float)[good] * apcorr,
-        }
-        pointing = (p.ra, p.dec, p.pa)
-        result = None
-        if p.pa is not None:
-            result = _compare(vis, gaia, pointing, exptime, config)
+        compare = partial(
+            compare_with_gaia_table, vis, gaia, exptime=exptime, gains=gains.gains,
+            match_radius_pix=float(config["match_radius_pix"]),
+            window_deg=float(config["search_window_deg"]),
+            colour_gmax=float(config["colour_gmax"]), min_stars=int(config["min_stars_quadratic"]),
+        )  # fmt: skip
+        result = compare((p.ra, p.dec, p.pa)) if p.pa is not None else None
         blind = None
         min_matched = int(config["blind_min_matched"])
         if result is None or not result.is_real(min_matched):
@@ -240,118 +179,52 @@ class GaiaPhotometry(Stage):
                 f"{result.chance_matches:.0f} expected by chance"
             )
             try:
-                blind = _blind_pointing(vis, gaia, p, config, why)
+                blind = _blind_pointing(vis, gaia, p, config, why, inputs.source("blind_solver"))
             except _NoMatchError as exc:
                 return StageResult.nothing("no_gaia_match", str(exc))
-            pointing = (blind.ra_deg, blind.dec_deg, blind.pa_deg)
-            result = _compare(vis, gaia, pointing, exptime, config)
+            result = compare((blind.ra_deg, blind.dec_deg, blind.pa_deg))
             if not result.is_real(min_matched):
                 return StageResult.nothing(
                     "no_gaia_match",
                     f"{why}; on the blind solution {result.match.fit.n_matched} stars matched, "
                     f"{result.chance_matches:.0f} expected by chance",
                 )
-        table = write_table(result.stars, exposure.product("gaia_stars", "parquet"))
-        summary = {
-            **result.summary(),
-            "pointing": {"ra": p.ra, "dec": p.dec, "pa": p.pa},
-            "blind_solution": blind.as_dict() if blind is not None else None,
-            "epoch": p.date_obs.isoformat(),
-            "exptime": exptime,
-            "gains_source": config["gains_source"],
-            "aperture_correction": apcorr,
-            "aperture_correction_measured": measured,
-            "aperture_correction_error": apcorr_err,
-            "aperture_correction_stars": n_apcorr,
-            "colour_fits": {u: f.as_dict() for u, f in result.colour.items()},
-        }
-        write_json(summary, exposure.product("gaia", "json"))
+        summary = exposure_summary(
+            result, pointing=(p.ra, p.dec, p.pa), blind=blind, epoch=p.date_obs.isoformat(),
+            exptime=exptime, gains_source=gains.source, aperture=apcorr,
+        )  # fmt: skip
         title = f"{exposure.name}  ({exptime:.2f} s)"
-        plots = [
-            plot_gaia_dxdy(result, exposure.product("gaia_dxdy", "png"), title=title),
-            plot_gaia_colour(result, exposure.product("gaia_colour", "png"), title=title),
-        ]
+        products = {
+            "gaia_stars": result.stars,
+            "gaia": summary,
+            "gaia_dxdy": plot_gaia_dxdy(result, title=title),
+            "gaia_colour": plot_gaia_colour(result, title=title),
+        }
         metrics = [
             *result.metrics(),
-            *_blind_metrics(blind, p),
-            ("FPA", "gaia_aperture_correction", apcorr),
-            ("FPA", "gaia_aperture_measured", measured),
-            ("FPA", "gaia_aperture_error", apcorr_err),
-            ("FPA", "gaia_aperture_stars", float(n_apcorr)),
+            *blind_solution_metrics(blind, p.ra, p.dec, p.pa),
+            *apcorr.metrics(),
         ]
-        return StageResult(metrics=metrics, products=[table, *plots])
+        return StageResult(metrics=metrics, products=products)
 
 
-def _compare(
-    vis: Mapping[str, np.ndarray],
-    gaia: Any,
-    pointing: tuple[float, float, float],
-    exptime: float,
-    config: Mapping[str, Any],
-):
-    """Gaia in the instrument frame of `pointing`, matched to the VIS stars (one exposure)."""
-    xg, yg, keep = gaia_instrument_frame(
-        np.asarray(gaia["ra_epoch"], float),
-        np.asarray(gaia["dec_epoch"], float),
-        np.asarray(gaia["Gmag"], float),
-        np.asarray(gaia["e_FG"], float),
-        np.asarray(gaia["FG"], float),
-        np.asarray(gaia["BP-RP"], float),
-        pointing,
-    )
-    return compare_with_gaia(
-        vis["extname"], vis["x"], vis["y"], vis["flux"],
-        xg[keep], yg[keep],
-        np.asarray(gaia["Gmag"], float)[keep],
-        np.asarray(gaia["BP-RP"], float)[keep],
-        exptime=exptime,
-        gains=config["gains"],
-        source_id=np.asarray(gaia["Source"], np.int64)[keep],
-        match_radius_pix=float(config["match_radius_pix"]),
-        window_deg=float(config["search_window_deg"]),
-        colour_gmax=float(config["colour_gmax"]),
-        min_stars=int(config["min_stars_quadratic"]),
-    )  # fmt: skip
-
-
-def _blind_pointing(vis: Mapping[str, np.ndarray], gaia: Any, p: Any, config, why: str):
-    """Solve the focal-plane star list with astrometry.net on an index of the Gaia cone."""
-    import tempfile
-
-    from viskom.sources.astrometry_net import build_index, solve_star_list, tools_available
-
+def _blind_pointing(
+    vis: Mapping[str, np.ndarray], gaia: Any, p: Any, config: Mapping[str, Any], why: str,
+    solver: Any,
+) -> Any:  # fmt: skip
+    """Solve the focal-plane star list blind (astrometry.net on an index of the Gaia cone)."""
     if not config["blind_solve"]:
         raise _NoMatchError(f"{why}, and the blind solve is off ([gaia] blind_solve = false)")
-    missing = tools_available()
+    missing = solver.missing()
     if missing:
         raise ValueError(f"{why}; blind solve not possible: {missing}")
-    with tempfile.TemporaryDirectory(prefix="viskom-index-") as tmp:
-        index = build_index(
-            (np.asarray(gaia["ra_epoch"], float), np.asarray(gaia["dec_epoch"], float),
-             np.asarray(gaia["Gmag"], float)),
-            tmp, max_stars=BLIND_INDEX_STARS,
-        )  # fmt: skip
-        solution = solve_star_list(
-            vis["x"], vis["y"], vis["flux"], index,
-            ra_hint=p.ra, dec_hint=p.dec, radius_hint_deg=float(config["cone_radius_deg"]),
-        )  # fmt: skip
+    solution = solver.solve(
+        (vis["x"], vis["y"], vis["flux"]),
+        (np.asarray(gaia["ra_epoch"], float), np.asarray(gaia["dec_epoch"], float),
+         np.asarray(gaia["Gmag"], float)),
+        ra_hint=p.ra, dec_hint=p.dec, radius_hint_deg=float(config["cone_radius_deg"]),
+        index_stars=BLIND_INDEX_STARS,
+    )  # fmt: skip
     if solution is None:
         raise _NoMatchError(f"{why}, and astrometry.net found no solution around the header RA/DEC")
     return solution
-
-
-def _blind_metrics(blind: Any, p: Any) -> list[tuple[str, str, float]]:
-    """Whether the pointing came from a blind solve, and how far the header was from it."""
-    if blind is None:
-        return [("FPA", "astrom_blind_solved", 0.0)]
-    cosd = math.cos(math.radians(blind.dec_deg))
-    dra = ((blind.ra_deg - p.ra + 180.0) % 360.0 - 180.0) * cosd * 3600.0
-    rows = [
-        ("FPA", "astrom_blind_solved", 1.0),
-        ("FPA", "astrom_blind_dra_arcsec", dra),
-        ("FPA", "astrom_blind_ddec_arcsec", (blind.dec_deg - p.dec) * 3600.0),
-        ("FPA", "astrom_blind_rms_pix", blind.rms_pix),
-    ]
-    if p.pa is not None:
-        rows.append(("FPA", "astrom_blind_dpa_deg", (blind.pa_deg - p.pa + 180.0) % 360.0 - 180.0))
-    return rows

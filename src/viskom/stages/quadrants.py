@@ -9,14 +9,15 @@ streams are read sequentially in this process. Results come back keyed by EXTNAM
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from viskom.le1.frame import Le1Frame, Quadrant
-from viskom.pipeline.threads import bounded_map
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def map_quadrants(
@@ -59,3 +60,21 @@ def _run_chunk(job: tuple[str, list[str], Callable[..., R], tuple]) -> dict[str,
     path, names, fn, args = job
     with Le1Frame(path) as frame:
         return _apply(frame, names, fn, args, threads=1)
+
+
+def bounded_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2, ahead: int = 2
+) -> Iterator[R]:
+    """Like map(fn, items), in order, with at most `workers + ahead` items in flight (overlap
+    reading and measuring without holding many quadrants)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        window: deque[Future[R]] = deque()
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= workers + ahead:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()

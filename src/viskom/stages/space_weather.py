@@ -22,16 +22,20 @@ from typing import Any
 import numpy as np
 
 from viskom.le1.frame import Le1Frame
-from viskom.measure.spaceweather import exposure_window, window_stats
-from viskom.stages.base import ExposureInfo, QualityOutcome, Stage, StageResult
+from viskom.measure.spaceweather import (
+    archive_has_no_data,
+    exposure_window,
+    missing_in_window,
+    window_stats,
+)
+from viskom.stages.base import ProductSpec, QualityOutcome, Stage, StageInputs, StageResult
 
 PANEL_HALF_WIDTH = timedelta(hours=12)
 
 
-def archive_has_no_data(missing: str) -> bool:
-    """Whether a missing-day entry of GoesClient says the archive answered and has no data
-    for the day (rather than that it could not be asked, or its file could not be used)."""
-    return bool(getattr(missing, "no_data", False))
+class GoesDataMissingError(RuntimeError):
+    """GOES has no usable XRS data for the exposure and the archive did not say it has none
+    (unreachable, offline without the day, a file that cannot be read): retry later."""
 
 
 class SpaceWeather(Stage):
@@ -40,52 +44,39 @@ class SpaceWeather(Stage):
     name = "space_weather"
     version = "1"
     frame_types = frozenset({"SCIENCE", "DARK"})
-    level = "exposure"
+    external = ("goes_series",)
+    products = (ProductSpec("goes", "png", "GOES X-ray and proton fluxes +-12 h around it"),)
     header_keywords = ("DATE-OBS", "EXPTIME")
 
-    @staticmethod
-    def config_of(settings: Any) -> dict[str, Any]:
-        return {
-            "cache_dir": str(settings.goes_cache_path),
-            "online": settings.goes.online,
-            "timeout_s": settings.goes.timeout_s,
-        }
+    def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
+        from viskom.present.goes_panel import plot_goes_panel
 
-    def run(
-        self, frame: Le1Frame, exposure: ExposureInfo, config: Mapping[str, Any]
-    ) -> StageResult:
-        from viskom.present.events import plot_goes_panel
-        from viskom.sources.goes import GoesClient, GoesUnavailableError
-
+        exposure = inputs.exposure
         if not exposure.date_obs:
-            raise GoesUnavailableError("no DATE-OBS: the exposure cannot be placed in time")
+            raise ValueError("no DATE-OBS: the exposure cannot be placed in time")
         t_obs = datetime.fromisoformat(exposure.date_obs)
         t_obs = t_obs.replace(tzinfo=UTC) if t_obs.tzinfo is None else t_obs.astimezone(UTC)
         if exposure.exptime is None:
             raise ValueError("no usable EXPTIME: the exposure's time window is unknown")
         exptime = float(exposure.exptime)
-        client = GoesClient(
-            config["cache_dir"], offline=not config["online"], timeout_s=config["timeout_s"]
-        )
         start, end = t_obs - PANEL_HALF_WIDTH, t_obs + PANEL_HALF_WIDTH
-        xrs, missing = client.xrs_range(start, end)
-        protons, missing_protons = client.protons_range(start, end)
+        goes = inputs.source("goes_series")(start, end)
+        xrs, missing = goes.xrs, goes.missing
+        protons, missing_protons = goes.protons, goes.missing_protons
         w0, w1 = exposure_window(t_obs, exptime)
         a_mean, a_max = window_stats(xrs.time, xrs.xrsa_flux, w0, w1)
         b_mean, b_max = window_stats(xrs.time, xrs.xrsb_flux, w0, w1)
         p_mean, _ = window_stats(protons.time, protons.flux_ge10mev, w0, w1)
         if not np.isfinite(b_mean) and not np.isfinite(a_mean):
-            window_days = {w0.date().isoformat(), w1.date().isoformat()}
-            mine = [m for m in missing if any(day in m for day in window_days)]
+            mine = missing_in_window(missing, w0, w1)
             if not all(archive_has_no_data(m) for m in mine):
-                raise GoesUnavailableError(
+                raise GoesDataMissingError(
                     "no GOES XRS data for the exposure: " + "; ".join(mine or missing)
                 )
             why = "; ".join(mine) or (
                 f"no valid XRS sample between {w0:%Y-%m-%d %H:%M:%S} and {w1:%H:%M:%S} UTC "
                 f"(nor within the nearest-sample margin) in {xrs.source or 'the GOES files'}"
             )
-            exposure.product("goes", "png").unlink(missing_ok=True)  # an older run's panel
             return StageResult.nothing("no_goes_data", f"no GOES XRS data for the exposure: {why}")
         outcomes = []
         if not np.isfinite(p_mean):
@@ -105,15 +96,14 @@ class SpaceWeather(Stage):
         if np.isfinite(p_mean):
             metrics.append(("FPA", "goes_protons_ge10mev", p_mean))
         title = f"{exposure.name}  {exposure.date_obs[:19].replace('T', ' ')}"
-        path = plot_goes_panel(
+        figure = plot_goes_panel(
             xrs.time,
             xrs.xrsa_flux,
             xrs.xrsb_flux,
             t_obs,
             exptime,
             title,
-            exposure.product("goes", "png"),
             proton_time=protons.time if protons.time.size else None,
             proton_flux=protons.flux_ge10mev if protons.time.size else None,
         )
-        return StageResult(metrics=metrics, products=[path], outcomes=outcomes)
+        return StageResult(metrics=metrics, products={"goes": figure}, outcomes=outcomes)

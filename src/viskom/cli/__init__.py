@@ -1,0 +1,71 @@
+"""The `viskom` command: parses, calls the layers (config, pipeline service, store), prints.
+
+Commands live in `pipeline_cmds` (init, sim, ingest, run, demo), `query` (metrics, status,
+products, iq) and `external` (gaia-match, gaia, goes, movie); `common` has what they share.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from viskom import __version__
+from viskom.cli import external, pipeline_cmds, query
+from viskom.cli.common import out
+
+app = typer.Typer(
+    name="viskom",
+    help="Quick-look monitor for the VIS camera of Euclid: fetch, register, measure, present.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"viskom {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """Quick-look monitor for the VIS camera of Euclid: fetch, register, measure, present."""
+
+
+@app.command()
+def version() -> None:
+    """Print viskom's version."""
+    out.print(__version__)
+
+
+for command in (pipeline_cmds.init, pipeline_cmds.sim, pipeline_cmds.ingest, pipeline_cmds.run):
+    app.command()(command)
+app.command()(query.metrics)
+app.command()(query.products)
+app.command()(query.status)
+app.command()(query.iq)
+app.command("gaia-match")(external.gaia_match)
+gaia_app = typer.Typer(
+    help="Gaia DR3: fill and inspect the tile cache (VizieR, ESA TAP, local catalogues).",
+    no_args_is_help=True,
+)
+gaia_app.command("cone")(external.gaia_cone)
+gaia_app.command("seed")(external.gaia_seed)
+app.add_typer(gaia_app, name="gaia")
+goes_app = typer.Typer(
+    help="GOES space weather: X-ray (XRS) fluxes and >=10 MeV protons.", no_args_is_help=True
+)
+goes_app.command("show")(external.goes_show)
+goes_app.command("protons")(external.goes_protons)
+app.add_typer(goes_app, name="goes")
+app.command()(external.movie)
+app.command()(pipeline_cmds.demo)
+
+__all__ = ["app"]

@@ -1,0 +1,173 @@
+"""Calibrations and external inputs a stage may declare, and how the runner obtains them.
+
+A calibration (`hot_pixels`, `relative_gains`, `xray_baseline`) is built from many exposures
+by `pipeline.calibration` before a run. Its *identity* (a file path, or the gains themselves)
+is computed once in the runner's process and hashed into the provenance of every stage that
+declares it; the worker loads the content from the identity and hands it in.
+
+An external input (`gaia_cone`, `goes_series`, `blind_solver`, `source_extractor`) comes
+from outside the data through one client or program each in `viskom.sources` (cache,
+offline mode, timeouts). The stage gets a callable and calls it only when it needs the data,
+so that a frame with nothing to match never waits for the Gaia service. Where the data come
+from is not provenance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from viskom.stages.base import ExposureInfo
+
+# -- calibrations ---------------------------------------------------------------------------
+
+
+def calibration_identity(name: str, settings: Any) -> Any:
+    """The JSON-able identity of a calibration for the current settings (provenance)."""
+    from viskom.pipeline.calibration import (
+        hot_pixel_map_path,
+        resolve_relative_gains,
+        xray_baseline_path,
+    )
+
+    if name == "hot_pixels":
+        return str(hot_pixel_map_path(settings.products_path))
+    if name == "xray_baseline":
+        return str(xray_baseline_path(settings.products_path))
+    if name == "relative_gains":
+        gains, source = resolve_relative_gains(settings)
+        return {"gains": gains, "source": source}
+    raise KeyError(f"unknown calibration {name!r} (hot_pixels, relative_gains, xray_baseline)")
+
+
+def load_calibration(name: str, identity: Any, exposure: ExposureInfo) -> Any:
+    """The calibration's content for one exposure: the hot-pixel map {extname: flat indices},
+    the X-ray baseline of the exposure's frame type (or None), the relative gains mapping."""
+    from viskom.pipeline.calibration import load_hot_pixels, load_xray_baseline
+
+    if name == "hot_pixels":
+        return load_hot_pixels(identity)[0]
+    if name == "xray_baseline":
+        return load_xray_baseline(identity, exposure.frame_type)
+    if name == "relative_gains":
+        return RelativeGains(dict(identity["gains"]), str(identity["source"]))
+    raise KeyError(f"unknown calibration {name!r}")
+
+
+@dataclass(frozen=True)
+class RelativeGains:
+    """Relative quadrant gains and where they come from ('error: ...' when unusable)."""
+
+    gains: dict[str, float]
+    source: str
+
+    @property
+    def unusable(self) -> bool:
+        return self.source.startswith("error")
+
+
+# -- external inputs ------------------------------------------------------------------------
+EXTERNAL_INPUTS = ("gaia_cone", "goes_series", "blind_solver", "source_extractor")
+CALIBRATIONS = ("hot_pixels", "relative_gains", "xray_baseline")
+
+
+def external_config(name: str, settings: Any) -> dict[str, Any]:
+    """What the worker needs to build the client of an external input (picklable)."""
+    if name == "gaia_cone":
+        g = settings.gaia
+        return {"cache_dir": str(settings.gaia_cache_path), "online": g.online,
+                "timeout_s": g.timeout_s}  # fmt: skip
+    if name == "goes_series":
+        g = settings.goes
+        return {"cache_dir": str(settings.goes_cache_path), "online": g.online,
+                "timeout_s": g.timeout_s}  # fmt: skip
+    if name in ("blind_solver", "source_extractor"):
+        return {}
+    raise KeyError(f"unknown external input {name!r} ({', '.join(EXTERNAL_INPUTS)})")
+
+
+@dataclass
+class GoesSeries:
+    """GOES XRS and >= 10 MeV proton series over a window, with the days that are missing."""
+
+    xrs: Any
+    missing: list[Any]
+    protons: Any
+    missing_protons: list[Any]
+
+
+class BlindSolver:
+    """astrometry.net on an index built from the Gaia cone (`sources.astrometry_net`)."""
+
+    def missing(self) -> str:
+        """Why a blind solve cannot run here ('' when the tools are installed)."""
+        from viskom.sources.astrometry_net import tools_available
+
+        return tools_available()
+
+    def solve(
+        self,
+        star_xy_flux: tuple[np.ndarray, np.ndarray, np.ndarray],
+        gaia_radec_g: tuple[np.ndarray, np.ndarray, np.ndarray],
+        *,
+        ra_hint: float,
+        dec_hint: float,
+        radius_hint_deg: float,
+        index_stars: int,
+    ) -> Any:
+        """The solution of the focal-plane star list, or None when none is found."""
+        import tempfile
+
+        from viskom.sources.astrometry_net import build_index, solve_star_list
+
+        with tempfile.TemporaryDirectory(prefix="viskom-index-") as tmp:
+            index = build_index(gaia_radec_g, tmp, max_stars=index_stars)
+            x, y, flux = star_xy_flux
+            return solve_star_list(
+                x, y, flux, index, ra_hint=ra_hint, dec_hint=dec_hint,
+                radius_hint_deg=radius_hint_deg,
+            )  # fmt: skip
+
+
+def external_provider(name: str, config: Mapping[str, Any]) -> Any:
+    """The callable (or solver) a stage gets for a declared external input."""
+    if name == "gaia_cone":
+
+        def gaia_cone(ra: float, dec: float, radius_deg: float, epoch: datetime) -> Any:
+            from viskom.sources.gaia import GaiaClient
+
+            client = GaiaClient(
+                config["cache_dir"], online=bool(config["online"]), timeout_s=config["timeout_s"]
+            )
+            return client.cone(ra, dec, radius_deg, epoch=epoch)
+
+        return gaia_cone
+    if name == "goes_series":
+
+        def goes_series(start: datetime, end: datetime) -> GoesSeries:
+            from viskom.sources.goes import GoesClient
+
+            client = GoesClient(
+                config["cache_dir"], offline=not config["online"], timeout_s=config["timeout_s"]
+            )
+            xrs, missing = client.xrs_range(start, end)
+            protons, missing_protons = client.protons_range(start, end)
+            return GoesSeries(xrs, missing, protons, missing_protons)
+
+        return goes_series
+    if name == "blind_solver":
+        return BlindSolver()
+    if name == "source_extractor":
+        from viskom.sources.sextractor import run_sextractor
+
+        return run_sextractor
+    raise KeyError(f"unknown external input {name!r}")
+
+
+def providers(external: Mapping[str, Mapping[str, Any]]) -> dict[str, Callable[..., Any] | Any]:
+    """Providers for every declared external input, from their configs."""
+    return {name: external_provider(name, cfg) for name, cfg in external.items()}

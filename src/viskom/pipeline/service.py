@@ -1,0 +1,125 @@
+"""The pipeline as a service: what the CLI, the demo, `watch` and a Dask cluster call.
+
+`run_pending` brings the calibrations up to date, runs every pending (exposure, stage) on an
+executor, then rewrites the period products (month tables and plots, the ice trend) of the
+months it measured anew, and records every product file in the products table.
+`run_period_products` does the last part alone. Neither prints: they return what happened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from viskom.pipeline.executors import Executor, make_executor
+from viskom.pipeline.runner import RunSummary, run_pipeline
+from viskom.pipeline.stage_io import WrittenProduct, file_sha256
+from viskom.store import Store
+
+_MONTH = re.compile(r"(\d{4}-\d{2})")
+PERIOD_STAGE = "period"
+
+
+@dataclass
+class PeriodProducts:
+    """What `run_period_products` wrote: the files, and the error if it stopped."""
+
+    months: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class PendingRun:
+    """A `run_pending` call: the run's summary and its period products."""
+
+    summary: RunSummary
+    periods: PeriodProducts
+
+
+def open_store(settings: Any) -> Store:
+    """The settings' database (a SQLite file's folder is created), migrated to the head."""
+    if settings.db_url.startswith("sqlite:///"):
+        Path(settings.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return Store(settings.db_url)
+
+
+def run_pending(
+    settings: Any,
+    executor: Executor | None = None,
+    *,
+    store: Store | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    exposures: Sequence[str] | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> PendingRun:
+    """Measure everything pending, then the period products of the months measured anew.
+
+    The executor defaults to the settings' (`executor`, `workers`); the store to the
+    settings' database. A failing period product never undoes the run's measurements.
+    """
+    n_workers = workers or settings.workers
+    executor = executor or make_executor(settings.executor, n_workers)
+    own = store is None
+    store = store or open_store(settings)
+    try:
+        summary = run_pipeline(
+            store, settings, executor, force=force, retry_failed=retry_failed,
+            exposures=exposures, workers=n_workers, progress=progress,
+        )  # fmt: skip
+        periods = run_period_products(settings, summary.months, store=store)
+    finally:
+        if own:
+            store.close()
+    return PendingRun(summary, periods)
+
+
+def run_period_products(
+    settings: Any, months: Iterable[str], *, store: Store | None = None
+) -> PeriodProducts:
+    """Rewrite the month products of `months` ('YYYY-MM') and the all-time trends; record
+    each file in the products table (period = its month, or 'all')."""
+    from viskom.pipeline.aggregate import update_month_products
+
+    months = sorted(set(months))
+    result = PeriodProducts(months=months)
+    if not months:
+        return result
+    own = store is None
+    store = store or open_store(settings)
+    try:
+        try:
+            result.paths = list(update_month_products(store, settings, months))
+        except Exception as exc:  # recorded and reported, never fatal for the run
+            result.error = f"{type(exc).__name__}: {exc}"
+            return result
+        record_period_files(store, settings, result.paths)
+    finally:
+        if own:
+            store.close()
+    return result
+
+
+def record_period_files(store: Store, settings: Any, paths: Iterable[Path]) -> None:
+    """Record period product files, grouped by period (the month in the file name or its
+    folder, else 'all'), relative to the data root; files outside it are refused."""
+    root = Path(settings.data_path).resolve()
+    by_period: dict[str, list[WrittenProduct]] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            continue
+        relative = path.resolve().relative_to(root)
+        found = _MONTH.search(path.name) or _MONTH.search(path.parent.name)
+        period = found.group(1) if found else "all"
+        kind = _MONTH.sub("", path.stem).strip("_-") or path.stem
+        by_period.setdefault(period, []).append(
+            WrittenProduct(kind, relative.as_posix(), path.stat().st_size, file_sha256(path))
+        )
+    for period, products in sorted(by_period.items()):
+        store.record_period_products(period, PERIOD_STAGE, products)
