@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -31,10 +32,13 @@ def run_demo(src: Path, folder: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(src)}
     env = {k: v for k, v in env.items() if not k.startswith("VISKOM_")}
     t0 = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", "from viskom.cli import app; app()", "demo", str(folder)],
-        check=True, env=env, cwd=folder.parent, stdout=subprocess.DEVNULL,
+        env=env, cwd=folder.parent, capture_output=True, text=True,
     )  # fmt: skip
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"the demo with {src} failed (exit {done.returncode})")
     return time.perf_counter() - t0
 
 
@@ -92,6 +96,8 @@ def main() -> int:
     before = metrics_table(work / "demo-base" / "data" / "viskom.db")
     after = metrics_table(work / "demo-now" / "data" / "viskom.db")
     lines = compare(before, after)
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"base {args.base}: {len(before)} metric rows, demo {t_base:.0f} s")
     print(f"working tree: {len(after)} metric rows, demo {t_now:.0f} s ({t_now / t_base:.2f}x)")
     print("\n".join(lines) if lines else "identical: every (exposure, unit, metric, value)")

@@ -243,3 +243,30 @@ def test_metrics_list_comes_from_the_registry() -> None:
     assert lines[0].startswith("metric,unit,stage,aggregation")
     assert len(lines) == 1 + len(METRICS)
     assert any(line.startswith("read_noise_e,e-,detector_health,median") for line in lines)
+
+
+def test_measurement_defaults_agree_with_the_settings() -> None:
+    """The measure/ parameter dataclasses (usable without settings) and the settings sections
+    share defaults; a key in both must have the same default."""
+    from dataclasses import asdict
+
+    from viskom.measure.cosmics import HitParams
+    from viskom.measure.detector import DetectorHealthParams
+
+    settings = Settings()
+    for params, section in ((DetectorHealthParams, settings.detector_health),
+                            (HitParams, settings.events)):  # fmt: skip
+        defaults, configured = asdict(params()), section.model_dump()
+        shared = set(defaults) & set(configured)
+        assert shared, params.__name__
+        assert {k: defaults[k] for k in shared} == {k: configured[k] for k in shared}
+
+
+def test_metrics_page_is_generated_from_the_registry() -> None:
+    from viskom.metrics import markdown_table
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "METRICS.md"
+    assert page.read_text() == markdown_table(), (
+        "docs/METRICS.md is out of date: python -c 'from viskom.metrics import markdown_table; "
+        'open("docs/METRICS.md", "w").write(markdown_table())\''
+    )

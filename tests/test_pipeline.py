@@ -200,7 +200,10 @@ def test_commands_without_settings_fail_clearly(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 2 and "workers" in result.output
 
 
-def test_ingest_missing_path_is_an_error(project) -> None:
+def test_ingest_missing_path_is_an_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("VISKOM_CONFIG", raising=False)
+    _invoke("init", str(tmp_path / "proj"))
+    monkeypatch.chdir(tmp_path / "proj")
     result = runner.invoke(app, ["ingest", "does/not/exist"])
     assert result.exit_code == 2 and "no such file" in result.output
 
