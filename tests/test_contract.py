@@ -270,3 +270,18 @@ def test_metrics_page_is_generated_from_the_registry() -> None:
         "docs/METRICS.md is out of date: python -c 'from viskom.metrics import markdown_table; "
         'open("docs/METRICS.md", "w").write(markdown_table())\''
     )
+
+
+def test_readme_names_only_registered_metrics() -> None:
+    """Every metric-like name the README quotes (`read_noise_e`, `cr_hits`...) is registered."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    prefixes = ("bias_", "read_noise", "image_", "hot_pixels", "saturated_", "dark_current",
+                "flat_", "ci_", "n_", "psf_", "iq_score", "cr_", "xray_", "proton_", "cat_",
+                "goes_", "astrom_", "gaia_aperture", "gaia_colour", "vis_over_gaia")  # fmt: skip
+    quoted = set(re.findall(r"`([a-z][a-z0-9_]+)`", readme))
+    inputs = set(CALIBRATIONS) | set(EXTERNAL_INPUTS)  # also quoted, not metrics
+    named = {q for q in quoted if q.startswith(prefixes)} - inputs
+    assert len(named) > 40
+    assert named <= set(METRICS), sorted(named - set(METRICS))
