@@ -233,7 +233,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     folder = root / "products" / "months" / "2024-04"
     maps: list[dict] = []
     with pytest.MonkeyPatch.context() as mp:  # maps are drawn for real in one test only
-        mp.setattr(present_gaia, "plot_fpa_maps", fake_map(maps))
+        mp.setattr(present_gaia, "write_fpa_maps", fake_map(maps))
         period = write_gaia_period_products(
             store, settings, datetime(2024, 4, 1, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC),
             folder, "2024-04",
@@ -245,7 +245,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def fake_map(calls: list[dict]):
-    """Stand-in for plot_fpa_maps (about 1 s per figure): records the task, writes a stub."""
+    """Stand-in for write_fpa_maps (about 1 s per figure): records the task, writes a stub."""
 
     def plot(**task):
         calls.append(task)
@@ -656,8 +656,8 @@ def test_week_maps_reach_past_the_month(
 ) -> None:
     """The week starting on Thursday 2024-03-28 includes April data (read past March)."""
     calls: list[dict] = []
-    monkeypatch.setattr(present_gaia, "plot_fpa_maps", fake_map(calls))
-    monkeypatch.setattr(present_gaia, "plot_colour_relations_fpa", fake_colour_plot)
+    monkeypatch.setattr(present_gaia, "write_fpa_maps", fake_map(calls))
+    monkeypatch.setattr(present_gaia, "write_colour_relations_fpa", fake_colour_plot)
     out = write_gaia_period_products(
         world.store, world.settings, datetime(2024, 3, 1, tzinfo=UTC),
         datetime(2024, 4, 1, tzinfo=UTC), tmp_path, "2024-03",
@@ -679,8 +679,8 @@ def test_maps_are_redrawn_only_when_their_stars_change(world: World, tmp_path: P
     folder = tmp_path / "2024-04"
     since, until = datetime(2024, 4, 1, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(present_gaia, "plot_fpa_maps", fake_map(calls))
-        mp.setattr(present_gaia, "plot_colour_relations_fpa", fake_colour_plot)
+        mp.setattr(present_gaia, "write_fpa_maps", fake_map(calls))
+        mp.setattr(present_gaia, "write_colour_relations_fpa", fake_colour_plot)
         first = write_gaia_period_products(world.store, world.settings, since, until, folder, "x")
         n_first = len(calls)
         again = write_gaia_period_products(world.store, world.settings, since, until, folder, "x")

@@ -1,21 +1,23 @@
-"""Array inputs of the pure measurement functions: floats from any array-like, quiet numpy.
+"""Array inputs of the pure measurement functions: floats from any array-like, quiet numpy,
+per-quadrant tables joined.
 
-`as_float` turns lists, numpy (also masked and object) arrays and columns of mixed Python
-values into a flat float array, NaN where a value is missing or not a number, so that the
-functions of `viskom.measure` (and the plots of `viskom.present`) accept table columns as
-they come. `quiet_numpy` silences numpy's warnings for all-NaN slices and invalid values.
+`stack_tables` joins per-quadrant tables into one. `as_float` turns lists, numpy (also
+masked and object) arrays and columns of mixed Python values into a flat float array, NaN
+where a value is missing or not a number, so that the functions of `viskom.measure` (and the
+plots of `viskom.present`) accept table columns as they come. `quiet_numpy` silences numpy's
+warnings for all-NaN slices and invalid values.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["as_float", "quiet_numpy"]
+__all__ = ["as_float", "quiet_numpy", "stack_tables"]
 
 
 def as_float(values: Any) -> np.ndarray:
@@ -40,3 +42,18 @@ def quiet_numpy() -> Iterator[None]:
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
+
+
+def stack_tables(
+    tables: Iterable[Mapping[str, np.ndarray]], columns: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Per-quadrant tables as one: each of `columns` concatenated (empty when there is no
+    table, so that readers find every column), `extname` as str."""
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for table in tables:
+        for c in columns:
+            parts[c].append(table[c])
+    merged = {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
+    if "extname" in merged:
+        merged["extname"] = merged["extname"].astype(str)
+    return merged

@@ -20,6 +20,7 @@ import numpy as np
 import sep
 
 from viskom.le1.focalplane import unwrap_longitude
+from viskom.measure.arrays import stack_tables
 from viskom.measure.cosmics import sharpness_ratios
 
 #: SExtractor FLAGS bits
@@ -243,13 +244,7 @@ def sextractor_quadrant(
 def merge_catalogues(per_quadrant: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The quadrant catalogues as one exposure table (`EXPOSURE_COLUMNS`; every column, even
     without rows, so that the stages reading it find them)."""
-    table: dict[str, list[np.ndarray]] = {c: [] for c in EXPOSURE_COLUMNS}
-    for cat in per_quadrant.values():
-        for c in EXPOSURE_COLUMNS:
-            table[c].append(cat[c])
-    merged = {c: np.concatenate(v) if v else np.zeros(0) for c, v in table.items()}
-    merged["extname"] = merged["extname"].astype(str)
-    return merged
+    return stack_tables(per_quadrant.values(), EXPOSURE_COLUMNS)
 
 
 def catalogue_metrics(

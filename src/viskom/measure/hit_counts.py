@@ -17,6 +17,7 @@ import numpy as np
 
 from viskom.le1.geometry import parse_extname
 from viskom.le1.wcs import QuadrantWcs
+from viskom.measure.arrays import stack_tables
 from viskom.measure.cosmics import (
     HitParams,
     XrayBaseline,
@@ -144,13 +145,7 @@ def quadrant_hit_rows(
 
 def merge_hit_tables(tables: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The quadrants' hit tables (`quadrant_hit_rows`) in one, EXTNAME as str."""
-    columns: dict[str, list[np.ndarray]] = {c: [] for c in HIT_TABLE_COLUMNS}
-    for table in tables:
-        for c in HIT_TABLE_COLUMNS:
-            columns[c].append(table[c])
-    merged = {c: np.concatenate(v) if v else np.zeros(0) for c, v in columns.items()}
-    merged["extname"] = merged["extname"].astype(str)
-    return merged
+    return stack_tables(tables, HIT_TABLE_COLUMNS)
 
 
 def classify_frame_hits(

@@ -3,7 +3,7 @@
 `fpa_map_tasks` lists the maps of a period, its Thursday-to-Thursday weeks and its days
 (`iceplot_FPA_<name>_<exptime>.png`, VISQL-SPEC 8.10); `render_all` draws them serially or
 on an executor (`pipeline.executors`) and keeps a map whose inputs have not changed since it
-was drawn. `plot_fpa_maps` and `plot_colour_relations_fpa` are the drawing steps with their
+was drawn. `write_fpa_maps` and `write_colour_relations_fpa` are the drawing steps with their
 output path: statistics from `measure.gaia_cells`, the figure from `present.gaia`, the PNG
 written by `store.products.write_figure`.
 """
@@ -28,7 +28,7 @@ from viskom.store.products import write_figure
 log = logging.getLogger(__name__)
 
 
-def plot_fpa_maps(
+def write_fpa_maps(
     x: np.ndarray,
     y: np.ndarray,
     residual: np.ndarray,
@@ -56,7 +56,7 @@ def plot_fpa_maps(
     return write_figure(fig, path)
 
 
-def plot_colour_relations_fpa(
+def write_colour_relations_fpa(
     ccd: np.ndarray,
     bp_rp: np.ndarray,
     ln_ratio: np.ndarray,
@@ -128,7 +128,7 @@ def fpa_map_tasks(
 
 def render_fpa_map(task: Mapping[str, Any]) -> Path:
     """Draw and write one FPA map task (top level, so that a process pool can run it)."""
-    return plot_fpa_maps(**task)
+    return write_fpa_maps(**task)
 
 
 #: Bump when the FPA map drawing changes: maps with unchanged inputs are otherwise not redrawn.

@@ -248,7 +248,7 @@ def write_gaia_period_products(
         q = stack.quadrant[sel]
         ccd_names = np.asarray((*CCDS, "?"))[np.where(q >= 0, QUAD_TO_CCD[np.maximum(q, 0)], 36)]
         written.append(
-            gaia_maps.plot_colour_relations_fpa(
+            gaia_maps.write_colour_relations_fpa(
                 ccd_names,
                 stack.colour[sel],
                 stack.ln_ratio[sel],
