@@ -194,6 +194,18 @@ def test_products_table_records_every_file(science, tmp_path, store_url) -> None
         quads = [r.value for r in rows if "." in r.unit]
         fpa = [r.value for r in rows if r.unit == "FPA"]
         assert fpa == [pytest.approx(float(np.median(quads)))]
+        # The raw file goes: the stages fail without running, and leave no older file behind.
+        frame = Path(science.path)
+        hidden = frame.with_name(frame.name + ".hidden")
+        frame.rename(hidden)
+        try:
+            summary = run_pipeline(
+                store, settings, SerialExecutor(), stages=stages, workers=1, force=True
+            )
+        finally:
+            hidden.rename(frame)
+        assert summary.stages_failed == 2 and "cannot open frame" in summary.failures[0][2]
+        assert not path.exists() and store.products() == []
 
 
 # -- one source of defaults -----------------------------------------------------------------

@@ -42,10 +42,6 @@ class Metric:
         if not self.levels or not set(self.levels) <= set(LEVELS):
             raise ValueError(f"{self.name}: levels {self.levels} not within {LEVELS}")
 
-    def level_of(self, unit: str) -> str:
-        """The level of a row's unit: 'fpa', 'block' (Bxxyy), 'quadrant' (R-C.Q) or 'ccd'."""
-        return level_of_unit(unit)
-
     @property
     def rolled_up(self) -> bool:
         """Whether the runner computes the CCD and FPA values from the quadrants."""
@@ -249,13 +245,6 @@ for _entry in _ENTRIES:
 del _entry
 
 
-class UnknownNameError(KeyError):
-    """A name that is not registered; the message lists the closest registered names."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
 def close_names(name: str, known: Iterable[str], n: int = 5) -> list[str]:
     """The registered names closest to `name` (difflib), then those containing it."""
     known = list(known)
@@ -269,14 +258,6 @@ def unknown_message(kind: str, name: str, known: Iterable[str]) -> str:
     close = close_names(name, known)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     return f"unknown {kind} {name!r}{hint}"
-
-
-def get_metric(name: str) -> Metric:
-    """The registered metric `name`; UnknownNameError naming the close ones."""
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise UnknownNameError(unknown_message("metric", name, METRICS)) from None
 
 
 def metrics_of_stage(stage: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from viskom.config import ConfigError, Settings, load_settings
+from viskom.store.products import json_clean
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -82,17 +83,6 @@ def parse_time(text: str | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def json_clean(value: Any) -> Any:
-    """NaN and infinities become null, recursively (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: json_clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def number_text(value: Any, digits: int | None = 10) -> str:
     """A number for people and CSV files: `digits` significant digits (no float noise such
     as 0.30000000000000004; counts stay exact; None: the shortest exact repr), integers
@@ -155,9 +145,6 @@ def check_names(kind: str, given: Sequence[str] | None, known: Iterable[str]) ->
 
 def known_units() -> list[str]:
     """Every unit a metric can be reported for: FPA, 3x3 blocks, CCDs and quadrants."""
-    from viskom.le1.geometry import all_ccds, all_extnames, parse_extname
-    from viskom.measure.gaia_colour import block_name
+    from viskom.measure.gaia_stack import BLOCKS, CCDS, QUADRANTS
 
-    quadrants = [parse_extname(e) for e in all_extnames()]
-    blocks = {"B" + block_name(q.ccd_row, q.ccd_column) for q in quadrants}
-    return ["FPA", *sorted(blocks), *all_ccds(), *all_extnames()]
+    return ["FPA", *BLOCKS, *CCDS, *QUADRANTS]

@@ -186,12 +186,13 @@ def _goes_window(
 
 
 def _goes_client(config: Path | None, cache: Path | None, offline: bool):
-    """The GOES client on --cache, else on data_root/goes of the settings (./data/goes without)."""
+    """The GOES client on --cache, else on the settings' GOES cache ([goes] cache_dir, default
+    data_root/goes; ./data/goes without settings), with their timeout."""
     from viskom.sources.goes import GoesClient
 
-    if cache is None:
-        cache = load(config, required=False).data_path / "goes"
-    return GoesClient(cache, offline=offline)
+    settings = load(config, required=False)
+    return GoesClient(cache or settings.goes_cache_path, offline=offline,
+                      timeout_s=settings.goes.timeout_s)  # fmt: skip
 
 
 def _goes_report(missing: list[str], n_days: int) -> None:

@@ -17,17 +17,31 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from viskom.stages.base import ExposureInfo
 
+CALIBRATIONS = ("hot_pixels", "relative_gains", "xray_baseline")
+EXTERNAL_INPUTS = ("gaia_cone", "goes_series", "blind_solver", "source_extractor")
+
 # -- calibrations ---------------------------------------------------------------------------
 
 
+def _under_root(path: Path | str, settings: Any) -> str:
+    """`path` relative to the data root when it is inside it (moving the data root is not a
+    change of calibration), else as it is."""
+    try:
+        return Path(path).resolve().relative_to(Path(settings.data_path).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def calibration_identity(name: str, settings: Any) -> Any:
-    """The JSON-able identity of a calibration for the current settings (provenance)."""
+    """The JSON-able identity of a calibration for the current settings (provenance): which
+    calibration file, relative to the data root, or the relative gains themselves."""
     from viskom.pipeline.calibration import (
         hot_pixel_map_path,
         resolve_relative_gains,
@@ -35,24 +49,27 @@ def calibration_identity(name: str, settings: Any) -> Any:
     )
 
     if name == "hot_pixels":
-        return str(hot_pixel_map_path(settings.products_path))
+        return _under_root(hot_pixel_map_path(settings.products_path), settings)
     if name == "xray_baseline":
-        return str(xray_baseline_path(settings.products_path))
+        return _under_root(xray_baseline_path(settings.products_path), settings)
     if name == "relative_gains":
         gains, source = resolve_relative_gains(settings)
+        if not source.startswith(("error", "none")):
+            source = _under_root(source, settings)
         return {"gains": gains, "source": source}
-    raise KeyError(f"unknown calibration {name!r} (hot_pixels, relative_gains, xray_baseline)")
+    raise KeyError(f"unknown calibration {name!r} ({', '.join(CALIBRATIONS)})")
 
 
-def load_calibration(name: str, identity: Any, exposure: ExposureInfo) -> Any:
+def load_calibration(name: str, identity: Any, exposure: ExposureInfo, root: Path) -> Any:
     """The calibration's content for one exposure: the hot-pixel map {extname: flat indices},
-    the X-ray baseline of the exposure's frame type (or None), the relative gains mapping."""
+    the X-ray baseline of the exposure's frame type (or None), the relative gains mapping;
+    file identities are relative to the data root `root`."""
     from viskom.pipeline.calibration import load_hot_pixels, load_xray_baseline
 
     if name == "hot_pixels":
-        return load_hot_pixels(identity)[0]
+        return load_hot_pixels(root / identity)[0]
     if name == "xray_baseline":
-        return load_xray_baseline(identity, exposure.frame_type)
+        return load_xray_baseline(root / identity, exposure.frame_type)
     if name == "relative_gains":
         return RelativeGains(dict(identity["gains"]), str(identity["source"]))
     raise KeyError(f"unknown calibration {name!r}")
@@ -71,8 +88,6 @@ class RelativeGains:
 
 
 # -- external inputs ------------------------------------------------------------------------
-EXTERNAL_INPUTS = ("gaia_cone", "goes_series", "blind_solver", "source_extractor")
-CALIBRATIONS = ("hot_pixels", "relative_gains", "xray_baseline")
 
 
 def external_config(name: str, settings: Any) -> dict[str, Any]:

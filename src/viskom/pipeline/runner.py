@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from viskom import __version__
@@ -28,7 +29,7 @@ from viskom.pipeline.resources import (
     load_calibration,
     providers,
 )
-from viskom.pipeline.stage_io import WrittenProduct, run_stage
+from viskom.pipeline.stage_io import WrittenProduct, remove_products, run_stage
 from viskom.stages import (
     STAGES,
     ExposureInfo,
@@ -52,6 +53,7 @@ class StageCall:
     config_hash: str
     calibrations: dict[str, Any] = field(default_factory=dict)
     external: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_root: str = ""  # calibration files are named relative to it (not provenance)
 
 
 def stage_call(
@@ -67,14 +69,16 @@ def stage_call(
         for name in stage.upstream
         if upstream and name in upstream
     }
+    # The configuration alone when there is nothing else (the hash of earlier versions, so
+    # that upgrading does not re-measure what did not change), else all of it.
     provenance: dict[str, Any] = {"config": cfg}
-    if calibrations:
-        provenance["calibrations"] = calibrations
     if ups:
         provenance["upstream"] = ups
-    return StageCall(
-        stage.name, stage.version, cfg, config_hash(provenance), calibrations, external
-    )
+    if calibrations:
+        provenance["calibrations"] = calibrations
+    digest = config_hash(provenance if len(provenance) > 1 else cfg)
+    root = str(settings.data_path)
+    return StageCall(stage.name, stage.version, cfg, digest, calibrations, external, root)
 
 
 @dataclass(frozen=True)
@@ -262,7 +266,7 @@ def execute_call(
     """One stage on one opened frame: its calibrations loaded, its external inputs' clients
     built, then `stage_io.run_stage` (inputs in, checks, roll-up, products written)."""
     calibrations = {
-        name: load_calibration(name, identity, exposure)
+        name: load_calibration(name, identity, exposure, Path(call.data_root))
         for name, identity in call.calibrations.items()
     }
     return run_stage(
@@ -388,6 +392,10 @@ def _execute(
                 outcome.status, outcome.error = "failed", f"could not record results: {exc}"
                 outcome.metrics, outcome.outcomes, outcome.products = [], [], []
                 record(store, outcome)
+            if outcome.status not in DONE_STATUSES:
+                # whatever failed (the frame, a needed stage, the header, the stage, the
+                # worker, the record): no file of an older or half run stays behind
+                remove_products(get_stage(outcome.call.stage), task.exposure)
             if outcome.status in DONE_STATUSES:
                 if outcome.status == "ok":
                     summary.stages_ok += 1
@@ -448,4 +456,8 @@ def _rerun_events_with_new_baseline(
         (e, stage, o) for e, stage, o in summary.outcomes if not (stage == "events" and e in redone)
     ] + again.outcomes
     summary.failures += again.failures
+    # the first measurement of these events was counted ok; count the second one instead
+    summary.stages_ok -= again.stages_failed + again.stages_empty
+    summary.stages_failed += again.stages_failed
+    summary.stages_empty += again.stages_empty
     summary.notes.append(f"{note}; events measured again for {len(tasks)} exposure(s)")

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from viskom.pipeline.executors import Executor, make_executor
+from viskom.pipeline.register import sha256_of
 from viskom.pipeline.runner import RunSummary, run_pipeline
-from viskom.pipeline.stage_io import WrittenProduct, file_sha256
+from viskom.pipeline.stage_io import WrittenProduct
 from viskom.store import Store
 
 _MONTH = re.compile(r"(\d{4}-\d{2})")
+_DATE = re.compile(r"\d{4}-\d{2}(?:-\d{2})?")  # a month or a day in a file name
+_SEPARATORS = re.compile(r"[_-]{2,}")
 PERIOD_STAGE = "period"
 
 
@@ -41,9 +44,7 @@ class PendingRun:
 
 
 def open_store(settings: Any) -> Store:
-    """The settings' database (a SQLite file's folder is created), migrated to the head."""
-    if settings.db_url.startswith("sqlite:///"):
-        Path(settings.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """The settings' database (Store creates a SQLite file's folder), migrated to the head."""
     return Store(settings.db_url)
 
 
@@ -95,10 +96,9 @@ def run_period_products(
     try:
         try:
             result.paths = list(update_month_products(store, settings, months))
-        except Exception as exc:  # recorded and reported, never fatal for the run
+            record_period_files(store, settings, result.paths)
+        except Exception as exc:  # reported, never fatal for the run's measurements
             result.error = f"{type(exc).__name__}: {exc}"
-            return result
-        record_period_files(store, settings, result.paths)
     finally:
         if own:
             store.close()
@@ -107,19 +107,27 @@ def run_period_products(
 
 def record_period_files(store: Store, settings: Any, paths: Iterable[Path]) -> None:
     """Record period product files, grouped by period (the month in the file name or its
-    folder, else 'all'), relative to the data root; files outside it are refused."""
+    folder, else 'all'), relative to the data root; files outside it are not recorded
+    (ValueError naming them, after the others are recorded)."""
     root = Path(settings.data_path).resolve()
     by_period: dict[str, list[WrittenProduct]] = {}
+    outside = []
     for path in paths:
         path = Path(path)
         if not path.exists():
             continue
-        relative = path.resolve().relative_to(root)
+        try:
+            relative = path.resolve().relative_to(root)
+        except ValueError:
+            outside.append(str(path))
+            continue
         found = _MONTH.search(path.name) or _MONTH.search(path.parent.name)
         period = found.group(1) if found else "all"
-        kind = _MONTH.sub("", path.stem).strip("_-") or path.stem
+        kind = _SEPARATORS.sub("_", _DATE.sub("", path.stem)).strip("_-") or path.stem
         by_period.setdefault(period, []).append(
-            WrittenProduct(kind, relative.as_posix(), path.stat().st_size, file_sha256(path))
+            WrittenProduct(kind, relative.as_posix(), path.stat().st_size, sha256_of(path))
         )
     for period, products in sorted(by_period.items()):
         store.record_period_products(period, PERIOD_STAGE, products)
+    if outside:
+        raise ValueError(f"period products outside the data root {root}: {', '.join(outside)}")

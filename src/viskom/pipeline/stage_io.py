@@ -1,9 +1,10 @@
 """Between the runner and a stage: hand its declared inputs in, check and write what it returns.
 
 `run_stage` is the one way a stage runs (in a worker, in a test, in a benchmark): the stage's
-earlier products are removed (a run that writes nothing leaves nothing stale), its input
-products are read, its calibrations loaded and its external inputs offered through
-`viskom.sources`; after `Stage.run` the metrics are checked against the registry
+earlier products are removed (a run that writes nothing leaves nothing stale) and its input
+products are read, then handed in with the calibrations and external-input clients the
+runner prepared (`runner.execute_call`, `pipeline.resources`); after `Stage.run` the metrics
+are checked against the registry
 (`viskom.metrics`: registered, declared by this stage, at a level the metric has), rolled up
 from quadrants to CCDs and the focal plane where the registry says `median` or `sum`, and the
 product payloads are written into the exposure's folder of the product tree, each recorded
@@ -12,7 +13,6 @@ with its path relative to the data root, size and SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ import numpy as np
 from viskom.le1.frame import Le1Frame
 from viskom.le1.geometry import parse_extname
 from viskom.metrics import METRICS, level_of_unit
+from viskom.pipeline.register import sha256_of
 from viskom.stages.base import ExposureInfo, Stage, StageInputs, StageResult
 from viskom.store.products import read_table, write_arrays, write_figure, write_json, write_table
 
@@ -41,15 +42,6 @@ class WrittenProduct:
     path: str
     size_bytes: int
     sha256: str
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_product(path: Path, ext: str) -> Any:
@@ -179,7 +171,7 @@ def write_products(
         except ValueError:
             raise ContractError(f"{path} is outside the data root {root}") from None
         written.append(
-            WrittenProduct(kind, relative.as_posix(), path.stat().st_size, file_sha256(path))
+            WrittenProduct(kind, relative.as_posix(), path.stat().st_size, sha256_of(path))
         )
     return written
 

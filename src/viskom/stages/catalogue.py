@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.le1.quadrant_map import map_quadrants
 from viskom.le1.wcs import QuadrantWcs
 from viskom.measure.catalogue import (
     ExtractionParams,
@@ -24,7 +25,6 @@ from viskom.measure.catalogue import (
 )
 from viskom.measure.detector import quadrant_bias
 from viskom.stages.base import ProductSpec, Stage, StageInputs, StageResult, usable_quadrants
-from viskom.stages.quadrants import map_quadrants
 
 
 def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.header import GEOMETRY_KEYWORDS
+from viskom.le1.quadrant_map import map_quadrants
 from viskom.measure.detector import DetectorHealthParams, quadrant_health
 from viskom.stages.base import (
     QualityOutcome,
@@ -22,7 +23,6 @@ from viskom.stages.base import (
     StageResult,
     usable_quadrants,
 )
-from viskom.stages.quadrants import map_quadrants
 
 #: Metrics converted to electrons with the quadrant's GAIN.
 GAIN_METRICS = ("read_noise_e", "dark_current_e_per_s", "flat_level_e")

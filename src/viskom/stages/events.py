@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.le1.quadrant_map import map_quadrants
 from viskom.measure.cosmics import HitParams, catalogue_classes, detect_hits
 from viskom.measure.detector import quadrant_bias
 from viskom.measure.hit_counts import (
@@ -48,7 +49,6 @@ from viskom.stages.base import (
     StageResult,
     usable_quadrants,
 )
-from viskom.stages.quadrants import map_quadrants
 
 
 def quadrant_hits(

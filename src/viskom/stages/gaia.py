@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.le1.quadrant_map import map_quadrants
 from viskom.measure.detector import quadrant_bias
 from viskom.measure.gaia import (
     blind_solution_metrics,
@@ -48,7 +49,6 @@ from viskom.measure.photometry import (
     aperture_flux_ratios,
 )
 from viskom.stages.base import ProductInput, ProductSpec, Stage, StageInputs, StageResult
-from viskom.stages.quadrants import map_quadrants
 
 BLIND_INDEX_STARS = 20000  # brightest Gaia stars in the blind-solve index
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from viskom.le1.frame import Le1Frame, Quadrant
+from viskom.le1.quadrant_map import map_quadrants
 from viskom.measure.detector import quadrant_bias
 from viskom.measure.iq import IQReference
 from viskom.measure.psf_stars import (
@@ -34,7 +35,6 @@ from viskom.measure.psf_stars import (
 )
 from viskom.measure.stars import blended_stars
 from viskom.stages.base import ProductInput, ProductSpec, Stage, StageInputs, StageResult
-from viskom.stages.quadrants import map_quadrants
 
 
 def quadrant_moments(

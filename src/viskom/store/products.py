@@ -63,10 +63,20 @@ def write_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
     return path
 
 
+def json_clean(value: Any) -> Any:
+    """NaN and infinities become null, at any depth (strict JSON, readable by any reader)."""
+    if isinstance(value, Mapping):
+        return {k: json_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(data: Mapping, path: Path) -> Path:
-    """Write a small JSON product atomically (top-level NaN written as null)."""
-    clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in data.items()}
-    write_text_atomic(path, json.dumps(clean, indent=1, default=str))
+    """Write a small JSON product atomically (NaN and infinities written as null)."""
+    write_text_atomic(path, json.dumps(json_clean(data), indent=1, default=str))
     return path
 
 
