@@ -215,8 +215,15 @@ class Settings(BaseSettings):
         le=512,
         description="parallel workers of `viskom run` (default: the number of CPUs)",
     )
-    executor: Literal["process", "serial"] = Field(
-        "process", description="process: a local process pool; serial: one process (debugging)"
+    executor: Literal["process", "serial", "dask"] = Field(
+        "process",
+        description="process: a local process pool; serial: one process (debugging); dask: a "
+        "Dask cluster (a LocalCluster of `workers` processes, or `scheduler`)",
+    )
+    scheduler: str | None = Field(
+        None,
+        description="executor dask: the scheduler of an existing cluster (default: a LocalCluster)",
+        examples=["tcp://dask-scheduler:8786"],
     )
     frame_type_rules: Path | None = Field(
         None,

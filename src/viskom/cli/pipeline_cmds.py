@@ -121,12 +121,26 @@ def run(
     force: Annotated[bool, typer.Option(help="re-run every stage, even if up to date")] = False,
     retry_failed: Annotated[bool, typer.Option(help="also re-run stages that failed")] = False,
     exposure: Annotated[list[str] | None, typer.Option(help="only these exposures")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="process, serial or dask (default: the settings')")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="with dask: an existing cluster, e.g. tcp://host:8786")
+    ] = None,
 ) -> None:
     """Run every pending stage on every registered exposure (incremental), then the month
     products of the months measured anew."""
+    from viskom.pipeline.executors import make_executor
     from viskom.pipeline.service import run_pending
 
     settings = load(config)
+    kind = executor or settings.executor
+    if kind not in ("process", "serial", "dask"):
+        raise typer.BadParameter("--executor must be process, serial or dask")
+    if scheduler and kind != "dask":
+        raise typer.BadParameter("--scheduler needs --executor dask")
+    n_workers = workers or settings.workers
+    pool = make_executor(kind, n_workers, scheduler or settings.scheduler)
     with open_store(settings) as store:
         if exposure:
             known = {e.name for e in store.list_exposures()}
@@ -138,8 +152,8 @@ def run(
             console.print(f"  [{done}/{total}] {name}")
 
         done = run_pending(
-            settings, store=store, force=force, retry_failed=retry_failed,
-            exposures=exposure, workers=workers, progress=progress,
+            settings, pool, store=store, force=force, retry_failed=retry_failed,
+            exposures=exposure, workers=n_workers, progress=progress,
         )  # fmt: skip
     summary = done.summary
     console.print(
@@ -183,7 +197,10 @@ def demo(
     cfg_path = prepare_demo(directory, seed=seed, say=console.print)
     settings = load(cfg_path)
     ingest([settings.raw_path], config=cfg_path)
-    run(config=cfg_path, workers=workers, force=False, retry_failed=False, exposure=None)
+    run(
+        config=cfg_path, workers=workers, force=False, retry_failed=False, exposure=None,
+        executor=None, scheduler=None,
+    )  # fmt: skip
     status(config=cfg_path, fmt="table", as_json=False)
     console.print(
         f"\ndone. `cd {directory}` and try `viskom status`, "

@@ -350,6 +350,8 @@ def run_pipeline(
     _map, hot_note = update_hot_pixel_map(store, settings)
     _gains, gains_note = update_relative_gains(store, settings)
     baseline_before, xray_note = update_xray_baseline(store, settings)
+    if not getattr(executor, "nested_pools", True):
+        workers = 1  # e.g. Dask's daemonic workers: no quadrant processes inside a task
     tasks, skipped, blocked = plan(
         store,
         settings,

@@ -65,7 +65,7 @@ def run_pending(
     settings' database. A failing period product never undoes the run's measurements.
     """
     n_workers = workers or settings.workers
-    executor = executor or make_executor(settings.executor, n_workers)
+    executor = executor or make_executor(settings.executor, n_workers, settings.scheduler)
     own = store is None
     store = store or open_store(settings)
     try:
