@@ -59,3 +59,46 @@ def test_make_executor_knows_dask() -> None:
     assert executor.nested_pools is False
     with pytest.raises(ValueError, match="process', 'serial' or 'dask'"):
         make_executor("spark", 2)
+
+
+def test_a_worker_killed_during_the_run_does_not_stop_it(frames, tmp_path, store_url) -> None:
+    """SIGKILL of the Dask worker that holds an exposure's claim, mid-stage: Dask hands the
+    task to a live worker, which takes the claim back (same owner token) and finishes; the
+    metrics are those of a serial run."""
+    import os
+    import signal
+    import threading
+    import time
+
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        with Store(store_url) as watcher:
+            while not stop.is_set() and not killed:
+                for claim in watcher.held_claims():
+                    if claim.key.startswith("exposure:") and claim.pid not in (None, os.getpid()):
+                        os.kill(claim.pid, signal.SIGKILL)
+                        killed.append(claim.pid)
+                        break
+                time.sleep(0.01)
+
+    many = frames * 1  # three frames, two stages each
+    thread = threading.Thread(target=killer, daemon=True)
+    with Store(store_url) as store:  # the schema exists before the killer looks
+        pass
+    thread.start()
+    try:
+        dask_metrics, _products, summary = _run(
+            store_url, tmp_path / "dask", many, DaskExecutor(workers=2)
+        )
+    finally:
+        stop.set()
+        thread.join(5)
+    assert killed, "no worker was caught holding a claim"
+    assert (summary.stages_ok, summary.stages_failed) == (5, 0), summary.failures
+    serial_url = f"sqlite:///{tmp_path / 'serial' / 'viskom.db'}"
+    serial_metrics, _, _ = _run(serial_url, tmp_path / "serial", frames, SerialExecutor())
+    assert dask_metrics == serial_metrics
+    with Store(store_url) as store:
+        assert store.held_claims() == []

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-import viskom.pipeline.runner as runner_module
+import viskom.pipeline.worker as worker_module
 from viskom.config import Settings
 from viskom.le1.frame import Le1Frame
 from viskom.measure.spaceweather import archive_has_no_data
@@ -156,7 +156,7 @@ def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> None:
         store.record_stage_run(_run(old.id, "psf", "empty"), (), [("no_stellar_locus", "FPA", "x")])
         assert len(store.quality_outcomes()) == 1
         with store.engine.connect() as connection:
-            assert migrate.current_revision(connection) == head_revision() == "0003"
+            assert migrate.current_revision(connection) == head_revision() == "0004"
             assert "quality_outcomes" in inspect(connection).get_table_names()
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
@@ -207,7 +207,7 @@ def test_runner_records_empty_stages_with_outcomes(store_url, bias_frame, tmp_pa
     from viskom.metrics import METRICS, Metric
 
     fakes = {s.name: s for s in (Finder(), Follower())}
-    monkeypatch.setattr(runner_module, "get_stage", lambda name: fakes[name])
+    monkeypatch.setattr(worker_module, "get_stage", lambda name: fakes[name])
     for metric, stage in (("found", "finder"), ("followed", "follower")):  # registered, as any
         entry = Metric(
             metric, "", "a test metric", stage, "measured", frozenset({"BIAS"}), ("fpa",)

@@ -188,6 +188,30 @@ class GaiaSettings(BaseModel):
         return self
 
 
+class RunSettings(BaseModel):
+    """[run]: how runs share one store (claims under a lease) and retry transient failures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_s: float = Field(
+        120.0, ge=1.0, description="a claimed work unit's lease; its holder renews it every third"
+    )
+    retry_base_s: float = Field(
+        300.0, ge=0.0, description="wait before a transient failure is retried; doubles per try"
+    )
+    retry_max_s: float = Field(
+        21600.0, ge=0.0, description="longest wait between two tries of a transient failure"
+    )
+    claim_wait_s: float = Field(
+        900.0, ge=0.0, description="wait at most this for calibrations or period products "
+        "that another run is making",
+    )  # fmt: skip
+
+    def retry_wait_s(self, attempts: int) -> float:
+        """Seconds before the next try after `attempts` consecutive transient failures."""
+        return min(self.retry_max_s, self.retry_base_s * 2.0 ** max(0, attempts - 1))
+
+
 class Settings(BaseSettings):
     """Everything viskom needs to know, validated once at start."""
 
@@ -239,6 +263,7 @@ class Settings(BaseSettings):
     events: EventSettings = Field(default_factory=EventSettings)
     goes: GoesSettings = Field(default_factory=GoesSettings)
     gaia: GaiaSettings = Field(default_factory=GaiaSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @field_validator("database_url")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from viskom import __version__
-from viskom.cli import external, pipeline_cmds, query
+from viskom.cli import external, pipeline_cmds, query, watch_cmd
 from viskom.cli.common import out
 
 app = typer.Typer(
@@ -67,5 +67,6 @@ goes_app.command("protons")(external.goes_protons)
 app.add_typer(goes_app, name="goes")
 app.command()(external.movie)
 app.command()(pipeline_cmds.demo)
+app.command()(watch_cmd.watch)
 
 __all__ = ["app"]

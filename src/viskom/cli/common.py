@@ -60,14 +60,18 @@ def load(config: Path | None, *, required: bool = True) -> Settings:
         raise fail(str(exc)) from None
 
 
-def open_store(settings: Settings) -> Any:
-    """The settings' database, or exit 2 saying why it cannot be opened."""
+def open_store(settings: Settings, *, read_only: bool = False) -> Any:
+    """The settings' database, or exit 2 saying why it cannot be opened (`read_only`: no
+    file or table is created or migrated, for commands that only read)."""
+    from sqlalchemy import make_url
+
     from viskom.pipeline.service import open_store as service_open_store
 
     try:
-        return service_open_store(settings)
+        return service_open_store(settings, read_only=read_only)
     except Exception as exc:
-        raise fail(f"cannot open the database {settings.db_url}: {exc}") from None
+        shown = make_url(settings.db_url).render_as_string(hide_password=True)
+        raise fail(f"cannot open the database {shown}: {exc}") from None
 
 
 def parse_time(text: str | None) -> datetime | None:

@@ -151,16 +151,21 @@ def run(
         def progress(done: int, total: int, name: str) -> None:
             console.print(f"  [{done}/{total}] {name}")
 
-        done = run_pending(
-            settings, pool, store=store, force=force, retry_failed=retry_failed,
-            exposures=exposure, workers=n_workers, progress=progress,
-        )  # fmt: skip
+        try:
+            done = run_pending(
+                settings, pool, store=store, force=force, retry_failed=retry_failed,
+                exposures=exposure, workers=n_workers, progress=progress,
+            )  # fmt: skip
+        finally:
+            pool.close()
     summary = done.summary
     console.print(
         f"run: {summary.exposures} exposures, {summary.stages_ok} stage runs ok, "
         f"{summary.stages_failed} failed, "
         + (f"{summary.stages_empty} found nothing, " if summary.stages_empty else "")
-        + f"{summary.skipped} up to date ({summary.seconds:.1f} s)"
+        + f"{summary.skipped} up to date"
+        + (f", {summary.left} left to another run" if summary.left else "")
+        + f" ({summary.seconds:.1f} s)"
     )
     for note in summary.notes:
         console.print(f"  {note}")

@@ -126,8 +126,8 @@ def _stage_counts(store: Any, settings: Any) -> list[tuple[str, int, int, int, i
     tasks, _skipped, _blocked = plan(store, settings, workers=1)
     pending = {s.name: 0 for s in STAGES}
     for task in tasks:
-        for call in task.calls:
-            pending[call.stage] += 1
+        for name in task.stages:
+            pending[name] += 1
     rows = []
     for stage in STAGES:
         status = [r.status for (_, name), r in runs.items() if name == stage.name]
@@ -140,9 +140,13 @@ def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="the same as --format json")] = False,
     fmt: Annotated[str, format_option("table", ("json", "table"))] = "table",
+    why: Annotated[
+        str | None, typer.Option("--why", help="why each stage of this exposure is pending or done")
+    ] = None,
 ) -> None:
     """Exposures by date, type and state; per stage what was measured, found nothing, failed
-    or is pending; failed stages, invalid files, header warnings and quality outcomes."""
+    or is pending; what runs now; failed stages, invalid files, header warnings and quality
+    outcomes. Only reads: works on a store this user may not write."""
     from sqlalchemy import make_url
 
     from viskom.cli.pipeline_cmds import outcome_lines
@@ -150,7 +154,14 @@ def status(
 
     fmt = "json" if as_json else check_format(fmt, ("json", "table"))
     settings = load(config)
-    with open_store(settings) as store:
+    if why is not None:
+        _status_why(settings, why, fmt)
+        return
+    shown_url = make_url(settings.db_url).render_as_string(hide_password=True)
+    with open_store(settings, read_only=True) as store:
+        writable = store.writable()
+        now = store.now()
+        claims = store.held_claims()
         summary = store.status_summary()
         stages = _stage_counts(store, settings)
         failed = store.failed_stage_runs()
@@ -166,7 +177,20 @@ def status(
         outcomes = store.quality_outcomes()
     if fmt == "json":
         payload = {
-            "database": make_url(settings.db_url).render_as_string(hide_password=True),
+            "database": shown_url,
+            "writable": writable,
+            "claims": [
+                {
+                    "unit": c.key,
+                    "stage": c.stage,
+                    "host": c.host,
+                    "pid": c.pid,
+                    "claimed_at": c.claimed_at.isoformat() if c.claimed_at else None,
+                    "expires_at": c.expires_at.isoformat() if c.expires_at else None,
+                    "live": not c.expired(now),
+                }
+                for c in claims
+            ],
             "exposures": [
                 {**row, "date": row["date"].isoformat() if row["date"] else None} for row in summary
             ],
@@ -203,7 +227,7 @@ def status(
         }
         sys.stdout.write(json.dumps(json_clean(payload), indent=1) + "\n")
         return
-    table = Table(title=f"viskom status ({settings.db_url})")
+    table = Table(title=f"viskom status ({shown_url})")
     for col in ("date", "frame type", "state", "exposures"):
         table.add_column(col)
     for row in summary:
@@ -220,6 +244,18 @@ def status(
         for name, ok, empty, failed_n, pending in stages:
             runs.add_row(name, str(ok), str(empty), str(failed_n), str(pending))
         out.print(runs)
+    if not writable:
+        out.print("[yellow]read-only[/yellow]: this user cannot write the store (status only)")
+    live = [c for c in claims if not c.expired(now)]
+    stale = [c for c in claims if c.expired(now)]
+    if live:
+        hosts = sorted({f"{c.host} pid {c.pid}" for c in live})
+        out.print(f"running: {len(live)} unit(s) claimed by {', '.join(hosts)}")
+    if stale:
+        out.print(
+            f"[yellow]stale[/yellow]: {len(stale)} claim(s) whose holder stopped renewing its "
+            "lease (killed?); the next run takes them"
+        )
     for exp in invalid:
         out.print(f"[red]invalid[/red] {exp.name}: {exp.reason}")
     for exp in unknown:
@@ -249,6 +285,28 @@ def status(
         rows = [(o.exposure, o.stage, o.code, o.unit, o.message) for o in outcomes]
         for line in outcome_lines(rows, limit=20):
             out.print(f"[yellow]outcome[/yellow] {escape(line)}")
+
+
+def _status_why(settings: Any, name: str, fmt: str) -> None:
+    """`viskom status --why EXPOSURE`: a line per stage, its state and why."""
+    from viskom.pipeline.runner import explain
+
+    with open_store(settings, read_only=True) as store:
+        try:
+            states = explain(store, settings, name)
+        except KeyError:
+            check_names("exposure", [name], (e.name for e in store.list_exposures()))
+            raise
+    if fmt == "json":
+        rows = [{"stage": s.stage, "state": s.state, "why": s.reason} for s in states]
+        sys.stdout.write(json.dumps({"exposure": name, "stages": rows}, indent=1) + "\n")
+        return
+    table = Table(title=f"{name}: why each stage is pending or done")
+    for col in ("stage", "state", "why"):
+        table.add_column(col, overflow="fold")
+    for s in states:
+        table.add_row(s.stage, s.state, escape(s.reason))
+    out.print(table)
 
 
 def iq(

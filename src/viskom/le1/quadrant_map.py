@@ -8,7 +8,10 @@ streams are read sequentially in this process. Results come back keyed by EXTNAM
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -18,6 +21,20 @@ from viskom.le1.frame import Le1Frame, Quadrant
 
 R = TypeVar("R")
 T = TypeVar("T")
+
+
+def die_with_parent() -> None:
+    """A pool worker's initializer: Ctrl-C is for the parent (which stops handing out work
+    and lets this one finish its task), and Linux kills this process when its parent dies,
+    so that a worker whose run was killed with `kill -9` does not live on, orphaned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not glibc: the next run reaps nothing, but runs
+        pass
 
 
 def map_quadrants(
@@ -36,7 +53,9 @@ def map_quadrants(
         jobs = [(str(frame.path), chunk, fn, tuple(args)) for chunk in chunks]
         out: dict[str, R] = {}
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=die_with_parent
+        ) as pool:
             for part in pool.map(_run_chunk, jobs):
                 out.update(part)
         return {n: out[n] for n in todo}

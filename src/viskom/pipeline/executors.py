@@ -11,7 +11,11 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from itertools import islice
 from typing import Any, Protocol, TypeVar
+
+from viskom.le1.quadrant_map import die_with_parent
+from viskom.pipeline.failures import WorkerDied
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -24,9 +28,14 @@ class Executor(Protocol):
         self, fn: Callable[[T], R], tasks: Iterable[T]
     ) -> Iterator[tuple[T, R | BaseException]]: ...
 
+    def close(self) -> None: ...
+
 
 class SerialExecutor:
     """Everything in this process, one task after the other (debugging, tiny runs)."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def map_unordered(
         self, fn: Callable[[T], R], tasks: Iterable[T]
@@ -48,11 +57,18 @@ class ProcessExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = max(1, int(workers))
 
+    def close(self) -> None:
+        """Nothing to release: each call's pool is shut down when it ends."""
+
+    def _pool(self) -> ProcessPoolExecutor:
+        # workers die with this process (no orphans after a kill -9 of the run)
+        return ProcessPoolExecutor(max_workers=self.workers, initializer=die_with_parent)
+
     def map_unordered(
         self, fn: Callable[[T], R], tasks: Iterable[T]
     ) -> Iterator[tuple[T, R | BaseException]]:
         pending_tasks = iter(tasks)
-        pool = ProcessPoolExecutor(max_workers=self.workers)
+        pool = self._pool()
         in_flight: dict[Future[Any], T] = {}
         try:
             while True:
@@ -71,15 +87,15 @@ class ProcessExecutor:
                         yield task, fut.result()
                     except BrokenProcessPool as exc:
                         broken = True
-                        yield task, RuntimeError(f"worker process died: {exc}")
+                        yield task, WorkerDied(f"worker process died: {exc}")
                     except Exception as exc:
                         yield task, exc
                 if broken:
                     for task in list(in_flight.values()):
-                        yield task, RuntimeError("worker pool broke while this task was queued")
+                        yield task, WorkerDied("worker pool broke while this task was queued")
                     in_flight.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
-                    pool = ProcessPoolExecutor(max_workers=self.workers)
+                    pool = self._pool()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -98,36 +114,63 @@ class DaskExecutor:
     def __init__(self, workers: int, scheduler: str | None = None) -> None:
         self.workers = max(1, int(workers))
         self.scheduler = scheduler
+        self._client: Any = None
+        self._cluster: Any = None
+
+    def client(self) -> Any:
+        """The cluster's client, connected (and the LocalCluster started) on first use and
+        kept for the calibrations, the exposures and the period products of a run."""
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            if self.scheduler:
+                self._client = Client(self.scheduler)
+            else:
+                self._cluster = LocalCluster(
+                    n_workers=self.workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                )  # fmt: skip
+                self._client = Client(self._cluster)
+        return self._client
+
+    def close(self) -> None:
+        """Disconnect, and stop the LocalCluster if this executor started one."""
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
 
     def map_unordered(
         self, fn: Callable[[T], R], tasks: Iterable[T]
     ) -> Iterator[tuple[T, R | BaseException]]:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import as_completed
 
-        tasks = list(tasks)
-        if not tasks:
+        pending = iter(tasks)
+        first = next(pending, None)
+        if first is None:
             return
-        cluster = None
-        if self.scheduler:
-            client = Client(self.scheduler)
-        else:
-            cluster = LocalCluster(
-                n_workers=self.workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR,
-            )  # fmt: skip
-            client = Client(cluster)
-        try:
-            futures = {client.submit(fn, t, pure=False): t for t in tasks}
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    yield task, future.result()
-                except Exception as exc:  # recorded by the caller, never stops the run
-                    yield task, exc
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        client = self.client()
+        # a bounded number in flight, so that a stop request (a generator that ends) leaves
+        # the rest unsubmitted
+        slots = 2 * max(self.workers, sum(client.nthreads().values()) or 1)
+        futures: dict[Any, T] = {}
+        queue = as_completed()
+        for task in (first, *islice(pending, slots - 1)):
+            future = client.submit(fn, task, pure=False)
+            futures[future] = task
+            queue.add(future)
+        for future in queue:
+            task = futures.pop(future)
+            try:
+                yield task, future.result()
+            except Exception as exc:  # recorded by the caller, never stops the run
+                yield task, exc
+            more = next(pending, None)
+            if more is not None:
+                nxt = client.submit(fn, more, pure=False)
+                futures[nxt] = more
+                queue.add(nxt)
 
 
 def make_executor(kind: str, workers: int, scheduler: str | None = None) -> Executor:

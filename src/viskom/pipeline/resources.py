@@ -14,6 +14,8 @@ from is not provenance.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,13 +45,19 @@ def calibration_identity(name: str, settings: Any) -> Any:
     """The JSON-able identity of a calibration for the current settings (provenance): which
     calibration file, relative to the data root, or the relative gains themselves."""
     from viskom.pipeline.calibration import (
+        hot_pixel_map_darks,
         hot_pixel_map_path,
         resolve_relative_gains,
         xray_baseline_path,
     )
 
     if name == "hot_pixels":
-        return _under_root(hot_pixel_map_path(settings.products_path), settings)
+        # which map: its file, and the darks it was built from (a new map re-measures the
+        # events of the frames measured with the old one, and only those)
+        path = hot_pixel_map_path(settings.products_path)
+        darks = hot_pixel_map_darks(path)
+        built_from = hashlib.sha256(json.dumps(darks).encode()).hexdigest()[:16] if darks else None
+        return {"file": _under_root(path, settings), "darks": built_from}
     if name == "xray_baseline":
         return _under_root(xray_baseline_path(settings.products_path), settings)
     if name == "relative_gains":
@@ -67,7 +75,7 @@ def load_calibration(name: str, identity: Any, exposure: ExposureInfo, root: Pat
     from viskom.pipeline.calibration import load_hot_pixels, load_xray_baseline
 
     if name == "hot_pixels":
-        return load_hot_pixels(root / identity)[0]
+        return load_hot_pixels(root / identity["file"])[0]
     if name == "xray_baseline":
         return load_xray_baseline(root / identity, exposure.frame_type)
     if name == "relative_gains":

@@ -1,108 +1,53 @@
-"""The runner: find pending (exposure, stage) work, execute it, record outcomes and provenance.
+"""The runner: find pending (exposure, stage) work, hand it out, tally what came back.
 
-A stage is pending for an exposure when it never ran, or ran with another stage version
-or configuration. Failed stages are retried only on request (`retry_failed`), so a bad
-frame does not cost time on every run; a stage that ran and measured nothing (status
-``empty``, its quality outcomes say why) is done like an ``ok`` one, and the stages that
-read its products still run. A stage whose declared header keywords (`Stage.header_keywords`)
-are unusable or missing is recorded as failed with that reason, without running. Work is
-grouped per exposure (the frame is opened once for all its stages) and executed on an
-executor; results are written by this process only, as each exposure finishes.
+A stage is pending for an exposure when it never ran, or ran with another stage version or
+configuration (its own science settings, its calibrations, the stages it reads), or failed
+transiently and its backoff has passed; permanent failures wait for a change of input, stage
+or settings (or `retry_failed`). A stage that ran and measured nothing (status ``empty``, its
+quality outcomes say why) is done like an ``ok`` one. Work is grouped per exposure and run
+by `pipeline.worker` wherever the executor puts it: the worker claims the units in the
+database, runs, records and releases, so any number of runs, `watch` loops and Dask workers
+share one store and nothing is done twice. `explain` says why each stage of an exposure is
+pending, done, failed or running (`viskom status --why`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from viskom import __version__
-from viskom.le1.frame import Le1Frame
 from viskom.pipeline.executors import Executor
-from viskom.pipeline.resources import (
-    calibration_identity,
-    external_config,
-    load_calibration,
-    providers,
+from viskom.pipeline.failures import describe_failure, short_reason
+from viskom.pipeline.leases import holding, new_token, settings_of_worker, share_store, worker_store
+from viskom.pipeline.work import (
+    StageCall,
+    StageOutcome,
+    Task,
+    TaskReport,
+    exposure_info,
+    stage_calls,
 )
-from viskom.pipeline.stage_io import WrittenProduct, remove_products, run_stage
-from viskom.stages import (
-    STAGES,
-    ExposureInfo,
-    QualityOutcome,
-    Stage,
-    StageResult,
-    config_hash,
-    get_stage,
+from viskom.pipeline.worker import (
+    calls_of_task,
+    execute_call,
+    execute_task,
+    record_outcome,
+    run_one,
 )
-from viskom.store import DONE_STATUSES, Exposure, StageRun, Store
+from viskom.stages import STAGES, QualityOutcome, Stage
+from viskom.store import DONE_STATUSES, StageRun, Store
+from viskom.store.claims import ClaimRequest, exposure_key
 
+log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class StageCall:
-    """One stage to run, with its configuration, the identities of its calibrations and
-    the configuration of its external inputs' clients (picklable, sent to a worker)."""
-
-    stage: str
-    version: str
-    config: dict[str, Any]
-    config_hash: str
-    calibrations: dict[str, Any] = field(default_factory=dict)
-    external: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data_root: str = ""  # calibration files are named relative to it (not provenance)
-
-
-def stage_call(
-    stage: Stage, settings: Any, upstream: Mapping[str, StageCall] | None = None
-) -> StageCall:
-    """The call of `stage` under `settings`; its provenance hash covers its configuration,
-    its calibrations and the versions and hashes of the stages it reads (`upstream`)."""
-    cfg = stage.config_of(settings)
-    calibrations = {name: calibration_identity(name, settings) for name in stage.calibrations}
-    external = {name: external_config(name, settings) for name in stage.external}
-    ups = {
-        name: (upstream[name].version, upstream[name].config_hash)
-        for name in stage.upstream
-        if upstream and name in upstream
-    }
-    # The configuration alone when there is nothing else (the hash of earlier versions, so
-    # that upgrading does not re-measure what did not change), else all of it.
-    provenance: dict[str, Any] = {"config": cfg}
-    if ups:
-        provenance["upstream"] = ups
-    if calibrations:
-        provenance["calibrations"] = calibrations
-    digest = config_hash(provenance if len(provenance) > 1 else cfg)
-    root = str(settings.data_path)
-    return StageCall(stage.name, stage.version, cfg, digest, calibrations, external, root)
-
-
-@dataclass(frozen=True)
-class Task:
-    """All pending stages of one exposure (picklable, sent to a worker)."""
-
-    exposure: ExposureInfo
-    calls: tuple[StageCall, ...]
-
-
-@dataclass
-class StageOutcome:
-    """What one stage did on one exposure: status ok, empty or failed, metrics, outcomes."""
-
-    exposure_id: int
-    exposure_name: str
-    call: StageCall
-    status: str
-    error: str | None
-    started_at: datetime
-    duration_s: float
-    metrics: list[tuple[str, str, float]] = field(default_factory=list)
-    outcomes: list[QualityOutcome] = field(default_factory=list)
-    products: list[WrittenProduct] = field(default_factory=list)
+__all__ = [
+    "RunSummary", "StageCall", "Task", "execute_call", "execute_task", "explain",
+    "exposure_info", "plan", "run_one", "run_pipeline",
+]  # fmt: skip
 
 
 @dataclass
@@ -116,10 +61,79 @@ class RunSummary:
     outcomes: list[tuple[str, str, QualityOutcome]] = field(default_factory=list)  # (exp, stage)
     skipped: int = 0
     blocked: int = 0  # pending stages whose required stage failed
+    left: int = 0  # pending units another run held, or did meanwhile
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (exposure, stage, error)
     seconds: float = 0.0
     months: set[str] = field(default_factory=set)  # 'YYYY-MM' of exposures measured anew
     notes: list[str] = field(default_factory=list)  # calibration products and the like
+
+
+# -- deciding what is pending -----------------------------------------------------------------
+
+
+def pending_reason(
+    run: StageRun | None,
+    call: StageCall,
+    now: datetime,
+    *,
+    force: bool = False,
+    retry_failed: bool = False,
+    retry_wait: Callable[[int], float] | None = None,
+) -> str | None:
+    """Why the stage must run (again) on this exposure, or None when its result stands;
+    `retry_wait(attempts)`: the backoff of transient failures (the settings' `[run]`)."""
+    if force:
+        return "forced (--force)"
+    if run is None:
+        return "never ran"
+    if run.stage_version != call.version:
+        return f"stage version {run.stage_version} -> {call.version}"
+    if run.config_hash != call.config_hash:
+        return "what it depends on changed: " + describe_change(run, call)
+    if run.status in DONE_STATUSES:
+        return None
+    if retry_failed:
+        return "failed before; --retry-failed"
+    if run.failure_class == "transient" and (retry_due(run, retry_wait) or now) <= now:
+        return f"retry after a transient failure (attempt {(run.attempts or 1) + 1})"
+    return None
+
+
+def retry_due(run: StageRun, retry_wait: Callable[[int], float] | None) -> datetime | None:
+    """When a transient failure may be tried again: its end plus the backoff the current
+    settings give for its number of attempts (else the time stored with it)."""
+    if retry_wait is not None and run.finished_at is not None:
+        return run.finished_at + timedelta(seconds=float(retry_wait(run.attempts or 1)))
+    return run.retry_after
+
+
+def describe_change(run: StageRun, call: StageCall, limit: int = 4) -> str:
+    """What differs between the settings a stored run used and the current ones."""
+    if not run.config:
+        return f"configuration {run.config_hash[:8]} -> {call.config_hash[:8]}"
+    changes: list[str] = []
+    old_cfg = run.config.get("config", {}) or {}
+    for key in sorted(set(old_cfg) | set(call.config)):
+        old, new = old_cfg.get(key, "unset"), call.config.get(key, "unset")
+        if old != new:
+            changes.append(f"[{call.stage}] {key} {_short(old)} -> {_short(new)}")
+    old_up = {k: tuple(v) for k, v in (run.config.get("upstream") or {}).items()}
+    for name in sorted(set(old_up) | set(call.upstream)):
+        if old_up.get(name) != call.upstream.get(name):
+            changes.append(f"stage {name} it reads changed")
+    old_cal = run.calibrations or {}
+    for name in sorted(set(old_cal) | set(call.calibrations)):
+        if old_cal.get(name) != call.calibrations.get(name):
+            changes.append(f"calibration {name} changed")
+    if not changes:
+        return f"configuration {run.config_hash[:8]} -> {call.config_hash[:8]}"
+    more = f" (+{len(changes) - limit} more)" if len(changes) > limit else ""
+    return "; ".join(changes[:limit]) + more
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "\u2026"
 
 
 def plan(
@@ -136,188 +150,174 @@ def plan(
     """Tasks for everything pending, how many (exposure, stage) pairs were up to date, and
     how many are blocked because a stage they need failed (retry it with retry_failed).
     `only` limits the work to those stage names (provenance still over all `stages`)."""
-    calls_by_stage: dict[str, StageCall] = {}
-    for stage in stages:
-        # A stage's provenance includes what it reads: a new upstream version re-runs it.
-        calls_by_stage[stage.name] = stage_call(stage, settings, calls_by_stage)
+    planned_at = store.now()  # before reading the runs: what lands after it was not seen
+    calls_by_stage = stage_calls(settings, stages)
     registered = store.list_exposures(state="registered")
     if exposures:
         wanted = set(exposures)
         registered = [e for e in registered if e.name in wanted]
     runs = store.stage_runs([e.id for e in registered])
-    tasks, skipped, blocked = [], 0, 0
+    planned: list[tuple[Any, list[str]]] = []
+    skipped = blocked = 0
     for exp in registered:
-        calls: list[StageCall] = []
+        names: list[str] = []
         for stage in stages:
             if not stage.applies_to(exp.frame_type) or (
                 only is not None and stage.name not in only
             ):
                 continue
             call = calls_by_stage[stage.name]
-            if _is_pending(runs.get((exp.id, stage.name)), call, force, retry_failed):
-                planned = {c.stage for c in calls}
-                ready = all(
-                    name in planned
-                    or (
-                        runs.get((exp.id, name)) is not None
-                        and runs[(exp.id, name)].status in DONE_STATUSES
-                    )
-                    for name in stage.needs
-                )
-                if ready:
-                    calls.append(call)
-                else:
-                    blocked += 1
-            else:
+            reason = pending_reason(
+                runs.get((exp.id, stage.name)), call, planned_at,
+                force=force, retry_failed=retry_failed, retry_wait=settings.run.retry_wait_s,
+            )  # fmt: skip
+            if reason is None:
                 skipped += 1
-        if calls:
-            tasks.append(Task(exposure_info(exp, settings), tuple(calls)))
+                continue
+            ready = all(
+                name in names
+                or (
+                    runs.get((exp.id, name)) is not None
+                    and runs[(exp.id, name)].status in DONE_STATUSES
+                )
+                for name in stage.needs
+            )
+            if ready:
+                names.append(stage.name)
+            else:
+                blocked += 1
+        if names:
+            planned.append((exp, names))
     # Few pending exposures (a frame just landed): let stages spread its quadrants over the
     # idle workers, so the answer comes sooner. Many: one process per exposure.
     n_workers = workers if workers is not None else int(getattr(settings, "workers", 1))
-    spare = max(1, n_workers // max(1, len(tasks)))
-    if spare > 1:
-        tasks = [Task(replace(t.exposure, quadrant_workers=spare), t.calls) for t in tasks]
+    spare = max(1, n_workers // max(1, len(planned)))
+    pipeline = tuple(s.name for s in stages)
+    url = store.url
+    tasks = [
+        Task(settings, exp.id, exp.name, tuple(n), new_token(), planned_at, spare, url, pipeline)
+        for exp, n in planned
+    ]
     return tasks, skipped, blocked
 
 
-def _is_pending(run: StageRun | None, call: StageCall, force: bool, retry_failed: bool) -> bool:
-    if force or run is None:
-        return True
-    if run.stage_version != call.version or run.config_hash != call.config_hash:
-        return True
-    return run.status not in DONE_STATUSES and retry_failed
+@dataclass(frozen=True)
+class StageState:
+    """One line of `viskom status --why`: a stage, its state and why."""
+
+    stage: str
+    state: str  # done, empty, pending, failed, waiting, running, stale
+    reason: str
 
 
-def exposure_info(exp: Exposure, settings: Any) -> ExposureInfo:
-    """What a stage may know of a registered exposure under these settings."""
-    return ExposureInfo(
-        exposure_id=exp.id,
-        name=exp.name,
-        path=exp.path,
-        frame_type=exp.frame_type or "UNKNOWN",
-        exptime=exp.exptime,
-        products_dir=str(settings.products_path),
-        date_obs=exp.date_obs.isoformat() if exp.date_obs else None,
-        data_root=str(settings.data_path),
-    )
-
-
-def execute_task(task: Task) -> list[StageOutcome]:
-    """Run a task's stages on its frame (in a worker). Each stage's failure is captured."""
-    outcomes: list[StageOutcome] = []
-    frame = None
-    open_error = None
-    try:
-        frame = Le1Frame(task.exposure.path)
-    except Exception as exc:
-        open_error = f"cannot open frame: {exc}"
-    failed: set[str] = set()
-    try:
-        for call in task.calls:
-            started = datetime.now(UTC)
-            t0 = time.perf_counter()
-            stage = get_stage(call.stage)
-            broken = [name for name in stage.needs if name in failed]
-            if frame is None or broken:
-                why = open_error or f"needs {', '.join(broken)}, which failed"
-                outcomes.append(_failed(task, call, why, started, 0.0))
-                failed.add(call.stage)
-                continue
-            why = _header_blocker(frame, stage)
-            if why is not None:
-                outcomes.append(_failed(task, call, why, started, 0.0))
-                failed.add(call.stage)
-                continue
-            try:
-                result = execute_call(stage, call, frame, task.exposure)
-            except Exception as exc:
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                tb = traceback.extract_tb(exc.__traceback__)
-                where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
-                outcomes.append(
-                    _failed(task, call, detail + where, started, time.perf_counter() - t0)
-                )
-                failed.add(call.stage)
-                continue
-            outcomes.append(
-                StageOutcome(
-                    task.exposure.exposure_id,
-                    task.exposure.name,
-                    call,
-                    result.status,
-                    None,
-                    started,
-                    time.perf_counter() - t0,
-                    [(u, m, float(v)) for u, m, v in result.metrics],
-                    list(result.outcomes),
-                    list(result.written),
-                )
+def explain(store: Store, settings: Any, name: str) -> list[StageState]:
+    """Why each stage that applies to exposure `name` is done, pending, failed, waiting
+    for another stage or running (and where); KeyError when the store does not know it."""
+    exp = store.get_exposure(name)
+    if exp is None:
+        raise KeyError(name)
+    if exp.state != "registered":
+        return [StageState("-", "invalid", exp.reason or "not a usable frame")]
+    now = store.now()
+    calls = stage_calls(settings)
+    runs = store.stage_runs([exp.id])
+    held = {c.key: c for c in store.held_claims() if c.exposure_id == exp.id}
+    states: list[StageState] = []
+    for stage in STAGES:
+        if not stage.applies_to(exp.frame_type):
+            continue
+        run, call = runs.get((exp.id, stage.name)), calls[stage.name]
+        claim = held.get(exposure_key(exp.id, stage.name))
+        if claim is not None:
+            live = not claim.expired(now)
+            where = f"{claim.host} pid {claim.pid}, since {_hhmm(claim.claimed_at)}"
+            if live:
+                lease = f"lease until {_hhmm(claim.expires_at)}"
+                states.append(StageState(stage.name, "running", f"claimed by {where}; {lease}"))
+            else:
+                why = f"claimed by {where}; lease ran out at {_hhmm(claim.expires_at)}, free again"
+                states.append(StageState(stage.name, "stale", why))
+            continue
+        reason = pending_reason(run, call, now, retry_wait=settings.run.retry_wait_s)
+        if reason is not None:
+            broken = [
+                n
+                for n in stage.needs
+                if (r := runs.get((exp.id, n))) is not None and r.status not in DONE_STATUSES
+            ]
+            if broken and run is not None and run.status == "failed":
+                reason = f"{reason}; but needs {', '.join(broken)}, which failed"
+            states.append(StageState(stage.name, "pending", reason))
+        elif run is not None and run.status in DONE_STATUSES:
+            what = (
+                f"{run.status} at {_hhmm(run.finished_at or run.started_at)}, version "
+                f"{run.stage_version}, settings {run.config_hash[:8]}, "
+                f"{run.duration_s or 0:.1f} s on {run.host or 'unknown host'}; up to date"
             )
-    finally:
-        if frame is not None:
-            frame.close()
-    return outcomes
+            states.append(StageState(stage.name, "done" if run.status == "ok" else "empty", what))
+        elif run is not None and run.failure_class == "transient":
+            due = retry_due(run, settings.run.retry_wait_s)
+            when = _hhmm(due) if due else "the next run"
+            why = f"transient failure, attempt {run.attempts or 1}: {run.error}; retried after "
+            why += when
+            states.append(StageState(stage.name, "failed", why))
+        elif run is not None:
+            why = (
+                f"{run.failure_class or 'permanent'} failure: {run.error}; not retried until "
+                "the file, the stage or its settings change (or `viskom run --retry-failed`)"
+            )
+            states.append(StageState(stage.name, "failed", why))
+    return states
 
 
-def execute_call(
-    stage: Stage, call: StageCall, frame: Le1Frame | None, exposure: ExposureInfo
-) -> StageResult:
-    """One stage on one opened frame: its calibrations loaded, its external inputs' clients
-    built, then `stage_io.run_stage` (inputs in, checks, roll-up, products written)."""
-    calibrations = {
-        name: load_calibration(name, identity, exposure, Path(call.data_root))
-        for name, identity in call.calibrations.items()
-    }
-    return run_stage(
-        stage, frame, exposure, call.config,
-        calibrations=calibrations, external=providers(call.external),
-    )  # fmt: skip
+def _hhmm(when: datetime | None) -> str:
+    return "?" if when is None else when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def run_one(stage: Stage, frame: Le1Frame | None, exposure: ExposureInfo, settings: Any):
-    """Run one stage on one frame as the runner would (tests, benchmarks, notebooks): its
-    products written into the exposure's folder, metrics checked and rolled up."""
-    return execute_call(stage, stage_call(stage, settings), frame, exposure)
+# -- running --------------------------------------------------------------------------------
 
 
-def _header_blocker(frame: Le1Frame, stage: Stage) -> str | None:
-    """Why `stage` cannot run on this frame's header ("EXPTIME = 'abc' is not a number
-    (primary header): needed by events"), or None."""
-    try:
-        unusable = frame.primary.blocking_problem(stage.header_keywords)
-    except KeyError as exc:
-        return f"stage {stage.name} declares an unknown header keyword: {exc}"
-    return None if unusable is None else f"{unusable.describe()}: needed by {stage.name}"
+@dataclass(frozen=True)
+class CalibrationTask:
+    """Bring the calibrations built from many exposures up to date (a task, claimed)."""
+
+    settings: Any
+    database_url: str
+    token: str
 
 
-def _failed(task: Task, call: StageCall, error: str, started: datetime, dt: float) -> StageOutcome:
-    return StageOutcome(
-        task.exposure.exposure_id, task.exposure.name, call, "failed", error, started, dt
+@dataclass
+class CalibrationReport:
+    notes: list[str]
+    had_xray_baseline: bool
+
+
+def update_calibrations(task: CalibrationTask) -> CalibrationReport:
+    """The hot-pixel map, the relative gains and the X-ray baseline, under the claim
+    'calibrations' (a run that finds another run making them waits for it)."""
+    from viskom.pipeline.calibration import (
+        update_hot_pixel_map,
+        update_relative_gains,
+        update_xray_baseline,
+        xray_baseline_path,
     )
 
-
-def record(store: Store, outcome: StageOutcome) -> None:
-    """Write what one stage did (provenance row, metrics, quality outcomes) in one
-    transaction."""
-    run = StageRun(
-        exposure_id=outcome.exposure_id,
-        stage=outcome.call.stage,
-        stage_version=outcome.call.version,
-        config_hash=outcome.call.config_hash,
-        software_version=__version__,
-        status=outcome.status,
-        error=outcome.error,
-        started_at=outcome.started_at,
-        duration_s=outcome.duration_s,
-    )
-    done = outcome.status in DONE_STATUSES
-    store.record_stage_run(
-        run,
-        outcome.metrics if done else (),
-        [(o.code, o.unit, o.message) for o in outcome.outcomes] if done else (),
-        outcome.products,
-    )
+    settings = settings_of_worker(task.settings)
+    store = worker_store(task.database_url)
+    run = settings.run
+    with holding(
+        store, "calibrations", "calibrations", task.token,
+        lease_s=run.lease_s, wait_s=run.claim_wait_s,
+    ) as got:  # fmt: skip
+        had = xray_baseline_path(settings.products_path).exists()
+        if not got:
+            return CalibrationReport(["calibrations: another run is updating them"], had)
+        notes = [
+            update_hot_pixel_map(store, settings)[1],
+            update_relative_gains(store, settings)[1],
+            update_xray_baseline(store, settings)[1],
+        ]
+    return CalibrationReport(notes, had)
 
 
 def run_pipeline(
@@ -331,90 +331,149 @@ def run_pipeline(
     stages: Iterable[Stage] = STAGES,
     workers: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunSummary:
     """Execute all pending work; never stops on a stage's or a worker's failure.
 
     Calibrations built from many exposures are brought up to date first (hot-pixel map,
-    relative gains, X-ray baseline). When the run itself gives the store its first X-ray
-    baseline, the events stage of the exposures measured without one runs once more, so that
-    their net X-ray counts exist (a new baseline later does not re-measure the past).
+    relative gains, X-ray baseline), as a task. When the run itself gives the store its first
+    X-ray baseline, the events stage of the exposures measured without one runs once more, so
+    that their net X-ray counts exist (a new baseline later does not re-measure the past).
     """
     t0 = time.perf_counter()
-    from viskom.pipeline.calibration import (
-        update_hot_pixel_map,
-        update_relative_gains,
-        update_xray_baseline,
-    )
-
     stages = tuple(stages)
-    _map, hot_note = update_hot_pixel_map(store, settings)
-    _gains, gains_note = update_relative_gains(store, settings)
-    baseline_before, xray_note = update_xray_baseline(store, settings)
+    share_store(store, store.url)
+    cleanup_notes: list[str] = []
+    _clean_up_after_crashes(store, settings, cleanup_notes)
+    cal_task = CalibrationTask(settings, store.url, new_token())
+    (_, cal), *_ = list(executor.map_unordered(update_calibrations, [cal_task]))
+    if isinstance(cal, BaseException):
+        notes, had_baseline = [f"calibrations failed: {describe_failure(cal)[1]}"], True
+    else:
+        notes, had_baseline = cal.notes, cal.had_xray_baseline
     if not getattr(executor, "nested_pools", True):
         workers = 1  # e.g. Dask's daemonic workers: no quadrant processes inside a task
     tasks, skipped, blocked = plan(
-        store,
-        settings,
-        stages=stages,
-        force=force,
-        retry_failed=retry_failed,
-        exposures=exposures,
-        workers=workers,
-    )
-    summary = RunSummary(
-        exposures=len(tasks),
-        skipped=skipped,
-        blocked=blocked,
-        notes=[hot_note, gains_note, xray_note],
-    )
-    _execute(store, executor, tasks, summary, progress)
-    if baseline_before is None:
+        store, settings, stages=stages, force=force, retry_failed=retry_failed,
+        exposures=exposures, workers=workers,
+    )  # fmt: skip
+    notes = cleanup_notes + notes
+    summary = RunSummary(exposures=len(tasks), skipped=skipped, blocked=blocked, notes=notes)
+    _execute(store, settings, executor, tasks, summary, progress, should_stop)
+    if not had_baseline:
         _rerun_events_with_new_baseline(store, settings, executor, stages, summary, workers)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
+def _clean_up_after_crashes(store: Store, settings: Any, notes: list[str]) -> None:
+    """Remove the temporary files that killed writers left under the data root: those older
+    than every live claim (and than one lease, for writers that hold none)."""
+    from viskom.store.atomic import remove_stale_temporaries
+
+    now = store.now()
+    oldest = store.oldest_live_claim()
+    cutoff = now.timestamp() - float(settings.run.lease_s)
+    if oldest is not None:
+        cutoff = min(cutoff, oldest.timestamp())
+    removed = remove_stale_temporaries(settings.data_path, cutoff)
+    if removed:
+        notes.append(f"removed {removed} temporary file(s) left by a killed run")
+
+
+def _tally(summary: RunSummary, report: TaskReport) -> None:
+    summary.left += len(report.left)
+    for outcome in report.outcomes:
+        if outcome.status in DONE_STATUSES:
+            if outcome.status == "ok":
+                summary.stages_ok += 1
+            else:
+                summary.stages_empty += 1
+            summary.outcomes.extend(
+                (outcome.exposure_name, outcome.call.stage, o) for o in outcome.outcomes
+            )
+            if outcome.date_obs:
+                summary.months.add(outcome.date_obs[:7])
+        else:
+            summary.stages_failed += 1
+            summary.failures.append(
+                (outcome.exposure_name, outcome.call.stage, outcome.error or "")
+            )
+
+
 def _execute(
     store: Store,
+    settings: Any,
     executor: Executor,
     tasks: Sequence[Task],
     summary: RunSummary,
     progress: Callable[[int, int, str], None] | None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Run tasks on the executor and record every stage outcome into the store and summary."""
-    for done, (task, result) in enumerate(executor.map_unordered(execute_task, tasks), start=1):
+    """Run tasks on the executor and tally what they did. A task lost with its worker is
+    handed out once more (same claims); lost again, its stages are recorded as failed
+    (transient: a later run tries again)."""
+
+    def handed_out() -> Iterable[Task]:
+        for task in tasks:
+            if should_stop is not None and should_stop():
+                summary.notes.append("stopped on request: the rest is left for the next run")
+                return
+            yield task
+
+    lost: list[tuple[Task, BaseException]] = []
+    results = executor.map_unordered(execute_task, handed_out())
+    for done, (task, result) in enumerate(results, start=1):
         if isinstance(result, BaseException):
-            now = datetime.now(UTC)
-            msg = f"worker error: {result}"
-            result = [_failed(task, call, msg, now, 0.0) for call in task.calls]
-        for outcome in result:
-            try:
-                record(store, outcome)
-            except Exception as exc:  # e.g. a metric clash: this stage failed, the run goes on
-                outcome.status, outcome.error = "failed", f"could not record results: {exc}"
-                outcome.metrics, outcome.outcomes, outcome.products = [], [], []
-                record(store, outcome)
-            if outcome.status not in DONE_STATUSES:
-                # whatever failed (the frame, a needed stage, the header, the stage, the
-                # worker, the record): no file of an older or half run stays behind
-                remove_products(get_stage(outcome.call.stage), task.exposure)
-            if outcome.status in DONE_STATUSES:
-                if outcome.status == "ok":
-                    summary.stages_ok += 1
-                else:
-                    summary.stages_empty += 1
-                summary.outcomes.extend(
-                    (outcome.exposure_name, outcome.call.stage, o) for o in outcome.outcomes
-                )
-                if task.exposure.date_obs:
-                    summary.months.add(task.exposure.date_obs[:7])
-            else:
-                summary.stages_failed += 1
-                summary.failures.append(
-                    (outcome.exposure_name, outcome.call.stage, outcome.error or "")
-                )
+            log.warning("task of %s lost: %s", task.exposure_name, result)
+            lost.append((task, result))
+        else:
+            _tally(summary, result)
         if progress:
-            progress(done, len(tasks), task.exposure.name)
+            progress(done, len(tasks), task.exposure_name)
+    if not lost:
+        return
+    summary.notes.append(f"{len(lost)} exposure task(s) lost with a worker, handed out again")
+    for task, result in executor.map_unordered(execute_task, [t for t, _ in lost]):
+        if isinstance(result, BaseException):
+            _record_lost(store, settings, task, result, summary)
+        else:
+            _tally(summary, result)
+
+
+def _record_lost(
+    store: Store, settings: Any, task: Task, error: BaseException, summary: RunSummary
+) -> None:
+    """Record the stages of a twice-lost task that nobody recorded since it was planned."""
+    cls, reason = describe_failure(error)
+    exp = store.exposure_by_id(task.exposure_id)
+    if exp is None:
+        return
+    calls = calls_of_task(task, settings)
+    requests = [ClaimRequest(exposure_key(exp.id, n), n, exp.id) for n in task.stages]
+    try:
+        granted = store.claim(
+            requests, task.token, lease_s=settings.run.lease_s, done_after=task.planned_at
+        )
+    except Exception as exc:  # the database is gone too: the leases run out, a later run
+        log.error("could not record the lost task of %s: %s", task.exposure_name, exc)
+        summary.failures.append((task.exposure_name, "-", short_reason(str(exc))))
+        return
+    info = exposure_info(exp, settings)
+    report = TaskReport()
+    try:
+        for key in granted:
+            name = key.rsplit(":", 1)[1]
+            now = datetime.now(UTC)
+            outcome = StageOutcome(
+                exp.id, exp.name, calls[name], "failed", f"worker error: {reason}", now, 0.0,
+                failure_class=cls, date_obs=info.date_obs,
+            )  # fmt: skip
+            record_outcome(store, outcome, info, settings, raw_checksum=exp.checksum)
+            report.outcomes.append(outcome)
+    finally:
+        store.release_claims(task.token)
+    _tally(summary, report)
 
 
 def _rerun_events_with_new_baseline(
@@ -443,16 +502,11 @@ def _rerun_events_with_new_baseline(
     if path is None:
         return
     tasks, _skipped, _blocked = plan(
-        store,
-        settings,
-        stages=tuple(stages),
-        force=True,
-        exposures=waiting,
-        workers=workers,
-        only=("events",),
-    )
+        store, settings, stages=tuple(stages), force=True, exposures=waiting,
+        workers=workers, only=("events",),
+    )  # fmt: skip
     again = RunSummary()
-    _execute(store, executor, tasks, again, None)
+    _execute(store, settings, executor, tasks, again, None)
     redone = set(waiting)
     summary.outcomes = [
         (e, stage, o) for e, stage, o in summary.outcomes if not (stage == "events" and e in redone)

@@ -8,6 +8,7 @@ months it measured anew, and records every product file in the products table.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from viskom.pipeline.executors import Executor, make_executor
+from viskom.pipeline.failures import describe_failure, short_reason
+from viskom.pipeline.leases import holding, new_token, settings_of_worker, worker_store
 from viskom.pipeline.register import sha256_of
 from viskom.pipeline.runner import RunSummary, run_pipeline
 from viskom.pipeline.stage_io import WrittenProduct
@@ -24,6 +27,8 @@ _MONTH = re.compile(r"(\d{4}-\d{2})")
 _DATE = re.compile(r"\d{4}-\d{2}(?:-\d{2})?")  # a month or a day in a file name
 _SEPARATORS = re.compile(r"[_-]{2,}")
 PERIOD_STAGE = "period"
+PERIOD_CLAIM = "period"  # one claim: the month products and the all-time trends together
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,9 +48,10 @@ class PendingRun:
     periods: PeriodProducts
 
 
-def open_store(settings: Any) -> Store:
-    """The settings' database (Store creates a SQLite file's folder), migrated to the head."""
-    return Store(settings.db_url)
+def open_store(settings: Any, *, read_only: bool = False) -> Store:
+    """The settings' database (Store creates a SQLite file's folder), migrated to the head;
+    `read_only`: opened only to read, nothing created or migrated."""
+    return Store(settings.db_url, read_only=read_only)
 
 
 def run_pending(
@@ -58,13 +64,17 @@ def run_pending(
     exposures: Sequence[str] | None = None,
     workers: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PendingRun:
     """Measure everything pending, then the period products of the months measured anew.
 
     The executor defaults to the settings' (`executor`, `workers`); the store to the
     settings' database. A failing period product never undoes the run's measurements.
+    `should_stop` (e.g. a signal flag of `viskom watch`) is asked before each exposure is
+    handed out: once it says yes, work in flight finishes and nothing new starts.
     """
     n_workers = workers or settings.workers
+    own_executor = executor is None
     executor = executor or make_executor(settings.executor, n_workers, settings.scheduler)
     own = store is None
     store = store or open_store(settings)
@@ -72,11 +82,21 @@ def run_pending(
         summary = run_pipeline(
             store, settings, executor, force=force, retry_failed=retry_failed,
             exposures=exposures, workers=n_workers, progress=progress,
+            should_stop=should_stop,
         )  # fmt: skip
-        periods = run_period_products(settings, summary.months, store=store)
+        periods = PeriodProducts(months=sorted(summary.months))
+        if summary.months:
+            order = PeriodTask(settings, store.url, tuple(sorted(summary.months)))
+            (_, got), *_ = list(executor.map_unordered(period_task, [order]))
+            if isinstance(got, BaseException):
+                periods.error = describe_failure(got)[1]
+            else:
+                periods = got
     finally:
         if own:
             store.close()
+        if own_executor:
+            executor.close()
     return PendingRun(summary, periods)
 
 
@@ -93,16 +113,41 @@ def run_period_products(
         return result
     own = store is None
     store = store or open_store(settings)
+    run = settings.run
     try:
-        try:
-            result.paths = list(update_month_products(store, settings, months))
-            record_period_files(store, settings, result.paths)
-        except Exception as exc:  # reported, never fatal for the run's measurements
-            result.error = f"{type(exc).__name__}: {exc}"
+        # one run at a time rewrites them; another waits, then rewrites with its own months
+        with holding(
+            store, PERIOD_CLAIM, PERIOD_STAGE, new_token(),
+            lease_s=run.lease_s, wait_s=run.claim_wait_s,
+        ) as got:  # fmt: skip
+            if not got:
+                result.error = "another run kept the period products busy; left for later"
+                return result
+            try:
+                result.paths = list(update_month_products(store, settings, months))
+                record_period_files(store, settings, result.paths)
+            except Exception as exc:  # reported, never fatal for the run's measurements
+                result.error = short_reason(f"{type(exc).__name__}: {exc}")
+                log.warning("period products failed", exc_info=exc)
     finally:
         if own:
             store.close()
     return result
+
+
+@dataclass(frozen=True)
+class PeriodTask:
+    """The period products of some months, as a task for any worker."""
+
+    settings: Any
+    database_url: str
+    months: tuple[str, ...]
+
+
+def period_task(task: PeriodTask) -> PeriodProducts:
+    """Run `run_period_products` where the executor puts it (its own store connection)."""
+    settings = settings_of_worker(task.settings)
+    return run_period_products(settings, task.months, store=worker_store(task.database_url))
 
 
 def record_period_files(store: Store, settings: Any, paths: Iterable[Path]) -> None:

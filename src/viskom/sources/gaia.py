@@ -74,6 +74,8 @@ _T = TypeVar("_T")
 class GaiaUnavailable(RuntimeError):  # noqa: N818 (name asked for by the callers)
     """The cache cannot serve a cone and the services cannot (or may not) fill it; says why."""
 
+    transient = True  # the runner's failure class: later runs retry it, with backoff
+
 
 class _ServiceError(Exception):
     """A service gave no usable answer (after its retries), or may not be called any more."""

@@ -37,6 +37,8 @@ class GoesDataMissingError(RuntimeError):
     """GOES has no usable XRS data for the exposure and the archive did not say it has none
     (unreachable, offline without the day, a file that cannot be read): retry later."""
 
+    transient = True  # the runner's failure class: later runs retry it, with backoff
+
 
 class SpaceWeather(Stage):
     """GOES XRS and proton fluxes over the exposure, and the +-12 h GOES panel."""

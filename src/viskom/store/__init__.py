@@ -4,6 +4,7 @@ Other modules use only :class:`Store` and the record dataclasses re-exported her
 """
 
 from .database import Store
+from .engine import StoreError
 from .records import (
     DONE_STATUSES,
     EXPOSURE_STATES,
@@ -29,4 +30,5 @@ __all__ = [
     "ProductRecord",
     "StageRun",
     "Store",
+    "StoreError",
 ]

@@ -51,3 +51,26 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write `text` (UTF-8) to `path` atomically; returns the path."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def stale_temporaries(root: str | os.PathLike[str], before: float) -> list[Path]:
+    """Temporary files of `atomic_path` under `root` last written before `before` (a Unix
+    time): what a killed writer left behind."""
+    found = []
+    for path in Path(root).rglob(".*.tmp*"):
+        try:
+            if path.is_file() and ".tmp" in path.name and path.stat().st_mtime < before:
+                found.append(path)
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def remove_stale_temporaries(root: str | os.PathLike[str], before: float) -> int:
+    """Remove `stale_temporaries(root, before)`; returns how many went."""
+    removed = 0
+    for path in stale_temporaries(root, before):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed

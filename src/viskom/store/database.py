@@ -8,8 +8,8 @@ writers queue on the busy timeout instead of failing with "database is locked".
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -17,20 +17,27 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import (
     ColumnElement,
     Select,
-    create_engine,
     delete,
-    event,
     insert,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrate
-from .models import ExposureRow, MetricRow, ProductRow, QualityOutcomeRow, StageRunRow
+from .claims import ClaimQueries
+from .engine import WRITE_OPTION, can_write, check_revision, make_engine
+from .models import (
+    ExposureRow,
+    MetricRow,
+    ProductRow,
+    QualityOutcomeRow,
+    StageRunHistoryRow,
+    StageRunRow,
+)
 from .records import (
     DONE_STATUSES,
     Exposure,
@@ -39,6 +46,7 @@ from .records import (
     StageRun,
     as_utc,
     clean_float,
+    clean_json,
     clean_record,
     validate_run,
 )
@@ -49,13 +57,10 @@ from .rows import to_run as _to_run
 
 log = logging.getLogger(__name__)
 
-#: How long a SQLite connection waits for another writer before giving up.
-SQLITE_BUSY_TIMEOUT_S = 60.0
 #: Key of the PostgreSQL advisory lock serialising concurrent migrations.
 _PG_MIGRATION_LOCK = 0x76_69_73_6B_6F_6D  # "viskom"
 #: Largest number of ids bound in one IN (...) list.
 _CHUNK = 500
-_WRITE_OPTION = "viskom_write"
 _S = TypeVar("_S", bound=Select[Any])
 
 
@@ -81,39 +86,6 @@ def _bounded(value: Any, length: int, what: str) -> str:
     return text
 
 
-def _prepare_sqlite_path(url: URL) -> None:
-    """Create the folder of a file-based SQLite database."""
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    if url.query.get("mode") == "memory":
-        return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-
-def _install_sqlite_hooks(engine: Engine) -> None:
-    """Foreign keys, WAL, busy timeout, and SQLAlchemy-controlled BEGIN on SQLite."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy emit BEGIN itself (see _on_begin): pysqlite's legacy implicit
-        # transactions do not cover SELECT or DDL statements.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
 def _product_row(
     product: Any, stage: str, now: datetime, *, exposure_id: int | None = None,
     period: str | None = None,
@@ -133,35 +105,43 @@ def _product_row(
     }
 
 
-class Store(ReportQueries):
+class Store(ReportQueries, ClaimQueries):
     """Database of exposures, stage runs and metrics; migrates the schema when opened.
 
     ``database_url`` is a SQLAlchemy URL, e.g. ``sqlite:///viskom.db`` (the folder is created)
     or ``postgresql+psycopg://user@host/db``. Datetimes go in and come out as aware UTC.
     """
 
-    def __init__(self, database_url: str, *, echo: bool = False) -> None:
-        """Connect to ``database_url`` and upgrade the schema to the newest revision."""
+    def __init__(self, database_url: str, *, echo: bool = False, read_only: bool = False) -> None:
+        """Connect to ``database_url`` and upgrade the schema to the newest revision; with
+        `read_only`, only read (nothing is created or migrated: StoreError if the database
+        is missing or older than this viskom)."""
         url = make_url(database_url)
         self._url = url
         self._dialect = url.get_backend_name()
-        kwargs: dict[str, Any] = {}
-        if self._dialect == "sqlite":
-            _prepare_sqlite_path(url)
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
-        else:
-            kwargs["pool_pre_ping"] = True
-        self._engine = create_engine(url, echo=echo, **kwargs)
-        if self._dialect == "sqlite":
-            _install_sqlite_hooks(self._engine)
-        self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
+        self._read_only = read_only
+        self._engine = make_engine(url, echo=echo, read_only=read_only)
+        self._write_engine = self._engine.execution_options(**{WRITE_OPTION: True})
         self._reader = sessionmaker(self._engine, expire_on_commit=False)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         try:
-            self.upgrade()
+            if read_only:
+                check_revision(self._engine, url)
+            else:
+                self.upgrade()
         except BaseException:
             self._engine.dispose()
             raise
+
+    @property
+    def read_only(self) -> bool:
+        """Opened to read only (`viskom status`)."""
+        return self._read_only
+
+    def writable(self) -> bool:
+        """Whether this process could write to the store (a read-only folder, file or role
+        cannot)."""
+        return can_write(self._engine, self._url)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -174,6 +154,11 @@ class Store(ReportQueries):
     def dialect(self) -> str:
         """Backend name: ``'sqlite'`` or ``'postgresql'``."""
         return self._dialect
+
+    @property
+    def url(self) -> str:
+        """The database URL, password included (for workers to connect; never print it)."""
+        return self._url.render_as_string(hide_password=False)
 
     def __repr__(self) -> str:
         return f"Store({self._url.render_as_string(hide_password=True)!r})"
@@ -284,6 +269,12 @@ class Store(ReportQueries):
             row = session.scalar(select(ExposureRow).where(ExposureRow.name == name))
             return None if row is None else _to_exposure(row)
 
+    def exposure_by_id(self, exposure_id: int) -> Exposure | None:
+        """The exposure with database id `exposure_id`, or None."""
+        with self._reader() as session, session.begin():
+            row = session.get(ExposureRow, int(exposure_id))
+            return None if row is None else _to_exposure(row)
+
     def list_exposures(
         self,
         *,
@@ -333,6 +324,8 @@ class Store(ReportQueries):
         metrics: Iterable[tuple[str, str, float | None]] = (),
         outcomes: Iterable[tuple[str, str, str]] = (),
         products: Iterable[Any] = (),
+        *,
+        retry_backoff: Callable[[int], float] | None = None,
     ) -> None:
         """Store a stage's run, its (unit, metric, value) rows, its quality outcomes
         (code, unit, message) and its product files (objects with kind, path, size_bytes,
@@ -343,7 +336,9 @@ class Store(ReportQueries):
         bulk-inserted (NaN/inf become NULL); ``outcomes`` are inserted whatever the status.
         A (unit, metric) pair may appear only once per exposure across stages. The stage's
         product rows of the exposure are replaced by ``products`` whatever the status (a
-        failed run removed its old files).
+        failed run removed its old files). Every call also adds a row to the run history. A
+        failed run counts its consecutive `attempts`; a transient one may be retried
+        `retry_backoff(attempts)` seconds after it finished (`retry_after`).
         """
         validate_run(run)
         exposure_id = int(run.exposure_id)
@@ -387,11 +382,36 @@ class Store(ReportQueries):
             "error": run.error,
             "started_at": now if run.started_at is None else as_utc(run.started_at),
             "duration_s": clean_float(run.duration_s),
+            "config": clean_json(run.config),
+            "calibrations": clean_json(run.calibrations),
+            "raw_checksum": run.raw_checksum,
+            "host": None if run.host is None else str(run.host)[:255],
+            "failure_class": run.failure_class if run.status == "failed" else None,
+            "finished_at": now if run.finished_at is None else as_utc(run.finished_at),
         }
         try:
             with self._writer() as session, session.begin():
                 if session.get(ExposureRow, exposure_id) is None:
                     raise LookupError(f"no exposure with id {exposure_id}")
+                session.execute(
+                    insert(StageRunHistoryRow.__table__).values(**run_values, pid=run.pid)
+                )
+                attempts = None
+                if run.status == "failed":
+                    before = session.scalar(
+                        select(StageRunRow).where(
+                            StageRunRow.exposure_id == exposure_id, StageRunRow.stage == run.stage
+                        )
+                    )
+                    failed_before = before is not None and before.status == "failed"
+                    earlier = (before.attempts or 1) if failed_before else 0
+                    attempts = earlier + 1
+                retry_after = None
+                if run.failure_class == "transient" and attempts and retry_backoff is not None:
+                    wait = float(retry_backoff(attempts))
+                    retry_after = run_values["finished_at"] + timedelta(seconds=wait)
+                run_values["attempts"] = attempts
+                run_values["retry_after"] = retry_after
                 self._upsert_run(session, run_values)
                 session.execute(
                     delete(MetricRow).where(

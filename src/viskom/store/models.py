@@ -123,6 +123,61 @@ class StageRunRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     duration_s: Mapped[float | None] = mapped_column(Float)
+    config: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+    calibrations: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+    raw_checksum: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    failure_class: Mapped[str | None] = mapped_column(String(16))
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    retry_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StageRunHistoryRow(Base):
+    """Every run of a stage on an exposure, with its full provenance; never overwritten."""
+
+    __tablename__ = "stage_run_history"
+    __table_args__ = (Index("ix_stage_run_history_exposure_stage", "exposure_id", "stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exposure_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("exposures.id", ondelete="CASCADE")
+    )
+    stage: Mapped[str] = mapped_column(String(64))
+    stage_version: Mapped[str] = mapped_column(String(32))
+    config_hash: Mapped[str] = mapped_column(String(64))
+    software_version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    config: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+    calibrations: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+    raw_checksum: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    failure_class: Mapped[str | None] = mapped_column(String(16))
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pid: Mapped[int | None] = mapped_column(Integer)
+
+
+class ClaimRow(Base):
+    """A work unit ('exposure:ID:STAGE', 'period:2024-07', 'calibrations') and who holds it:
+    `owner` (one task of one run) until `expires_at`, which its heartbeat moves on; NULL
+    owner: free."""
+
+    __tablename__ = "claims"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    exposure_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("exposures.id", ondelete="CASCADE")
+    )
+    stage: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class MetricRow(Base):

@@ -17,6 +17,9 @@ EXPOSURE_STATES: frozenset[str] = frozenset({"registered", "invalid"})
 #: ok: measured; empty: ran and measured nothing, the reason kept as quality outcomes (done,
 #: like ok, for planning); failed: an error, retried on request.
 RUN_STATUSES: frozenset[str] = frozenset({"ok", "empty", "failed"})
+#: Failure classes: transient (a service, the network, a full disk: later runs retry with
+#: backoff) or permanent (a bad file or header: not retried until the input or stage changes).
+FAILURE_CLASSES: frozenset[str] = frozenset({"transient", "permanent"})
 #: Statuses after which a stage counts as done: not re-run, and its dependants may run.
 DONE_STATUSES: frozenset[str] = frozenset({"ok", "empty"})
 
@@ -97,6 +100,18 @@ class StageRun:
     error: str | None = None
     started_at: datetime | None = None
     duration_s: float | None = None
+    #: The stage's own configuration, the upstream stages' (version, hash) and the
+    #: calibrations' identities it ran with (what `config_hash` is the hash of).
+    config: dict[str, Any] | None = None
+    calibrations: dict[str, Any] | None = None
+    raw_checksum: str | None = None  # SHA-256 of the raw file it measured
+    host: str | None = None
+    pid: int | None = None
+    #: failed runs: 'transient' (retried by later runs, with backoff) or 'permanent'
+    failure_class: str | None = None
+    finished_at: datetime | None = None
+    attempts: int | None = None  # consecutive failed runs (set by the store)
+    retry_after: datetime | None = None  # transient failures: not retried before this
 
 
 @dataclass(frozen=True)
@@ -242,3 +257,8 @@ def validate_run(run: StageRun) -> None:
         raise ValueError("stage name must not be empty")
     if run.status not in RUN_STATUSES:
         raise ValueError(f"status must be one of {sorted(RUN_STATUSES)}, got {run.status!r}")
+    if run.failure_class is not None and run.failure_class not in FAILURE_CLASSES:
+        raise ValueError(
+            f"failure_class must be None or one of {sorted(FAILURE_CLASSES)}, "
+            f"got {run.failure_class!r}"
+        )

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Date, cast, func, select
 
-from .models import ExposureRow, ProductRow, QualityOutcomeRow, StageRunRow
+from .models import ExposureRow, ProductRow, QualityOutcomeRow, StageRunHistoryRow, StageRunRow
 from .records import Exposure, OutcomeRecord, ProductRecord, StageRun
 from .rows import as_list as _as_list
 from .rows import to_exposure as _to_exposure
@@ -70,6 +70,15 @@ class ReportQueries:
         )
         with self._reader() as session, session.begin():
             return [(name, _to_run(row)) for name, row in session.execute(stmt)]
+
+    def stage_run_history(self, exposure_id: int, stage: str | None = None) -> list[StageRun]:
+        """Every recorded run of an exposure's stages (or of one stage), oldest first."""
+        stmt = select(StageRunHistoryRow).where(StageRunHistoryRow.exposure_id == exposure_id)
+        if stage is not None:
+            stmt = stmt.where(StageRunHistoryRow.stage == stage)
+        stmt = stmt.order_by(StageRunHistoryRow.id)
+        with self._reader() as session, session.begin():
+            return [_to_run(row) for row in session.scalars(stmt)]
 
     def exposures_with_header_warnings(self) -> list[Exposure]:
         """Exposures whose registration found unusable header values, by date_obs, name."""

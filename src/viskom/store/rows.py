@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .models import ExposureRow, StageRunRow
+from .models import ExposureRow, StageRunHistoryRow, StageRunRow
 from .records import RECORD_FIELDS, Exposure, StageRun
 
 
@@ -22,7 +22,7 @@ def to_exposure(row: ExposureRow) -> Exposure:
     )
 
 
-def to_run(row: StageRunRow) -> StageRun:
+def to_run(row: StageRunRow | StageRunHistoryRow) -> StageRun:
     return StageRun(
         exposure_id=row.exposure_id,
         stage=row.stage,
@@ -33,4 +33,13 @@ def to_run(row: StageRunRow) -> StageRun:
         error=row.error,
         started_at=row.started_at,
         duration_s=row.duration_s,
+        config=row.config,
+        calibrations=row.calibrations,
+        raw_checksum=row.raw_checksum,
+        host=row.host,
+        pid=getattr(row, "pid", None),
+        failure_class=row.failure_class,
+        finished_at=row.finished_at,
+        attempts=getattr(row, "attempts", None),
+        retry_after=getattr(row, "retry_after", None),
     )

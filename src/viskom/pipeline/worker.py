@@ -1,0 +1,267 @@
+"""What a worker does with a task: claim its units, run its stages on the frame, record
+each outcome with its full provenance, release the claims.
+
+Everything here runs where the task runs (a pool process, a Dask worker, or the run's own
+process): the worker opens its own store from the database URL, reads the exposure from it
+and its paths from the settings, so a task carries no connection and no file path. Each
+stage's failure is captured, classified (transient or permanent, `pipeline.failures`) and
+recorded as one short reason; the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from viskom import __version__
+from viskom.le1.frame import Le1Frame
+from viskom.pipeline.failures import PERMANENT, describe_failure, failure_class, short_reason
+from viskom.pipeline.leases import LeaseKeeper, settings_of_worker, worker_store
+from viskom.pipeline.resources import load_calibration, providers
+from viskom.pipeline.stage_io import remove_products, run_stage
+from viskom.pipeline.work import (
+    StageCall,
+    StageOutcome,
+    Task,
+    TaskReport,
+    exposure_info,
+    stage_call,
+    stage_calls,
+)
+from viskom.stages import STAGES, ExposureInfo, Stage, StageResult, get_stage
+from viskom.store import DONE_STATUSES, StageRun, Store
+from viskom.store.claims import ClaimRequest, exposure_key, host_name
+
+log = logging.getLogger(__name__)
+
+
+def execute_task(task: Task) -> TaskReport:
+    """Claim, run and record a task's stages on its exposure (in a worker). Units another
+    run holds, or did since the task was planned, are left (`TaskReport.left`)."""
+    settings = settings_of_worker(task.settings)
+    store = worker_store(task.database_url or settings.db_url)
+    exp = store.exposure_by_id(task.exposure_id)
+    report = TaskReport()
+    if exp is None:  # forgotten meanwhile (its file changed): the next plan decides
+        report.left = list(task.stages)
+        return report
+    calls = calls_of_task(task, settings)
+    lease_s = float(settings.run.lease_s)
+    requests = [ClaimRequest(exposure_key(exp.id, name), name, exp.id) for name in task.stages]
+    granted = set(store.claim(requests, task.token, lease_s=lease_s, done_after=task.planned_at))
+    mine = _runnable(store, task, exp.id, granted)
+    report.left = [name for name in task.stages if name not in mine]
+    dropped = [exposure_key(exp.id, n) for n in report.left if exposure_key(exp.id, n) in granted]
+    if dropped:
+        store.release_claims(task.token, dropped)
+    if not mine:
+        return report
+    info = exposure_info(exp, settings, task.quadrant_workers)
+    try:
+        with LeaseKeeper(store, task.token, lease_s):
+            for outcome in run_calls(info, [calls[name] for name in mine]):
+                outcome.date_obs = info.date_obs
+                record_outcome(store, outcome, info, settings, raw_checksum=exp.checksum)
+                store.release_claims(task.token, [exposure_key(exp.id, outcome.call.stage)])
+                outcome.metrics = []  # recorded; not sent back
+                report.outcomes.append(outcome)
+    finally:
+        store.release_claims(task.token)
+    return report
+
+
+def calls_of_task(task: Task, settings: Any) -> dict[str, StageCall]:
+    """The calls of the task's pipeline under the worker's settings."""
+    names = task.pipeline or tuple(s.name for s in STAGES)
+    return stage_calls(settings, [get_stage(n) for n in names])
+
+
+def _runnable(store: Store, task: Task, exposure_id: int, granted: set[str]) -> list[str]:
+    """The granted stages whose needed stages are either run first in this task, or were
+    done by another run meanwhile; a needed stage another run holds now holds them back."""
+    runs = None
+    mine: list[str] = []
+    for name in task.stages:
+        if exposure_key(exposure_id, name) not in granted:
+            continue
+        ok = True
+        for need in get_stage(name).needs:
+            if need in mine or need not in task.stages:
+                continue
+            if runs is None:
+                runs = store.stage_runs([exposure_id])
+            run = runs.get((exposure_id, need))
+            done_meanwhile = (
+                run is not None
+                and run.status in DONE_STATUSES
+                and run.finished_at is not None
+                and run.finished_at > task.planned_at
+            )
+            if not done_meanwhile:
+                ok = False
+                break
+        if ok:
+            mine.append(name)
+    return mine
+
+
+def run_calls(exposure: ExposureInfo, calls: Sequence[StageCall]) -> Iterator[StageOutcome]:
+    """Run `calls` on the exposure's frame (opened once), yielding each stage's outcome as it
+    finishes; a stage whose needed stage failed fails too, with the same failure class."""
+    frame = None
+    open_error: tuple[str, str] | None = None
+    try:
+        frame = Le1Frame(exposure.path)
+    except Exception as exc:
+        cls, reason = describe_failure(exc)
+        open_error = (cls, f"cannot open frame: {reason}")
+        log.warning("%s: cannot open frame: %s", exposure.name, exc)
+    failed: dict[str, str] = {}
+    try:
+        for call in calls:
+            started = datetime.now(UTC)
+            t0 = time.perf_counter()
+            stage = get_stage(call.stage)
+            broken = [name for name in stage.needs if name in failed]
+            if open_error is not None:
+                cls, why = open_error
+            elif broken:
+                cls = failed[broken[0]]
+                why = f"needs {', '.join(broken)}, which failed"
+            else:
+                cls, why = PERMANENT, _header_blocker(frame, stage)  # type: ignore[arg-type]
+            if open_error is not None or broken or why is not None:
+                failed[call.stage] = cls
+                yield _failed(exposure, call, str(why), started, 0.0, cls)
+                continue
+            try:
+                result = execute_call(stage, call, frame, exposure)
+            except Exception as exc:
+                tb = traceback.extract_tb(exc.__traceback__)
+                where = f"{tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
+                cls, why = describe_failure(exc, where)
+                log.warning("%s %s failed (%s)", exposure.name, call.stage, cls, exc_info=exc)
+                failed[call.stage] = cls
+                yield _failed(exposure, call, why, started, time.perf_counter() - t0, cls)
+                continue
+            yield StageOutcome(
+                exposure.exposure_id,
+                exposure.name,
+                call,
+                result.status,
+                None,
+                started,
+                time.perf_counter() - t0,
+                [(u, m, float(v)) for u, m, v in result.metrics],
+                list(result.outcomes),
+                list(result.written),
+            )
+    finally:
+        if frame is not None:
+            frame.close()
+
+
+def execute_call(
+    stage: Stage, call: StageCall, frame: Le1Frame | None, exposure: ExposureInfo
+) -> StageResult:
+    """One stage on one opened frame: its calibrations loaded, its external inputs' clients
+    built, then `stage_io.run_stage` (inputs in, checks, roll-up, products written)."""
+    calibrations = {
+        name: load_calibration(name, identity, exposure, Path(call.data_root))
+        for name, identity in call.calibrations.items()
+    }
+    return run_stage(
+        stage, frame, exposure, call.config,
+        calibrations=calibrations, external=providers(call.external),
+    )  # fmt: skip
+
+
+def run_one(stage: Stage, frame: Le1Frame | None, exposure: ExposureInfo, settings: Any):
+    """Run one stage on one frame as the runner would (tests, benchmarks, notebooks): its
+    products written into the exposure's folder, metrics checked and rolled up."""
+    return execute_call(stage, stage_call(stage, settings), frame, exposure)
+
+
+def _header_blocker(frame: Le1Frame, stage: Stage) -> str | None:
+    """Why `stage` cannot run on this frame's header ("EXPTIME = 'abc' is not a number
+    (primary header): needed by events"), or None."""
+    try:
+        unusable = frame.primary.blocking_problem(stage.header_keywords)
+    except KeyError as exc:
+        return f"stage {stage.name} declares an unknown header keyword: {exc}"
+    return None if unusable is None else f"{unusable.describe()}: needed by {stage.name}"
+
+
+def _failed(
+    exposure: ExposureInfo, call: StageCall, error: str, started: datetime, dt: float, cls: str
+) -> StageOutcome:
+    return StageOutcome(
+        exposure.exposure_id, exposure.name, call, "failed", short_reason(error), started, dt,
+        failure_class=cls,
+    )  # fmt: skip
+
+
+def record(
+    store: Store, outcome: StageOutcome, settings: Any = None, *, raw_checksum: str | None = None
+) -> None:
+    """Write what one stage did (a history row with its full provenance, the current run,
+    metrics, quality outcomes, products) in one transaction."""
+    call = outcome.call
+    run = StageRun(
+        exposure_id=outcome.exposure_id,
+        stage=call.stage,
+        stage_version=call.version,
+        config_hash=call.config_hash,
+        software_version=__version__,
+        status=outcome.status,
+        error=outcome.error,
+        started_at=outcome.started_at,
+        duration_s=outcome.duration_s,
+        config=call.provenance,
+        calibrations=call.calibrations or None,
+        raw_checksum=raw_checksum,
+        host=host_name(),
+        pid=os.getpid(),
+        failure_class=outcome.failure_class if outcome.status == "failed" else None,
+    )
+    done = outcome.status in DONE_STATUSES
+    backoff = settings.run.retry_wait_s if settings is not None else None
+    store.record_stage_run(
+        run,
+        outcome.metrics if done else (),
+        [(o.code, o.unit, o.message) for o in outcome.outcomes] if done else (),
+        outcome.products,
+        retry_backoff=backoff,
+    )
+
+
+def record_outcome(
+    store: Store,
+    outcome: StageOutcome,
+    exposure: ExposureInfo,
+    settings: Any,
+    *,
+    raw_checksum: str | None = None,
+) -> None:
+    """Record one outcome; a record the store refuses (e.g. a metric another stage owns)
+    makes the stage failed instead. A failed stage leaves none of its files behind."""
+    try:
+        record(store, outcome, settings, raw_checksum=raw_checksum)
+    except Exception as exc:
+        if failure_class(exc) != PERMANENT:
+            raise  # the database itself is gone: nothing can be recorded, the lease runs out
+        outcome.status = "failed"
+        outcome.error = short_reason(f"could not record results: {exc}")
+        outcome.failure_class = PERMANENT
+        outcome.metrics, outcome.outcomes, outcome.products = [], [], []
+        record(store, outcome, settings, raw_checksum=raw_checksum)
+    if outcome.status not in DONE_STATUSES:
+        # whatever failed (the frame, a needed stage, the header, the stage, the record): no
+        # file of an older or half run stays behind
+        remove_products(get_stage(outcome.call.stage), exposure)
