@@ -11,8 +11,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -81,6 +83,35 @@ def test_claims_on_postgres_skip_rows_another_transaction_locks(store_url) -> No
         other.dispose()
         assert store.claim([ClaimRequest("lock:a", "s")], "y", lease_s=60) == ["lock:a"]
         store.release_claims("y")
+
+
+def test_a_unit_recorded_since_the_plan_is_not_claimed(store_url, dark_frames) -> None:
+    """The planner saw no run; another run records one meanwhile: the claim is refused by
+    the stored row itself (no clocks). A lapsed lease refuses the record instead."""
+    from viskom.store import StageRun
+    from viskom.store.claims import LeaseLost, exposure_key, run_mark
+
+    with Store(store_url) as store:
+        ingest(store, dark_frames[:1])
+        (exp,) = store.list_exposures()
+        key = exposure_key(exp.id, "events")
+        seen = run_mark(store.stage_runs().get((exp.id, "events")))
+        assert seen is None
+        request = ClaimRequest(key, "events", exp.id, seen)
+        assert store.claim([request], "other", lease_s=60, check_seen=True) == [key]
+        run = StageRun(exp.id, "events", "1", "h" * 16, "0", "ok")
+        store.record_stage_run(run, claim=(key, "other"))
+        store.release_claims("other")
+        assert store.claim([request], "late", lease_s=60, check_seen=True) == []
+        fresh = ClaimRequest(
+            key, "events", exp.id, run_mark(store.stage_runs()[(exp.id, "events")])
+        )
+        assert store.claim([fresh], "late", lease_s=60, check_seen=True) == [key]
+        with pytest.raises(LeaseLost):  # "other" lost it: its second result is refused
+            store.record_stage_run(replace(run, status="empty"), claim=(key, "other"))
+        assert store.stage_runs()[(exp.id, "events")].status == "ok"
+        assert len(store.stage_run_history(exp.id, "events")) == 1
+        store.release_claims("late")
 
 
 # -- failures: transient or permanent, one short reason -------------------------------------
@@ -414,6 +445,8 @@ def test_status_reads_a_store_this_user_cannot_write(mixed_frames, tmp_path) -> 
     db = Path(settings.db_url.removeprefix("sqlite:///"))
     before = db.read_bytes()
     for folder in (tmp_path, *tmp_path.parents):
+        if folder == Path(tempfile.gettempdir()) or folder == folder.parent:
+            break
         folder.chmod(folder.stat().st_mode | 0o005)  # nobody may enter and read, not write
     as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
     probe = subprocess.run([*as_nobody, *_viskom(), "--version"], capture_output=True)

@@ -203,7 +203,7 @@ class RunSettings(BaseModel):
         21600.0, ge=0.0, description="longest wait between two tries of a transient failure"
     )
     claim_wait_s: float = Field(
-        900.0, ge=0.0, description="wait at most this for calibrations or period products "
+        300.0, ge=0.0, description="wait at most this for calibrations or period products "
         "that another run is making",
     )  # fmt: skip
 

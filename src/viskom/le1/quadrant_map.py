@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
 import signal
 import sys
 from collections import deque
@@ -27,14 +28,20 @@ def die_with_parent() -> None:
     """A pool worker's initializer: Ctrl-C is for the parent (which stops handing out work
     and lets this one finish its task), and Linux kills this process when its parent dies,
     so that a worker whose run was killed with `kill -9` does not live on, orphaned."""
+    parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM kills, whatever handler the parent had (a pool that breaks terminates its
+    # other workers; they must not live on)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):  # not glibc: the next run reaps nothing, but runs
-        pass
+        return
+    if os.getppid() != parent:  # the parent died before the request: go now
+        os._exit(1)
 
 
 def map_quadrants(

@@ -70,6 +70,7 @@ class ProcessExecutor:
         pending_tasks = iter(tasks)
         pool = self._pool()
         in_flight: dict[Future[Any], T] = {}
+        aborted = False
         try:
             while True:
                 while len(in_flight) < 2 * self.workers:
@@ -96,8 +97,11 @@ class ProcessExecutor:
                     in_flight.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = self._pool()
+        except BaseException:  # Ctrl-C twice, or the caller gave up: do not wait for them
+            aborted = True
+            raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=not aborted, cancel_futures=True)
 
 
 class DaskExecutor:

@@ -64,7 +64,10 @@ class LeaseKeeper:
     def _beat(self) -> None:
         while not self._stop.wait(self.lease_s / 3.0):
             try:
-                self.store.renew_claims(self.owner, lease_s=self.lease_s)
+                if self.store.renew_claims(self.owner, lease_s=self.lease_s) == 0:
+                    # nothing held any more (all recorded, or taken over after a lapse: the
+                    # record then refuses this owner's result, see Store.check_claim)
+                    continue
             except Exception as exc:  # the next beat tries again; the lease may run out
                 log.warning("could not renew the lease of %s: %s", self.owner[:8], exc)
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from viskom.pipeline.executors import Executor
-from viskom.pipeline.failures import describe_failure, short_reason
+from viskom.pipeline.failures import TRANSIENT, describe_failure
 from viskom.pipeline.leases import holding, new_token, settings_of_worker, share_store, worker_store
 from viskom.pipeline.work import (
     StageCall,
@@ -40,7 +40,7 @@ from viskom.pipeline.worker import (
 )
 from viskom.stages import STAGES, QualityOutcome, Stage
 from viskom.store import DONE_STATUSES, StageRun, Store
-from viskom.store.claims import ClaimRequest, exposure_key
+from viskom.store.claims import ClaimRequest, exposure_key, run_mark
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def plan(
     """Tasks for everything pending, how many (exposure, stage) pairs were up to date, and
     how many are blocked because a stage they need failed (retry it with retry_failed).
     `only` limits the work to those stage names (provenance still over all `stages`)."""
-    planned_at = store.now()  # before reading the runs: what lands after it was not seen
+    planned_at = store.now()
     calls_by_stage = stage_calls(settings, stages)
     registered = store.list_exposures(state="registered")
     if exposures:
@@ -194,10 +194,24 @@ def plan(
     spare = max(1, n_workers // max(1, len(planned)))
     pipeline = tuple(s.name for s in stages)
     url = store.url
-    tasks = [
-        Task(settings, exp.id, exp.name, tuple(n), new_token(), planned_at, spare, url, pipeline)
-        for exp, n in planned
-    ]
+    tasks = []
+    for exp, names in planned:
+        seen = {name: run_mark(runs.get((exp.id, name))) for name in names}
+        token = new_token()
+        tasks.append(
+            Task(
+                settings,
+                exp.id,
+                exp.name,
+                tuple(names),
+                token,
+                planned_at,
+                spare,
+                url,
+                pipeline,
+                seen,
+            )
+        )
     return tasks, skipped, blocked
 
 
@@ -367,16 +381,22 @@ def run_pipeline(
 
 
 def _clean_up_after_crashes(store: Store, settings: Any, notes: list[str]) -> None:
-    """Remove the temporary files that killed writers left under the data root: those older
-    than every live claim (and than one lease, for writers that hold none)."""
+    """Free the units of runs that stopped renewing their lease, and remove the temporary
+    files killed writers left: in the product tree those older than every live claim (and
+    than one lease), in the Gaia and GOES caches those older than an hour."""
     from viskom.store.atomic import remove_stale_temporaries
 
+    freed = store.release_expired_claims()
     now = store.now()
     oldest = store.oldest_live_claim()
     cutoff = now.timestamp() - float(settings.run.lease_s)
     if oldest is not None:
         cutoff = min(cutoff, oldest.timestamp())
-    removed = remove_stale_temporaries(settings.data_path, cutoff)
+    removed = remove_stale_temporaries(settings.products_path, cutoff)
+    for cache in (settings.gaia_cache_path, settings.goes_cache_path):
+        removed += remove_stale_temporaries(cache, now.timestamp() - 3600.0)
+    if freed:
+        notes.append(f"freed {freed} unit(s) whose run stopped renewing its lease")
     if removed:
         notes.append(f"removed {removed} temporary file(s) left by a killed run")
 
@@ -431,7 +451,7 @@ def _execute(
             _tally(summary, result)
         if progress:
             progress(done, len(tasks), task.exposure_name)
-    if not lost:
+    if not lost or (should_stop is not None and should_stop()):
         return
     summary.notes.append(f"{len(lost)} exposure task(s) lost with a worker, handed out again")
     for task, result in executor.map_unordered(execute_task, [t for t, _ in lost]):
@@ -444,35 +464,38 @@ def _execute(
 def _record_lost(
     store: Store, settings: Any, task: Task, error: BaseException, summary: RunSummary
 ) -> None:
-    """Record the stages of a twice-lost task that nobody recorded since it was planned."""
-    cls, reason = describe_failure(error)
-    exp = store.exposure_by_id(task.exposure_id)
-    if exp is None:
-        return
-    calls = calls_of_task(task, settings)
-    requests = [ClaimRequest(exposure_key(exp.id, n), n, exp.id) for n in task.stages]
-    try:
-        granted = store.claim(
-            requests, task.token, lease_s=settings.run.lease_s, done_after=task.planned_at
-        )
-    except Exception as exc:  # the database is gone too: the leases run out, a later run
-        log.error("could not record the lost task of %s: %s", task.exposure_name, exc)
-        summary.failures.append((task.exposure_name, "-", short_reason(str(exc))))
-        return
-    info = exposure_info(exp, settings)
+    """Record the stages of a twice-lost task that nobody recorded since it was planned,
+    as transient failures (what escapes a task is the worker's trouble, not the frame's)."""
+    reason = describe_failure(error)[1]
     report = TaskReport()
     try:
-        for key in granted:
-            name = key.rsplit(":", 1)[1]
-            now = datetime.now(UTC)
-            outcome = StageOutcome(
-                exp.id, exp.name, calls[name], "failed", f"worker error: {reason}", now, 0.0,
-                failure_class=cls, date_obs=info.date_obs,
-            )  # fmt: skip
-            record_outcome(store, outcome, info, settings, raw_checksum=exp.checksum)
-            report.outcomes.append(outcome)
-    finally:
-        store.release_claims(task.token)
+        exp = store.exposure_by_id(task.exposure_id)
+        if exp is None:
+            return
+        calls = calls_of_task(task, settings)
+        requests = [
+            ClaimRequest(exposure_key(exp.id, n), n, exp.id, task.seen.get(n)) for n in task.stages
+        ]
+        granted = store.claim(requests, task.token, lease_s=settings.run.lease_s, check_seen=True)
+        info = exposure_info(exp, settings)
+        try:
+            for key in granted:
+                name = key.rsplit(":", 1)[1]
+                now = datetime.now(UTC)
+                outcome = StageOutcome(
+                    exp.id, exp.name, calls[name], "failed", f"worker error: {reason}", now,
+                    0.0, failure_class=TRANSIENT, date_obs=info.date_obs,
+                )  # fmt: skip
+                record_outcome(
+                    store, outcome, info, settings, raw_checksum=exp.checksum,
+                    claim=(key, task.token),
+                )  # fmt: skip
+                report.outcomes.append(outcome)
+        finally:
+            store.release_claims(task.token)
+    except Exception as exc:  # the database is gone too: the leases run out, a later run
+        log.error("could not record the lost task of %s: %s", task.exposure_name, exc)
+        summary.failures.append((task.exposure_name, "-", describe_failure(exc)[1]))
     _tally(summary, report)
 
 

@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,14 @@ def run_pending(
             exposures=exposures, workers=n_workers, progress=progress,
             should_stop=should_stop,
         )  # fmt: skip
-        periods = PeriodProducts(months=sorted(summary.months))
-        if summary.months:
-            order = PeriodTask(settings, store.url, tuple(sorted(summary.months)))
+        # the months measured anew by this run, and by any run since the period products
+        # were last made (a run killed before making them, a retried task, a busy claim)
+        since = store.claim_started(PERIOD_CLAIM)
+        margin = timedelta(seconds=60)  # records that were committing as that build began
+        months = set(summary.months) | store.months_measured_since(since and since - margin)
+        periods = PeriodProducts(months=sorted(months))
+        if months:
+            order = PeriodTask(settings, store.url, tuple(sorted(months)))
             (_, got), *_ = list(executor.map_unordered(period_task, [order]))
             if isinstance(got, BaseException):
                 periods.error = describe_failure(got)[1]

@@ -77,8 +77,8 @@ def stage_calls(settings: Any, stages: Sequence[Stage] = STAGES) -> dict[str, St
 @dataclass(frozen=True)
 class Task:
     """All pending stages of one exposure, as a worker gets them (picklable): the settings,
-    the exposure's id and name, the stage names, the owner token of its claims and when the
-    work was planned (a unit recorded after that by another run is not done again)."""
+    the exposure's id and name, the stage names, the owner token of its claims and the runs
+    the planner saw (a unit recorded since by another run is not done again)."""
 
     settings: Any
     exposure_id: int
@@ -91,6 +91,8 @@ class Task:
     #: the names of all stages the run considers, upstream first (their calls make the
     #: provenance of these stages); default: the registered pipeline
     pipeline: tuple[str, ...] = ()
+    #: per stage of `stages`, its current run as the planner saw it (`store.claims.run_mark`)
+    seen: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass

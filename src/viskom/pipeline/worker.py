@@ -36,7 +36,7 @@ from viskom.pipeline.work import (
 )
 from viskom.stages import STAGES, ExposureInfo, Stage, StageResult, get_stage
 from viskom.store import DONE_STATUSES, StageRun, Store
-from viskom.store.claims import ClaimRequest, exposure_key, host_name
+from viskom.store.claims import ClaimRequest, LeaseLost, exposure_key, host_name, run_mark
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,11 @@ def execute_task(task: Task) -> TaskReport:
         return report
     calls = calls_of_task(task, settings)
     lease_s = float(settings.run.lease_s)
-    requests = [ClaimRequest(exposure_key(exp.id, name), name, exp.id) for name in task.stages]
-    granted = set(store.claim(requests, task.token, lease_s=lease_s, done_after=task.planned_at))
+    requests = [
+        ClaimRequest(exposure_key(exp.id, name), name, exp.id, task.seen.get(name))
+        for name in task.stages
+    ]
+    granted = set(store.claim(requests, task.token, lease_s=lease_s, check_seen=True))
     mine = _runnable(store, task, exp.id, granted)
     report.left = [name for name in task.stages if name not in mine]
     dropped = [exposure_key(exp.id, n) for n in report.left if exposure_key(exp.id, n) in granted]
@@ -67,8 +70,17 @@ def execute_task(task: Task) -> TaskReport:
         with LeaseKeeper(store, task.token, lease_s):
             for outcome in run_calls(info, [calls[name] for name in mine]):
                 outcome.date_obs = info.date_obs
-                record_outcome(store, outcome, info, settings, raw_checksum=exp.checksum)
-                store.release_claims(task.token, [exposure_key(exp.id, outcome.call.stage)])
+                key = exposure_key(exp.id, outcome.call.stage)
+                try:
+                    record_outcome(
+                        store, outcome, info, settings, raw_checksum=exp.checksum,
+                        claim=(key, task.token),
+                    )  # fmt: skip
+                except LeaseLost as exc:  # another run took the unit over: its result counts
+                    log.warning("%s: %s; result not recorded", exp.name, exc)
+                    report.left.append(outcome.call.stage)
+                    continue
+                store.release_claims(task.token, [key])
                 outcome.metrics = []  # recorded; not sent back
                 report.outcomes.append(outcome)
     finally:
@@ -100,8 +112,7 @@ def _runnable(store: Store, task: Task, exposure_id: int, granted: set[str]) -> 
             done_meanwhile = (
                 run is not None
                 and run.status in DONE_STATUSES
-                and run.finished_at is not None
-                and run.finished_at > task.planned_at
+                and run_mark(run) != task.seen.get(need)
             )
             if not done_meanwhile:
                 ok = False
@@ -208,7 +219,12 @@ def _failed(
 
 
 def record(
-    store: Store, outcome: StageOutcome, settings: Any = None, *, raw_checksum: str | None = None
+    store: Store,
+    outcome: StageOutcome,
+    settings: Any = None,
+    *,
+    raw_checksum: str | None = None,
+    claim: tuple[str, str] | None = None,
 ) -> None:
     """Write what one stage did (a history row with its full provenance, the current run,
     metrics, quality outcomes, products) in one transaction."""
@@ -238,6 +254,7 @@ def record(
         [(o.code, o.unit, o.message) for o in outcome.outcomes] if done else (),
         outcome.products,
         retry_backoff=backoff,
+        claim=claim,
     )
 
 
@@ -248,19 +265,24 @@ def record_outcome(
     settings: Any,
     *,
     raw_checksum: str | None = None,
+    claim: tuple[str, str] | None = None,
 ) -> None:
     """Record one outcome; a record the store refuses (e.g. a metric another stage owns)
-    makes the stage failed instead. A failed stage leaves none of its files behind."""
+    makes the stage failed instead. A failed stage leaves none of its files behind, nor does
+    one whose record could not be written (the database gone: a later run measures it)."""
     try:
-        record(store, outcome, settings, raw_checksum=raw_checksum)
+        record(store, outcome, settings, raw_checksum=raw_checksum, claim=claim)
+    except LeaseLost:
+        raise
     except Exception as exc:
         if failure_class(exc) != PERMANENT:
-            raise  # the database itself is gone: nothing can be recorded, the lease runs out
+            remove_products(get_stage(outcome.call.stage), exposure)
+            raise  # nothing can be recorded; the lease runs out, a later run re-measures
         outcome.status = "failed"
         outcome.error = short_reason(f"could not record results: {exc}")
         outcome.failure_class = PERMANENT
         outcome.metrics, outcome.outcomes, outcome.products = [], [], []
-        record(store, outcome, settings, raw_checksum=raw_checksum)
+        record(store, outcome, settings, raw_checksum=raw_checksum, claim=claim)
     if outcome.status not in DONE_STATUSES:
         # whatever failed (the frame, a needed stage, the header, the stage, the record): no
         # file of an older or half run stays behind

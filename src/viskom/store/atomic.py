@@ -56,7 +56,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 def stale_temporaries(root: str | os.PathLike[str], before: float) -> list[Path]:
     """Temporary files of `atomic_path` under `root` last written before `before` (a Unix
     time): what a killed writer left behind."""
-    found = []
+    found: list[Path] = []
+    if not Path(root).is_dir():
+        return found
     for path in Path(root).rglob(".*.tmp*"):
         try:
             if path.is_file() and ".tmp" in path.name and path.stat().st_mtime < before:

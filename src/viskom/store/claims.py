@@ -39,6 +39,24 @@ class ClaimRequest:
     key: str
     stage: str
     exposure_id: int | None = None
+    #: the exposure stage's current run as the planner saw it (`run_mark`); None: no run
+    seen: str | None = None
+
+
+class LeaseLost(Exception):  # noqa: N818 (a fact, not an error of the data)
+    """The claim on a unit was taken by another owner (its lease ran out): this owner's
+    result is not recorded."""
+
+
+def run_mark(run: Any) -> str | None:
+    """What identifies one recorded run of an exposure's stage (None: never ran): when it
+    finished, with which settings, how it ended. A different mark at claim time means that
+    another run recorded the unit after the planner looked."""
+    if run is None:
+        return None
+    finished = run.finished_at
+    when = as_utc(finished).isoformat() if finished is not None else "-"
+    return f"{when}|{run.config_hash}|{run.status}"
 
 
 @dataclass(frozen=True)
@@ -101,14 +119,15 @@ class ClaimQueries:
         owner: str,
         *,
         lease_s: float,
-        done_after: datetime | None = None,
+        check_seen: bool = False,
     ) -> list[str]:
         """Claim what is free of `requests` for `owner` (or already its own); returns the
         keys granted, in request order.
 
-        A unit held by another owner whose lease has not run out is left alone. An exposure
-        stage whose current run finished after `done_after` (when the caller planned its
-        work) is left alone too: another run did it meanwhile, so it is never done twice.
+        A unit held by another owner whose lease has not run out is left alone. With
+        `check_seen`, so is an exposure stage whose current run is no longer the one the
+        planner saw (`ClaimRequest.seen`): another run recorded it meanwhile, so it is never
+        done twice. The comparison is by the stored row itself, not by clocks.
         """
         requests = list(requests)
         if not requests:
@@ -130,8 +149,8 @@ class ClaimQueries:
             if self._dialect == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
             free = set(session.scalars(stmt))
-            if done_after is not None and free:
-                free -= self._done_meanwhile(session, [by_key[k] for k in free], done_after)
+            if check_seen and free:
+                free -= self._changed_since_seen(session, [by_key[k] for k in free])
             granted = [r.key for r in requests if r.key in free]
             if granted:
                 session.execute(
@@ -149,24 +168,41 @@ class ClaimQueries:
         return granted
 
     @staticmethod
-    def _done_meanwhile(
-        session: Any, requests: Sequence[ClaimRequest], after: datetime
-    ) -> set[str]:
-        """Keys of exposure stages whose current run finished after `after`."""
-        wanted = {(r.exposure_id, r.stage): r.key for r in requests if r.exposure_id is not None}
+    def _changed_since_seen(session: Any, requests: Sequence[ClaimRequest]) -> set[str]:
+        """Keys of exposure stages whose current run is not the one their request saw."""
+        wanted = {(r.exposure_id, r.stage): r for r in requests if r.exposure_id is not None}
         if not wanted:
             return set()
         ids = sorted({e for e, _ in wanted})
-        stmt = select(StageRunRow.exposure_id, StageRunRow.stage, StageRunRow.finished_at).where(
-            StageRunRow.exposure_id.in_(ids)
-        )
-        after = as_utc(after)
-        done = set()
-        for exposure_id, stage, finished in session.execute(stmt):
-            key = wanted.get((exposure_id, stage))
-            if key is not None and finished is not None and as_utc(finished) > after:
-                done.add(key)
-        return done
+        stmt = select(StageRunRow).where(StageRunRow.exposure_id.in_(ids))
+        current = {(row.exposure_id, row.stage): run_mark(row) for row in session.scalars(stmt)}
+        return {r.key for k, r in wanted.items() if current.get(k) != r.seen}
+
+    def check_claim(self, session: Any, key: str, owner: str) -> None:
+        """LeaseLost unless `owner` still holds `key` (inside a writing transaction)."""
+        stmt = select(ClaimRow.owner).where(ClaimRow.key == key)
+        if self._dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        holder = session.scalar(stmt)
+        if holder != owner:
+            raise LeaseLost(f"{key}: claimed by another run meanwhile (this lease ran out)")
+
+    def release_expired_claims(self) -> int:
+        """Free the units whose holder stopped renewing its lease (a killed run)."""
+        with self._writer() as session, session.begin():
+            now = self._tx_now(session)
+            stmt = (
+                update(ClaimRow)
+                .where(ClaimRow.owner.is_not(None), ClaimRow.expires_at <= now)
+                .values(owner=None, expires_at=None, heartbeat_at=None)
+            )
+            return int(session.execute(stmt).rowcount or 0)
+
+    def claim_started(self, key: str) -> datetime | None:
+        """When the unit `key` was last claimed (held now or not), or None."""
+        with self._reader() as session, session.begin():
+            when = session.scalar(select(ClaimRow.claimed_at).where(ClaimRow.key == key))
+        return None if when is None else as_utc(when)
 
     def _tx_now(self, session: Any) -> datetime:
         if self._dialect == "postgresql":

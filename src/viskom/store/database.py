@@ -326,6 +326,7 @@ class Store(ReportQueries, ClaimQueries):
         products: Iterable[Any] = (),
         *,
         retry_backoff: Callable[[int], float] | None = None,
+        claim: tuple[str, str] | None = None,
     ) -> None:
         """Store a stage's run, its (unit, metric, value) rows, its quality outcomes
         (code, unit, message) and its product files (objects with kind, path, size_bytes,
@@ -338,7 +339,8 @@ class Store(ReportQueries, ClaimQueries):
         product rows of the exposure are replaced by ``products`` whatever the status (a
         failed run removed its old files). Every call also adds a row to the run history. A
         failed run counts its consecutive `attempts`; a transient one may be retried
-        `retry_backoff(attempts)` seconds after it finished (`retry_after`).
+        `retry_backoff(attempts)` seconds after it finished (`retry_after`). With `claim`
+        (key, owner), nothing is written unless that owner still holds the unit (LeaseLost).
         """
         validate_run(run)
         exposure_id = int(run.exposure_id)
@@ -387,10 +389,14 @@ class Store(ReportQueries, ClaimQueries):
             "raw_checksum": run.raw_checksum,
             "host": None if run.host is None else str(run.host)[:255],
             "failure_class": run.failure_class if run.status == "failed" else None,
-            "finished_at": now if run.finished_at is None else as_utc(run.finished_at),
+            "finished_at": None if run.finished_at is None else as_utc(run.finished_at),
         }
         try:
             with self._writer() as session, session.begin():
+                if claim is not None:
+                    self.check_claim(session, *claim)
+                if run_values["finished_at"] is None:  # stamped once the write lock is held
+                    run_values["finished_at"] = _utcnow()
                 if session.get(ExposureRow, exposure_id) is None:
                     raise LookupError(f"no exposure with id {exposure_id}")
                 session.execute(

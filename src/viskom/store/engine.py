@@ -4,8 +4,9 @@ checks, and opening a store only to read it.
 On SQLite, write transactions start with ``BEGIN IMMEDIATE`` (the write lock at once, so
 concurrent writers queue on the busy timeout instead of failing with "database is locked");
 that lock is also what makes a claim exclusive there. A read-only store opens the file with
-``mode=ro`` (and, in a folder nobody may write, ``immutable=1``: SQLite then needs no lock
-files), never migrates, and says so when the schema is older than this viskom.
+``mode=ro`` (and, with no write-ahead log in a folder this user may not write,
+``immutable=1``: SQLite then needs no lock files), never migrates, and says so when the
+schema is older than this viskom.
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def make_engine(url: URL, *, echo: bool = False, read_only: bool = False) -> Eng
         if read_only and path is not None:
             if not path.exists():
                 raise StoreError(f"no database at {path} yet (`viskom run` creates it)")
-            flags = "mode=ro" + ("" if os.access(path.parent, os.W_OK) else "&immutable=1")
+            # mode=ro reads a live WAL database if its -wal and -shm files exist (or may be
+            # made); only a database with no WAL at all, in a folder nobody may write, is
+            # opened as immutable (no writer can be using it then)
+            wal = path.with_name(path.name + "-wal")
+            frozen = not os.access(path.parent, os.W_OK) and not wal.exists()
+            flags = "mode=ro" + ("&immutable=1" if frozen else "")
             url = url.set(database=f"file:{path.resolve()}?{flags}", query={"uri": "true"})
         elif path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

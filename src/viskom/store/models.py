@@ -105,11 +105,8 @@ class ExposureRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class StageRunRow(Base):
-    """The current run of one processing stage on one exposure."""
-
-    __tablename__ = "stage_runs"
-    __table_args__ = (UniqueConstraint("exposure_id", "stage"),)
+class _StageRunColumns:
+    """The columns a stage run has, current or in the history."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     exposure_id: Mapped[int] = mapped_column(
@@ -129,34 +126,25 @@ class StageRunRow(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     failure_class: Mapped[str | None] = mapped_column(String(16))
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StageRunRow(_StageRunColumns, Base):
+    """The current run of one processing stage on one exposure, with its consecutive failed
+    attempts and when a transient failure may be retried."""
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (UniqueConstraint("exposure_id", "stage"),)
+
     attempts: Mapped[int | None] = mapped_column(Integer)
     retry_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class StageRunHistoryRow(Base):
+class StageRunHistoryRow(_StageRunColumns, Base):
     """Every run of a stage on an exposure, with its full provenance; never overwritten."""
 
     __tablename__ = "stage_run_history"
     __table_args__ = (Index("ix_stage_run_history_exposure_stage", "exposure_id", "stage"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    exposure_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("exposures.id", ondelete="CASCADE")
-    )
-    stage: Mapped[str] = mapped_column(String(64))
-    stage_version: Mapped[str] = mapped_column(String(32))
-    config_hash: Mapped[str] = mapped_column(String(64))
-    software_version: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    duration_s: Mapped[float | None] = mapped_column(Float)
-    config: Mapped[dict[str, Any] | None] = mapped_column(json_type())
-    calibrations: Mapped[dict[str, Any] | None] = mapped_column(json_type())
-    raw_checksum: Mapped[str | None] = mapped_column(String(64))
-    host: Mapped[str | None] = mapped_column(String(255))
-    failure_class: Mapped[str | None] = mapped_column(String(16))
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pid: Mapped[int | None] = mapped_column(Integer)
 
 

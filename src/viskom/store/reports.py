@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Date, cast, func, select
 
 from .models import ExposureRow, ProductRow, QualityOutcomeRow, StageRunHistoryRow, StageRunRow
-from .records import Exposure, OutcomeRecord, ProductRecord, StageRun
+from .records import Exposure, OutcomeRecord, ProductRecord, StageRun, as_utc
 from .rows import as_list as _as_list
 from .rows import to_exposure as _to_exposure
 from .rows import to_run as _to_run
@@ -79,6 +79,20 @@ class ReportQueries:
         stmt = stmt.order_by(StageRunHistoryRow.id)
         with self._reader() as session, session.begin():
             return [_to_run(row) for row in session.scalars(stmt)]
+
+    def months_measured_since(self, since: datetime | None) -> set[str]:
+        """'YYYY-MM' (UTC) of the exposures with a stage run that finished after `since`
+        (all measured exposures when None): the months whose period products are stale."""
+        stmt = (
+            select(ExposureRow.date_obs)
+            .join(StageRunRow, StageRunRow.exposure_id == ExposureRow.id)
+            .where(ExposureRow.date_obs.is_not(None))
+            .distinct()
+        )
+        if since is not None:
+            stmt = stmt.where(StageRunRow.finished_at > since)
+        with self._reader() as session, session.begin():
+            return {as_utc(d).strftime("%Y-%m") for d in session.scalars(stmt)}
 
     def exposures_with_header_warnings(self) -> list[Exposure]:
         """Exposures whose registration found unusable header values, by date_obs, name."""
