@@ -1,6 +1,6 @@
 """Scaling of `viskom run` with workers, and the file-landed-to-metrics latency of `watch`.
 
-    python benchmarks/bench_scaling.py [--frames 8] [--latency] [--keep DIR]
+    python benchmarks/bench_scaling.py [--frames 8] [--latency | --latency-only] [--keep DIR]
 
 1. Speedup: N small simulated frames (SCIENCE and DARK, every stage), measured from scratch
    in two fresh projects with `viskom run --workers 1` and `--workers 2` (a process pool),
@@ -86,7 +86,8 @@ def speedup(root: Path, n_frames: int) -> None:
 
 
 def latency(root: Path) -> None:
-    frame = simulate_frame(root / "full", "science", seed=42, date_obs=T0).path
+    full = SimConfig(geometry="full")
+    frame = simulate_frame(root / "full", "science", seed=42, date_obs=T0, config=full).path
     cfg = write_default_config(root / "watched")
     settings = load_settings(cfg)
     settings.raw_path.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def latency(root: Path) -> None:
             while True:
                 if store.metrics(exposures=[name], metrics=["psf_r2"], units=["FPA"]):
                     runs = store.stage_runs()
-                    if len(runs) >= 8 and not store.held_claims():
+                    if len(runs) >= 8 and not store.held_claims():  # every stage recorded
                         break
                 if watch.poll() is not None:
                     raise SystemExit("watch stopped")
@@ -126,12 +127,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--latency", action="store_true", help="also the full-size latency")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency")
     parser.add_argument("--keep", type=Path, help="work here and keep it")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="viskom-scaling-"))
     try:
-        speedup(root, args.frames)
-        if args.latency:
+        if not args.latency_only:
+            speedup(root, args.frames)
+        if args.latency or args.latency_only:
             latency(root)
     finally:
         if args.keep is None:
