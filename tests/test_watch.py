@@ -313,9 +313,10 @@ def test_loop_backs_off_and_stops_at_once(project, caplog) -> None:
     lines = [r.getMessage() for r in caplog.records]
     failed = [r for r in caplog.records if "failed: OperationalError" in r.getMessage()]
     assert len(failed) >= 4 and all("(backoff)" in r.getMessage() for r in failed[:-1])
-    # from one cycle's start to the next: 0.2 * 2, then 0.2 * 4 capped at 0.8
+    # from one cycle's start to the next: 0.2 * 2, then 0.2 * 4 capped at 0.8 (the lower
+    # bounds are the backoff; the upper ones leave room for a loaded machine)
     gaps = [b.created - a.created for a, b in itertools.pairwise(failed)]
-    assert 0.3 < gaps[0] < 0.7 and 0.7 < gaps[1] < 1.2 and 0.7 < gaps[2] < 1.2, gaps
+    assert 0.3 < gaps[0] < 1.0 and 0.7 < gaps[1] < 1.6 and 0.7 < gaps[2] < 1.6, gaps
     assert lines[-1] == "stopped"
 
 
