@@ -164,7 +164,9 @@ def _pending(store: Store, settings: Settings) -> Counter:
     return Counter(name for t in tasks for name in t.stages)
 
 
-def test_reprocessing_follows_what_results_depend_on(dark_frames, tmp_path) -> None:
+@pytest.fixture
+def measured(dark_frames, tmp_path):
+    """Two darks measured by one run: (store, settings, root, url)."""
     url = f"sqlite:///{tmp_path / 'data' / 'viskom.db'}"
     settings = _settings(tmp_path / "data", url)
     with Store(url) as store:
@@ -173,43 +175,69 @@ def test_reprocessing_follows_what_results_depend_on(dark_frames, tmp_path) -> N
         # no GOES data in this offline store: a transient failure, retried in 5 min
         assert {s for _e, s, _w in first.failures} <= {"space_weather"}, first.failures
         assert _pending(store, settings) == Counter()
-        # operational settings: caches, online, timeouts, workers, leases re-run nothing
-        moved = _settings(
-            tmp_path / "data", url, workers=2, executor="process",
-            gaia={"online": True, "timeout_s": 5, "cache_dir": tmp_path / "elsewhere"},
-            goes={"online": True, "timeout_s": 3, "cache_dir": tmp_path / "g"},
-            run={"lease_s": 10, "retry_base_s": 7200, "claim_wait_s": 5},
+        yield store, settings, tmp_path / "data", url
+
+
+def _runs_per_stage(store: Store, exposure_id: int) -> Counter:
+    return Counter(r.stage for r in store.stage_run_history(exposure_id))
+
+
+def test_operational_settings_rerun_nothing(measured, tmp_path) -> None:
+    store, _, root, url = measured
+    moved = _settings(
+        root, url, workers=2, executor="process",
+        gaia={"online": True, "timeout_s": 5, "cache_dir": tmp_path / "elsewhere"},
+        goes={"online": True, "timeout_s": 3, "cache_dir": tmp_path / "g"},
+        run={"lease_s": 10, "retry_base_s": 7200, "claim_wait_s": 5},
+    )  # fmt: skip
+    assert _pending(store, moved) == Counter()
+    summary = run_pipeline(store, moved, SerialExecutor(), workers=1)
+    assert (summary.exposures, summary.stages_ok, summary.skipped) == (0, 0, 10)
+
+
+def test_a_science_setting_reruns_its_stage_and_its_readers(measured) -> None:
+    store, _, root, url = measured
+    stricter = _settings(root, url, events={"seed_sigma": 6.0})
+    assert _pending(store, stricter) == Counter({"events": 2, "event_plots": 2})
+    (exp, _) = store.list_exposures()
+    why = {s.stage: s for s in explain(store, stricter, exp.name)}
+    assert why["events"].state == "pending"
+    assert "[events] seed_sigma 5.0 -> 6.0" in why["events"].reason
+    assert "stage events it reads changed" in why["event_plots"].reason
+    assert why["detector_health"].state == "done"
+    assert "up to date" in why["detector_health"].reason
+    summary = run_pipeline(store, stricter, SerialExecutor(), workers=1)
+    assert summary.stages_failed == 0 and summary.stages_ok == 4, summary.failures
+    for e in store.list_exposures():
+        assert _runs_per_stage(store, e.id) == Counter(
+            {"detector_health": 1, "catalogue": 1, "space_weather": 1, "events": 2,
+             "event_plots": 2}
         )  # fmt: skip
-        assert _pending(store, moved) == Counter()
-        # a science setting of one stage: that stage and those that read its output
-        stricter = _settings(tmp_path / "data", url, events={"seed_sigma": 6.0})
-        assert _pending(store, stricter) == Counter({"events": 2, "event_plots": 2})
-        (exp, _) = store.list_exposures()
-        why = {s.stage: s for s in explain(store, stricter, exp.name)}
-        assert why["events"].state == "pending"
-        assert "[events] seed_sigma 5.0 -> 6.0" in why["events"].reason
-        assert "stage events it reads changed" in why["event_plots"].reason
-        assert (
-            why["detector_health"].state == "done" and "up to date" in why["detector_health"].reason
-        )
-        # a new hot-pixel map (a third dark): the events of the frames that used the old one
-        old = store.list_exposures()
-        ingest(store, dark_frames[2:])
-        second = run_pipeline(store, settings, SerialExecutor(), workers=1)
-        assert {s for _e, s, _w in second.failures} <= {"space_weather"}, second.failures
-        for e in old:
-            history = store.stage_run_history(e.id)
-            events = [r for r in history if r.stage == "events"]
-            assert len(events) == 2
-            assert events[0].calibrations["hot_pixels"] != events[1].calibrations["hot_pixels"]
-            assert len([r for r in history if r.stage == "detector_health"]) == 1
-            assert len([r for r in history if r.stage == "catalogue"]) == 1
-            last = events[-1]  # full provenance of each run
-            assert last.host and last.pid and last.raw_checksum == e.checksum
-            assert last.config["config"]["seed_sigma"] == 5.0 and last.finished_at
-        (newest,) = [e for e in store.list_exposures() if e.id not in {o.id for o in old}]
-        assert len(store.stage_run_history(newest.id, "events")) == 1
-        assert _pending(store, settings) == Counter()
+        last = store.stage_run_history(e.id, "events")[-1]
+        assert last.config["config"]["seed_sigma"] == 6.0
+    assert _pending(store, stricter) == Counter()
+
+
+def test_a_new_hot_pixel_map_reruns_the_events_that_used_the_old_one(measured, dark_frames) -> None:
+    store, settings, _root, _url = measured
+    old = store.list_exposures()
+    ingest(store, dark_frames[2:])  # a third dark: the map is built again
+    second = run_pipeline(store, settings, SerialExecutor(), workers=1)
+    assert {s for _e, s, _w in second.failures} <= {"space_weather"}, second.failures
+    for e in old:
+        history = store.stage_run_history(e.id)
+        events = [r for r in history if r.stage == "events"]
+        assert len(events) == 2
+        assert events[0].calibrations["hot_pixels"] != events[1].calibrations["hot_pixels"]
+        assert _runs_per_stage(store, e.id)["detector_health"] == 1
+        assert _runs_per_stage(store, e.id)["catalogue"] == 1
+        last = events[-1]  # full provenance of each run
+        assert last.host and last.pid and last.raw_checksum == e.checksum
+        assert last.config["config"]["seed_sigma"] == 5.0 and last.finished_at
+        assert last.stage_version and last.software_version and last.duration_s is not None
+    (newest,) = [e for e in store.list_exposures() if e.id not in {o.id for o in old}]
+    assert len(store.stage_run_history(newest.id, "events")) == 1
+    assert _pending(store, settings) == Counter()
 
 
 class Flaky(Stage):
