@@ -33,6 +33,7 @@ RETRY_METHODS = frozenset({"GET", "HEAD", "POST"})
 MAX_WAIT_S = 60.0  # longest wait between two attempts (backoff or Retry-After)
 NOT_FOUND = frozenset({404, 410})
 _CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-\d+/(\d+|\*)$")
 _POOL_PREFIX = re.compile(r"^\S*(?:ConnectionPool|Connection)\(host=[^)]*\):\s*|^<[^>]*>:\s*")
 
 _T = TypeVar("_T")
@@ -237,6 +238,54 @@ class HttpClient:
                 return b""
             except requests.RequestException as exc:
                 raise ServiceError(_describe(exc)[0], url, incomplete=True) from None
+
+    def download(self, url: str, part: Path, *, auth: Any = None) -> int:
+        """Stream `url` into the file `part`, resuming what it already holds with an HTTP
+        Range request; a body that breaks off is asked for again from where it stopped, on
+        the Retry schedule. Returns the file's size once the server has sent everything
+        (ServiceError as `request`; 416 on a file that is already whole is success)."""
+        return self.reask(
+            lambda: self._resume(url, part, auth),
+            ServiceError,
+            when=lambda exc: getattr(exc, "incomplete", False),
+        )
+
+    def _resume(self, url: str, part: Path, auth: Any) -> int:
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            resp = self.send(
+                lambda: self.session.get(
+                    url, timeout=self.timeouts, stream=True, headers=headers, auth=auth
+                ),
+                url,
+            )
+        except ServiceError as exc:
+            if exc.status == 416 and have:  # nothing after what we hold: it is all there
+                return have
+            raise
+        with resp:
+            total: int | None = None
+            mode = "wb"
+            found = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+            if resp.status_code == 206 and found and int(found.group(1)) == have:
+                mode = "ab"
+                total = int(found.group(2)) if found.group(2) != "*" else None
+            elif resp.headers.get("Content-Length", "").isdigit():
+                total = int(resp.headers["Content-Length"])  # the whole body, from byte 0
+            try:
+                with part.open(mode) as fh:
+                    # read1 hands over every byte that arrived, also when the body breaks
+                    # off next (iter_content drops the last partial chunk); the bytes as
+                    # served, not decoded (a .fits.gz stays a gzip stream)
+                    while chunk := resp.raw.read1(_CHUNK):
+                        fh.write(chunk)
+            except (requests.RequestException, Urllib3Error, OSError) as exc:
+                raise ServiceError(_describe(exc)[0], url, incomplete=True) from None
+        size = part.stat().st_size
+        if total is not None and size < total:
+            raise ServiceError(f"body broke off at {size} of {total} bytes", url, incomplete=True)
+        return size
 
     def get(self, url: str, *, sink: Path | None = None, **kwargs: Any) -> bytes:
         """GET: see `request`."""

@@ -76,3 +76,10 @@ def remove_stale_temporaries(root: str | os.PathLike[str], before: float) -> int
             path.unlink()
             removed += 1
     return removed
+
+
+def promote(done: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Put a finished file (a verified download's `.part`, in the target's folder) in place
+    of `target` in one step: a reader sees the old file or the new one, never a mix."""
+    os.replace(done, target)
+    return Path(target)
