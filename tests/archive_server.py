@@ -152,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
             path = urlsplit(self.path).path
-            if path == "/query":
+            if path in ("/query", "/REST"):
                 self._serve_query(head=head)
             elif path.startswith("/files/") and len(path) > len("/files/"):
                 self._serve_file(unquote(path[len("/files/") :]), head=head)
@@ -164,8 +164,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_query(self, *, head: bool) -> None:
         archive = self.server.archive
-        body = json.dumps({"rows": archive.listing}).encode()
         fault = archive._take_fault(QUERY_NAME)
+        if archive.query_csv is not None:  # the EAS metadata service answers CSV
+            body = archive.query_csv.encode()
+            self._answer(200, {"Content-Type": "text/csv"}, body, fault, head=head, name=None)
+            return
+        body = json.dumps({"rows": archive.listing}).encode()
         self._answer(200, {"Content-Type": "application/json"}, body, fault, head=head, name=None)
 
     def _serve_file(self, name: str, *, head: bool) -> None:
@@ -310,6 +314,7 @@ class ArchiveServer:
 
     def __init__(self) -> None:
         self.listing: list[dict] = []
+        self.query_csv: str | None = None  # when set, /query and /REST answer this CSV
         self.require_auth: tuple[str, str] | None = None
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()

@@ -188,6 +188,27 @@ class GaiaSettings(BaseModel):
         return self
 
 
+class ArchiveSettings(BaseModel):
+    """[archive]: where `viskom fetch` finds raw frames (credentials: ~/.netrc, or the
+    environment variables EUCLID_ARCHIVE_USER and EUCLID_ARCHIVE_PASSWORD; never here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["none", "eas"] = Field(
+        "none", description="none: no archive; eas: the consortium archive (VISQL's)"
+    )
+    metadata_url: str = Field(
+        "https://eas-dps-rest-ops.esac.esa.int/REST", description="EAS metadata service"
+    )
+    files_url: str = Field(
+        "https://euclidsoc.esac.esa.int", description="where the raw frames are served"
+    )
+    days: int = Field(14, ge=1, description="default window: the last N days")
+    connections: int = Field(4, ge=1, le=32, description="parallel downloads")
+    timeout_s: float = Field(120.0, gt=0.0, description="HTTP timeout")
+    min_free_gb: float = Field(50.0, ge=0.0, description="stop fetching below this free space")
+
+
 class RunSettings(BaseModel):
     """[run]: how runs share one store (claims under a lease) and retry transient failures."""
 
@@ -264,6 +285,7 @@ class Settings(BaseSettings):
     goes: GoesSettings = Field(default_factory=GoesSettings)
     gaia: GaiaSettings = Field(default_factory=GaiaSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @field_validator("database_url")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from viskom import __version__
-from viskom.cli import external, pipeline_cmds, query, watch_cmd
+from viskom.cli import external, fetch_cmd, pipeline_cmds, query, watch_cmd
 from viskom.cli.common import out
 
 app = typer.Typer(
@@ -68,5 +68,6 @@ app.add_typer(goes_app, name="goes")
 app.command()(external.movie)
 app.command()(pipeline_cmds.demo)
 app.command()(watch_cmd.watch)
+app.command()(fetch_cmd.fetch)
 
 __all__ = ["app"]
