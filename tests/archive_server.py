@@ -248,9 +248,16 @@ class _Handler(BaseHTTPRequestHandler):
         view = memoryview(body)
         for offset in range(0, len(view), _CHUNK):
             chunk = view[offset : offset + _CHUNK]
-            self.wfile.write(chunk)
+            # counted before the write: a client may have read the bytes (and its test
+            # asked bytes_sent) before this thread runs again; taken back if the write fails
             if name is not None:
                 self.server.archive._count(name, len(chunk))
+            try:
+                self.wfile.write(chunk)
+            except OSError:
+                if name is not None:
+                    self.server.archive._count(name, -len(chunk))
+                raise
 
     def _break_connection(self) -> None:
         self.close_connection = True
