@@ -63,15 +63,13 @@ def load(config: Path | None, *, required: bool = True) -> Settings:
 def open_store(settings: Settings, *, read_only: bool = False) -> Any:
     """The settings' database, or exit 2 saying why it cannot be opened (`read_only`: no
     file or table is created or migrated, for commands that only read)."""
-    from sqlalchemy import make_url
-
     from viskom.pipeline.service import open_store as service_open_store
+    from viskom.store import shown_url
 
     try:
         return service_open_store(settings, read_only=read_only)
     except Exception as exc:
-        shown = make_url(settings.db_url).render_as_string(hide_password=True)
-        raise fail(f"cannot open the database {shown}: {exc}") from None
+        raise fail(f"cannot open the database {shown_url(settings.db_url)}: {exc}") from None
 
 
 def parse_time(text: str | None) -> datetime | None:

@@ -147,17 +147,16 @@ def status(
     """Exposures by date, type and state; per stage what was measured, found nothing, failed
     or is pending; what runs now; failed stages, invalid files, header warnings and quality
     outcomes. Only reads: works on a store this user may not write."""
-    from sqlalchemy import make_url
-
     from viskom.cli.pipeline_cmds import outcome_lines
     from viskom.le1.header import HeaderProblem, summarise_problems
+    from viskom.store import shown_url
 
     fmt = "json" if as_json else check_format(fmt, ("json", "table"))
     settings = load(config)
     if why is not None:
         _status_why(settings, why, fmt)
         return
-    shown_url = make_url(settings.db_url).render_as_string(hide_password=True)
+    shown = shown_url(settings.db_url)
     with open_store(settings, read_only=True) as store:
         writable = store.writable()
         now = store.now()
@@ -177,7 +176,7 @@ def status(
         outcomes = store.quality_outcomes()
     if fmt == "json":
         payload = {
-            "database": shown_url,
+            "database": shown,
             "writable": writable,
             "claims": [
                 {
@@ -227,7 +226,7 @@ def status(
         }
         sys.stdout.write(json.dumps(json_clean(payload), indent=1) + "\n")
         return
-    table = Table(title=f"viskom status ({shown_url})")
+    table = Table(title=f"viskom status ({shown})")
     for col in ("date", "frame type", "state", "exposures"):
         table.add_column(col)
     for row in summary:

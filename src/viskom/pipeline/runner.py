@@ -205,7 +205,6 @@ def plan(
                 exp.name,
                 tuple(names),
                 token,
-                planned_at,
                 spare,
                 url,
                 pipeline,

@@ -48,6 +48,7 @@ from typing import Any
 
 from viskom.le1.completeness import file_is_complete
 from viskom.pipeline.failures import describe_failure
+from viskom.store import shown_url
 
 log = logging.getLogger("viskom.watch")
 
@@ -336,7 +337,7 @@ class Watcher:
         log.info(
             "watching %s every %s (settle %s, database %s)",
             ", ".join(str(p) for p in self.paths), _seconds(self.interval_s),
-            _seconds(self.settle_s), _safe_url(self.settings.db_url),
+            _seconds(self.settle_s), shown_url(self.settings.db_url),
         )  # fmt: skip
         report = CycleReport(number=0)
         while True:
@@ -361,15 +362,6 @@ class Watcher:
         if stop.is_set():
             log.info("stopped")
         return report
-
-
-def _safe_url(url: str) -> str:
-    try:
-        from sqlalchemy import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparseable URL)"
 
 
 @contextmanager

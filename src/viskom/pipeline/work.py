@@ -78,14 +78,13 @@ def stage_calls(settings: Any, stages: Sequence[Stage] = STAGES) -> dict[str, St
 class Task:
     """All pending stages of one exposure, as a worker gets them (picklable): the settings,
     the exposure's id and name, the stage names, the owner token of its claims and the runs
-    the planner saw (a unit recorded since by another run is not done again)."""
+    the planner saw (`seen`: a unit recorded since by another run is not done again)."""
 
     settings: Any
     exposure_id: int
     exposure_name: str
     stages: tuple[str, ...]
     token: str
-    planned_at: datetime
     quadrant_workers: int = 1
     database_url: str | None = None  # the store the run uses (default: the settings')
     #: the names of all stages the run considers, upstream first (their calls make the

@@ -4,7 +4,7 @@ Other modules use only :class:`Store` and the record dataclasses re-exported her
 """
 
 from .database import Store
-from .engine import StoreError
+from .engine import StoreError, shown_url
 from .records import (
     DONE_STATUSES,
     EXPOSURE_STATES,
@@ -31,4 +31,5 @@ __all__ = [
     "StageRun",
     "Store",
     "StoreError",
+    "shown_url",
 ]

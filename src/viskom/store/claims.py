@@ -97,10 +97,10 @@ class ClaimQueries:
 
     def now(self) -> datetime:
         """The database's clock (PostgreSQL), or this machine's (SQLite), as aware UTC."""
-        if self._dialect == "postgresql":
-            with self._reader() as session, session.begin():
-                return as_utc(session.scalar(select(func.now())))
-        return datetime.now(UTC)
+        if self._dialect != "postgresql":
+            return datetime.now(UTC)
+        with self._reader() as session, session.begin():
+            return self._tx_now(session)
 
     def _ensure_claim_rows(self, requests: Sequence[ClaimRequest]) -> None:
         """Create the free rows of units never claimed before (concurrent creators agree)."""

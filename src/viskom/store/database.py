@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrate
 from .claims import ClaimQueries
-from .engine import WRITE_OPTION, can_write, check_revision, make_engine
+from .engine import WRITE_OPTION, can_write, check_revision, make_engine, shown_url
 from .models import (
     ExposureRow,
     MetricRow,
@@ -161,7 +161,7 @@ class Store(ReportQueries, ClaimQueries):
         return self._url.render_as_string(hide_password=False)
 
     def __repr__(self) -> str:
-        return f"Store({self._url.render_as_string(hide_password=True)!r})"
+        return f"Store({shown_url(self._url)!r})"
 
     def close(self) -> None:
         """Close all pooled connections (the Store reconnects if used again)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from . import migrate
 
@@ -24,6 +24,14 @@ from . import migrate
 SQLITE_BUSY_TIMEOUT_S = 60.0
 #: Execution option of the engine whose transactions write (BEGIN IMMEDIATE on SQLite).
 WRITE_OPTION = "viskom_write"
+
+
+def shown_url(url: str | URL) -> str:
+    """A database URL fit to print or log: its password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL: say so rather than echo it (it may hold a password)
+        return "(unparseable URL)"
 
 
 class StoreError(Exception):
@@ -96,7 +104,7 @@ def check_revision(engine: Engine, url: URL) -> None:
         current = migrate.current_revision(connection)
     head = migrate.head_revision()
     if current != head:
-        shown = url.render_as_string(hide_password=True)
+        shown = shown_url(url)
         raise StoreError(
             f"the database {shown} is at schema revision {current or 'none'}, this viskom "
             f"reads {head}: a command that writes (`viskom run`) migrates it"
