@@ -31,6 +31,13 @@ Routes:
   Always ``Content-Length``, ``Accept-Ranges: bytes``, ``application/octet-stream``; never an
   ``ETag``, ``Last-Modified`` or ``Content-Encoding`` (a ``.gz`` is served as its raw bytes).
 * ``GET``/``HEAD /query?...``: ``{"rows": listing}`` as JSON.
+* ESA's science archive as astroquery's TapPlus asks it: ``POST /tap-server/tap/async``
+  (an ADQL job: recorded in :attr:`ArchiveServer.tap_queries`, answered 303 with the job's
+  ``Location``), ``GET .../async/<id>/phase`` (``EXECUTING`` for the first
+  :attr:`ArchiveServer.tap_executing_polls` polls, then :attr:`ArchiveServer.tap_phase`),
+  ``GET .../async/<id>/results/result`` (:attr:`ArchiveServer.tap_rows` as CSV) and
+  ``.../error``; its data service ``GET /sas-dd/data?FILE_NAME=<name>&...`` serves the file
+  added as ``<name>`` as ``/files/`` does. The fault name ``"tap"`` stands for the job POST.
 * anything else: 404. Other methods get the standard library's 501.
 
 Every request is recorded in :attr:`ArchiveServer.requests` first (also those answered 401 or
@@ -70,12 +77,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 
 FAULT_KINDS = ("status", "slow", "cut", "wrong_length", "corrupt_gzip")
 QUERY_NAME = "query"
+TAP_NAME = "tap"
+TAP_ASYNC = "/tap-server/tap/async"
 WRONG_LENGTH_EXTRA = 100
 CORRUPT_SPAN = 16
 _CHUNK = 64 * 1024
@@ -140,6 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle(head=True)
 
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self._body = self.rfile.read(length) if length > 0 else b""
+        self._handle(head=False)
+
     def _handle(self, *, head: bool) -> None:
         archive = self.server.archive
         archive._record(self.command, self.path, dict(self.headers.items()))
@@ -156,6 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._serve_query(head=head)
             elif path.startswith("/files/") and len(path) > len("/files/"):
                 self._serve_file(unquote(path[len("/files/") :]), head=head)
+            elif path == "/sas-dd/data":
+                params = parse_qs(urlsplit(self.path).query)
+                self._serve_file(params.get("FILE_NAME", [""])[0], head=head)
+            elif path == TAP_ASYNC and self.command == "POST":
+                self._tap_job()
+            elif path.startswith(TAP_ASYNC + "/"):
+                self._tap_get(path[len(TAP_ASYNC) + 1 :].split("/"), head=head)
             else:
                 self._send_simple(404, head=head)
         except OSError:
@@ -171,6 +192,41 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = json.dumps({"rows": archive.listing}).encode()
         self._answer(200, {"Content-Type": "application/json"}, body, fault, head=head, name=None)
+
+    def _tap_job(self) -> None:
+        archive = self.server.archive
+        form = parse_qs(self._body.decode("utf-8", "replace"))
+        fault = archive._take_fault(TAP_NAME)
+        if fault is not None and fault.kind == "status":
+            self._send_simple(fault.status, head=False)
+            return
+        job = archive._new_job(form.get("QUERY", [""])[0])
+        self.send_response(303)
+        self.send_header("Location", f"{archive.url}{TAP_ASYNC}/{job}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _tap_get(self, parts: list[str], *, head: bool) -> None:
+        archive = self.server.archive
+        job, what = parts[0], "/".join(parts[1:])
+        if job not in archive._jobs:
+            self._send_simple(404, head=head)
+            return
+        if what == "phase":
+            body = archive._poll(job).encode()
+            content = "text/plain"
+        elif what == "results/result":
+            head_line = ",".join(archive.tap_columns)
+            rows = [",".join(str(r.get(c, "")) for c in archive.tap_columns)
+                    for r in archive.tap_rows]  # fmt: skip
+            body = "\n".join([head_line, *rows, ""]).encode()
+            content = "text/csv"
+        elif what == "error":
+            body, content = b"the query failed on the server", "text/plain"
+        else:
+            self._send_simple(404, head=head)
+            return
+        self._answer(200, {"Content-Type": content}, body, None, head=head, name=None)
 
     def _serve_file(self, name: str, *, head: bool) -> None:
         archive = self.server.archive
@@ -322,6 +378,12 @@ class ArchiveServer:
     def __init__(self) -> None:
         self.listing: list[dict] = []
         self.query_csv: str | None = None  # when set, /query and /REST answer this CSV
+        self.tap_rows: list[dict] = []  # the rows every TAP job returns
+        self.tap_columns: tuple[str, ...] = ("file_name", "observation_id", "obs_time_utc")
+        self.tap_queries: list[str] = []  # the ADQL of every job, in order
+        self.tap_executing_polls = 1  # phase polls answered EXECUTING before tap_phase
+        self.tap_phase = "COMPLETED"
+        self._jobs: dict[str, int] = {}  # job id -> phase polls so far
         self.require_auth: tuple[str, str] | None = None
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
@@ -413,6 +475,18 @@ class ArchiveServer:
     def _file(self, name: str) -> bytes | None:
         with self._lock:
             return self._files.get(name)
+
+    def _new_job(self, query: str) -> str:
+        with self._lock:
+            self.tap_queries.append(query)
+            job = f"{len(self._jobs) + 1:06d}A"
+            self._jobs[job] = 0
+            return job
+
+    def _poll(self, job: str) -> str:
+        with self._lock:
+            self._jobs[job] += 1
+            return "EXECUTING" if self._jobs[job] <= self.tap_executing_polls else self.tap_phase
 
     def _take_fault(self, name: str) -> Fault | None:
         with self._lock:

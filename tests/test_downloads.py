@@ -155,3 +155,47 @@ def test_no_space_stops_before_writing(archive, frames, tmp_path) -> None:
     report = _downloader(tmp_path, min_free_bytes=1 << 62).fetch(files)
     assert report.new == [] and "free" in (report.stopped or "") and len(report.left) == 2
     assert _raw(tmp_path) == {}
+
+
+class _Recorder:
+    """A Progress that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, int | None, int]] = []
+        self.bytes = 0
+        self.done: list[tuple[str, str]] = []
+
+    def started(self, name: str, total: int | None, offset: int) -> None:
+        self.starts.append((name, total, offset))
+
+    def advanced(self, name: str, n: int) -> None:
+        self.bytes += n
+
+    def finished(self, name: str, state: str, detail: str) -> None:
+        self.done.append((name, state))
+
+
+def test_progress_sees_each_byte_once_across_a_resume(archive, frames, tmp_path) -> None:
+    name = next(iter(frames))
+    total = len(frames[name])
+    remote = _remote(archive, frames, name)
+    archive.fault(name, Fault("cut", cut_at=total // 4))
+    seen = _Recorder()
+    report = _downloader(tmp_path, progress=seen).fetch([remote])
+    assert report.new == [name] and seen.done == [(name, "new")]
+    assert seen.starts == [(name, total, 0), (name, total, total // 4)]
+    assert seen.bytes == total
+    (arrived,) = report.arrived  # the SHA-256 of the whole file, also across the resume
+    assert arrived.sha256 == hashlib.sha256(frames[name]).hexdigest() and arrived.size == total
+
+
+def test_a_gzip_stream_served_as_fits_is_named_for_what_it_is(archive, frames, tmp_path) -> None:
+    name, data = next(iter(frames.items()))
+    plain = name.removesuffix(".gz")
+    remote = RemoteFile(plain, archive.add_file(plain, data))
+    report = _downloader(tmp_path).fetch([remote])
+    assert report.new == [name] and _raw(tmp_path) == {name: data}
+    assert _downloader(tmp_path).fetch([remote]).skipped == [plain]  # found under its .gz name
+    not_fits = RemoteFile("EUC_X.fits.gz", archive.add_file("EUC_X.fits.gz", gzip.compress(b"x")))
+    failed = dict(_downloader(tmp_path).fetch([not_fits]).failed)
+    assert failed == {"EUC_X.fits.gz": "the gzip stream holds no FITS file"}

@@ -194,8 +194,10 @@ class ArchiveSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["none", "eas"] = Field(
-        "none", description="none: no archive; eas: the consortium archive (VISQL's)"
+    kind: Literal["none", "eas", "public"] = Field(
+        "none",
+        description="none: no archive; eas: the consortium archive (VISQL's); public: ESA's "
+        "Euclid science archive (public releases, through astroquery.esa.euclid)",
     )
     metadata_url: str = Field(
         "https://eas-dps-rest-ops.esac.esa.int/REST", description="EAS metadata service"
@@ -203,10 +205,33 @@ class ArchiveSettings(BaseModel):
     files_url: str = Field(
         "https://euclidsoc.esac.esa.int", description="where the raw frames are served"
     )
+    public_url: str = Field(
+        "https://eas.esac.esa.int/",
+        description="kind public: the science archive's server (its TAP and data services)",
+    )
+    public_table: str = Field(
+        "q1.raw_frame",
+        description="kind public: the raw-frame table of the release (q1.raw_frame for Q1)",
+    )
+    public_release: str = Field(
+        "sedm", description="kind public: the release (schema) the data service serves from"
+    )
     days: int = Field(14, ge=1, description="default window: the last N days")
     connections: int = Field(4, ge=1, le=32, description="parallel downloads")
     timeout_s: float = Field(120.0, gt=0.0, description="HTTP timeout")
+    retries: int = Field(
+        4, ge=0, le=20, description="retries of a timeout or 5xx answer (waits 2, 4, 8... s)"
+    )
     min_free_gb: float = Field(50.0, ge=0.0, description="stop fetching below this free space")
+    move_to: Path | None = Field(
+        None,
+        description="a second folder: raw files older than move_after_days, once measured, "
+        "are moved there (copied, verified, then removed); unset: nothing is moved",
+        examples=["/mnt/second-disk/vis-raw"],
+    )
+    move_after_days: float = Field(
+        30.0, gt=0.0, description="age (from DATE-OBS) after which a measured raw file moves"
+    )
 
 
 class RunSettings(BaseModel):
@@ -358,6 +383,11 @@ class Settings(BaseSettings):
     def gaia_gains_path(self) -> Path | None:
         """The configured relative-gain table, if any."""
         return self._resolve(self.gaia.gains_file) if self.gaia.gains_file else None
+
+    @property
+    def move_path(self) -> Path | None:
+        """The second folder that measured old raw files move to, if any."""
+        return self._resolve(self.archive.move_to) if self.archive.move_to else None
 
     @property
     def rules_path(self) -> Path | None:

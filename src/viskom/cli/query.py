@@ -116,9 +116,13 @@ def products(
     emit(fmt, columns, values, title=title)
 
 
-def _stage_counts(store: Any, settings: Any) -> list[tuple[str, int, int, int, int]]:
+def _stage_counts(
+    store: Any, settings: Any
+) -> tuple[list[tuple[str, int, int, int, int]], set[int]]:
     """Per stage: exposures measured (ok), found nothing (empty), failed, and pending (never
-    ran, or ran with another version, configuration or upstream: what `viskom run` would do)."""
+    ran, or ran with another version, configuration or upstream: what `viskom run` would do);
+    and the ids of the exposures that every applicable stage has measured."""
+    from viskom.pipeline.housekeeping import measured_ids
     from viskom.pipeline.runner import plan
     from viskom.stages import STAGES
 
@@ -133,7 +137,30 @@ def _stage_counts(store: Any, settings: Any) -> list[tuple[str, int, int, int, i
         status = [r.status for (_, name), r in runs.items() if name == stage.name]
         ok, empty, failed = status.count("ok"), status.count("empty"), status.count("failed")
         rows.append((stage.name, ok, empty, failed, pending[stage.name]))
-    return rows
+    return rows, measured_ids(tasks, runs)
+
+
+def _fetch_summary(store: Any, measured: set[int]) -> dict[str, Any]:
+    """What the archive was asked for: files fetched, and of those how many are registered
+    and measured; failures and files not found, with the last reason."""
+    from viskom.le1.names import exposure_name
+
+    records = store.fetched_files()
+    exposures = {e.name: e for e in store.list_exposures()}
+    fetched = [r for r in records if r.state == "fetched"]
+    known = [exposures.get(exposure_name(r.path or r.name)) for r in fetched]
+    registered = [e for e in known if e is not None and e.state == "registered"]
+    return {
+        "fetched": len(fetched),
+        "bytes": sum(r.size_bytes or 0 for r in fetched),
+        "registered": len(registered),
+        "measured": sum(1 for e in registered if e.id in measured),
+        "failed": [
+            {"file": r.name, "attempts": r.attempts, "error": r.error}
+            for r in records
+            if r.state != "fetched" or r.error
+        ],
+    }
 
 
 def status(
@@ -162,7 +189,8 @@ def status(
         now = store.now()
         claims = store.held_claims()
         summary = store.status_summary()
-        stages = _stage_counts(store, settings)
+        stages, measured = _stage_counts(store, settings)
+        fetches = _fetch_summary(store, measured)
         failed = store.failed_stage_runs()
         invalid = store.list_exposures(state="invalid")
         unknown = store.list_exposures(frame_type="UNKNOWN")
@@ -193,6 +221,7 @@ def status(
             "exposures": [
                 {**row, "date": row["date"].isoformat() if row["date"] else None} for row in summary
             ],
+            "fetched": fetches,
             "stages": [
                 {"stage": n, "measured": ok, "empty": em, "failed": fa, "pending": pe}
                 for n, ok, em, fa, pe in stages
@@ -243,6 +272,17 @@ def status(
         for name, ok, empty, failed_n, pending in stages:
             runs.add_row(name, str(ok), str(empty), str(failed_n), str(pending))
         out.print(runs)
+    if fetches["fetched"] or fetches["failed"]:
+        out.print(
+            f"fetched from the archive: {fetches['fetched']} file(s), "
+            f"{fetches['bytes'] / 1e9:.2f} GB; {fetches['registered']} registered, "
+            f"{fetches['measured']} measured by every stage"
+        )
+        for row in fetches["failed"]:
+            out.print(
+                f"[red]not fetched[/red] {row['file']} ({row['attempts']} attempt(s)): "
+                f"{escape(str(row['error']))}"
+            )
     if not writable:
         out.print("[yellow]read-only[/yellow]: this user cannot write the store (status only)")
     live = [c for c in claims if not c.expired(now)]

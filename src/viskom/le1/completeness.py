@@ -42,39 +42,78 @@ def file_is_complete(path: str | Path, *, gzipped: bool | None = None) -> tuple[
     return _fits_complete(path)
 
 
-def _gzip_complete(path: Path) -> tuple[bool, str]:
-    total = 0  # uncompressed bytes
-    members = 0
-    zeros = False  # zero padding seen after the last member
-    with path.open("rb") as fh:
-        buf = fh.read(2)
-        if not buf:
-            return False, "empty (still arriving)"
-        if buf != _GZIP_MAGIC[: len(buf)]:
-            return True, "not a gzip stream (left to ingest)"
-        z: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        while True:
-            if not buf:
-                buf = fh.read(_CHUNK)
-            if z is None:  # between members: the end, zero padding or another member
-                if not buf:
-                    return True, f"complete gzip stream ({members} member(s), {total} bytes)"
+class GzipStreamCheck:
+    """Inflates a gzip stream fed in pieces (nothing kept) and says whether it was whole.
+
+    Every member's CRC-32 and length are checked by zlib; zero padding after the last
+    member is allowed, other trailing bytes are not. `feed` as the bytes come (from a file
+    or from the network: zlib releases the GIL, so downloads verify in parallel), then
+    `result()`. `first` holds the first inflated bytes (to see that a FITS file is inside).
+    """
+
+    def __init__(self) -> None:
+        self.total = 0  # uncompressed bytes
+        self.members = 0
+        self.first = b""
+        self._z: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._zeros = False  # zero padding seen after the last member
+        self._seen = b""  # the first bytes of the stream, until the magic is checked
+        self._verdict: tuple[bool, str] | None = None  # a final verdict, reached early
+
+    def feed(self, data: bytes) -> None:
+        """Inflate the next bytes of the stream."""
+        if self._verdict is not None or not data:
+            return
+        if len(self._seen) < 2:
+            self._seen += data[: 2 - len(self._seen)]
+            if self._seen != _GZIP_MAGIC[: len(self._seen)]:
+                self._verdict = (True, "not a gzip stream (left to ingest)")
+                return
+        buf = bytes(data)
+        while buf:
+            if self._z is None:  # between members: zero padding or another member
                 if not buf.strip(b"\0"):
-                    zeros, buf = True, b""
-                    continue
-                if zeros or not buf.startswith(_GZIP_MAGIC[: len(buf)]):
-                    return True, "trailing bytes after the gzip stream (left to ingest)"
-                z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            if not buf:
-                return False, f"gzip stream unfinished after {total} bytes (still arriving)"
+                    self._zeros = True
+                    return
+                if self._zeros or not buf.startswith(_GZIP_MAGIC[: len(buf)]):
+                    self._verdict = (True, "trailing bytes after the gzip stream (left to ingest)")
+                    return
+                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
             try:  # bounded output per call: a chunk of zeros may inflate 1000-fold
-                total += len(z.decompress(buf, 8 * _CHUNK))
+                out = self._z.decompress(buf, 8 * _CHUNK)
             except zlib.error as exc:  # bytes that are there and wrong: more cannot help
-                return True, f"corrupt gzip stream ({exc}; left to ingest)"
-            buf = z.unconsumed_tail
-            if z.eof:  # the member's CRC-32 and length matched
-                members += 1
-                buf, z = z.unused_data, None
+                self._verdict = (True, f"corrupt gzip stream ({exc}; left to ingest)")
+                return
+            if len(self.first) < BLOCK:
+                self.first += out[: BLOCK - len(self.first)]
+            self.total += len(out)
+            buf = self._z.unconsumed_tail
+            if self._z.eof:  # the member's CRC-32 and length matched
+                self.members += 1
+                buf, self._z = self._z.unused_data, None
+
+    def result(self) -> tuple[bool, str]:
+        """(ready, reason) as `file_is_complete` gives them, for the bytes fed so far."""
+        if self._verdict is not None:
+            return self._verdict
+        if not self._seen:
+            return False, "empty (still arriving)"
+        if self._z is None:
+            return True, f"complete gzip stream ({self.members} member(s), {self.total} bytes)"
+        return False, f"gzip stream unfinished after {self.total} bytes (still arriving)"
+
+    @property
+    def decided(self) -> bool:
+        """A verdict that more bytes cannot change (corrupt, not gzip, trailing bytes)."""
+        return self._verdict is not None
+
+
+def _gzip_complete(path: Path) -> tuple[bool, str]:
+    check = GzipStreamCheck()
+    with path.open("rb") as fh:
+        while not check.decided and (chunk := fh.read(_CHUNK)):
+            check.feed(chunk)
+    return check.result()
 
 
 def _card_int(card: bytes) -> int | None:

@@ -83,6 +83,8 @@ class CycleReport:
     invalid: list[tuple[str, str]] = field(default_factory=list)  # of this cycle's new/updated
     arriving: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     missing: list[str] = field(default_factory=list)  # watched folders that do not exist
+    fetch: Any = None  # the archive fetch's FetchResult, when [archive] is set
+    fetch_error: str | None = None  # why the fetch failed (the cycle goes on without it)
     run: Any = None  # the service's PendingRun, when run_pending ran
     error: str | None = None
     stopped: bool = False  # a stop was asked for during the cycle
@@ -97,7 +99,17 @@ class CycleReport:
         if self.error is not None:
             return f"cycle {self.number} failed: {self.error} ({self.seconds:.1f} s)"
         n_arr = len(self.arriving)
-        parts = [f"{len(self.new)} new frame{'s' if len(self.new) != 1 else ''}"
+        parts = []
+        if self.fetch_error is not None:
+            parts.append(f"fetch failed: {self.fetch_error}")
+        elif self.fetch is not None:
+            r = self.fetch.report
+            parts.append(f"fetched {len(r.new)} of {self.fetch.listed} listed "
+                         f"({r.bytes / 1e6:.0f} MB" + (f", {len(r.failed)} failed" if r.failed
+                                                      else "") + ")")  # fmt: skip
+            if r.stopped:
+                parts.append(f"fetch stopped: {r.stopped}")
+        parts += [f"{len(self.new)} new frame{'s' if len(self.new) != 1 else ''}"
                  + (f" ({n_arr} still arriving)" if n_arr else "")]  # fmt: skip
         if self.updated:
             parts.append(f"{len(self.updated)} changed")
@@ -172,9 +184,11 @@ class Watcher:
         self.cycles += 1
         report = CycleReport(number=self.cycles)
         try:
-            files = self._find_files(report)
             store = open_store(self.settings)
             try:
+                if self.settings.archive.kind != "none" and not self.stop_event.is_set():
+                    self._fetch(store, report)
+                files = self._find_files(report)
                 self._register(store, files, report)
                 if self.stop_event.is_set():
                     report.stopped = True
@@ -192,6 +206,23 @@ class Watcher:
                 look.registered = False
         report.seconds = time.monotonic() - t0
         return report
+
+    def _fetch(self, store: Any, report: CycleReport) -> None:
+        """Download and register what the archive has that is not here (`viskom fetch` of
+        the settings' window); a failed fetch is said in the cycle's line, the rest goes on."""
+        from viskom.pipeline.fetch import fetch
+
+        try:
+            report.fetch = fetch(self.settings, store, stop=self.stop_event)
+        except Exception as exc:  # the archive, credentials, a listing: not the cycle's end
+            report.fetch_error = describe_failure(exc)[1]
+            log.debug("cycle %d: fetch failed", report.number, exc_info=True)
+            return
+        for name, why in report.fetch.report.failed:
+            log.warning("cycle %d: not fetched %s: %s", report.number, name, why)
+        if report.fetch.ingest is not None:
+            report.new.extend(report.fetch.ingest.new)
+            report.invalid.extend(report.fetch.ingest.invalid)
 
     def _find_files(self, report: CycleReport) -> list[tuple[str, Path]]:
         """(resolved path, path) of the frame files under the watched paths."""

@@ -103,10 +103,13 @@ def retry_policy(retries: int, backoff_s: float) -> Retry:
     )
 
 
-def make_session(retry: Retry, user_agent: str = USER_AGENT) -> requests.Session:
-    """A requests.Session that retries every http(s) request per `retry`."""
+def make_session(
+    retry: Retry, user_agent: str = USER_AGENT, pool_size: int = 10
+) -> requests.Session:
+    """A requests.Session that retries every http(s) request per `retry`, keeping up to
+    `pool_size` connections per host (one per thread that uses it at once)."""
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = user_agent
@@ -170,11 +173,12 @@ class HttpClient:
         backoff_s: float,
         breaker_cooldown_s: float = math.inf,
         user_agent: str = USER_AGENT,
+        pool_size: int = 10,
     ) -> None:
         self.timeout_s = float(timeout_s)
         self.retries = max(0, int(retries))
         self.retry = retry_policy(self.retries, backoff_s)
-        self.session = make_session(self.retry, user_agent)
+        self.session = make_session(self.retry, user_agent, pool_size)
         self.breaker = CircuitBreaker(breaker_cooldown_s)
 
     @property
@@ -239,18 +243,36 @@ class HttpClient:
             except requests.RequestException as exc:
                 raise ServiceError(_describe(exc)[0], url, incomplete=True) from None
 
-    def download(self, url: str, part: Path, *, auth: Any = None) -> int:
+    def download(
+        self,
+        url: str,
+        part: Path,
+        *,
+        auth: Any = None,
+        on_attempt: Callable[[int, int | None], Callable[[bytes], None]] | None = None,
+    ) -> int:
         """Stream `url` into the file `part`, resuming what it already holds with an HTTP
         Range request; a body that breaks off is asked for again from where it stopped, on
         the Retry schedule. Returns the file's size once the server has sent everything
-        (ServiceError as `request`; 416 on a file that is already whole is success)."""
+        (ServiceError as `request`; 416 on a file that is already whole is success).
+
+        `on_attempt(offset, total)`, when given, is called as each answer's body starts
+        (written from byte `offset` of the file; `total` its full size when the server
+        says it) and returns what is handed every chunk written after that: a check or a
+        progress bar sees each byte once, in order, also across resumed attempts."""
         return self.reask(
-            lambda: self._resume(url, part, auth),
+            lambda: self._resume(url, part, auth, on_attempt),
             ServiceError,
             when=lambda exc: getattr(exc, "incomplete", False),
         )
 
-    def _resume(self, url: str, part: Path, auth: Any) -> int:
+    def _resume(
+        self,
+        url: str,
+        part: Path,
+        auth: Any,
+        on_attempt: Callable[[int, int | None], Callable[[bytes], None]] | None,
+    ) -> int:
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
@@ -273,6 +295,7 @@ class HttpClient:
                 total = int(found.group(2)) if found.group(2) != "*" else None
             elif resp.headers.get("Content-Length", "").isdigit():
                 total = int(resp.headers["Content-Length"])  # the whole body, from byte 0
+            consume = on_attempt(have if mode == "ab" else 0, total) if on_attempt else None
             try:
                 with part.open(mode) as fh:
                     # read1 hands over every byte that arrived, also when the body breaks
@@ -280,6 +303,8 @@ class HttpClient:
                     # served, not decoded (a .fits.gz stays a gzip stream)
                     while chunk := resp.raw.read1(_CHUNK):
                         fh.write(chunk)
+                        if consume is not None:
+                            consume(chunk)
             except (requests.RequestException, Urllib3Error, OSError) as exc:
                 raise ServiceError(_describe(exc)[0], url, incomplete=True) from None
         size = part.stat().st_size

@@ -5,6 +5,7 @@ Other modules use only :class:`Store` and the record dataclasses re-exported her
 
 from .database import Store
 from .engine import StoreError, shown_url
+from .fetches import FetchedFile, FetchOutcome
 from .records import (
     DONE_STATUSES,
     EXPOSURE_STATES,
@@ -25,6 +26,8 @@ __all__ = [
     "RUN_STATUSES",
     "Exposure",
     "ExposureRecord",
+    "FetchOutcome",
+    "FetchedFile",
     "MetricValue",
     "OutcomeRecord",
     "ProductRecord",

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import migrate
 from .claims import ClaimQueries
 from .engine import WRITE_OPTION, can_write, check_revision, make_engine, shown_url
+from .fetches import FetchQueries
 from .models import (
     ExposureRow,
     MetricRow,
@@ -105,7 +106,7 @@ def _product_row(
     }
 
 
-class Store(ReportQueries, ClaimQueries):
+class Store(ReportQueries, ClaimQueries, FetchQueries):
     """Database of exposures, stage runs and metrics; migrates the schema when opened.
 
     ``database_url`` is a SQLAlchemy URL, e.g. ``sqlite:///viskom.db`` (the folder is created)

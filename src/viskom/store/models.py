@@ -220,3 +220,23 @@ class ProductRow(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     written_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FetchedFileRow(Base):
+    """A raw frame the archive was asked for: where it came from, what came of it (fetched,
+    failed, not_found), where it is now, its size and SHA-256 as served, the attempts."""
+
+    __tablename__ = "fetched_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    archive: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    path: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    tried_at: Mapped[datetime] = mapped_column(UTCDateTime)

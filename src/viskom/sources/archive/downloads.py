@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from viskom.le1.completeness import file_is_complete
+from viskom.le1.completeness import GzipStreamCheck, file_is_complete
 from viskom.sources.http import HttpClient, ServiceError
 from viskom.store.atomic import promote
 
 CREDENTIAL_STATUSES = frozenset({401, 403})
+_READ = 1 << 22  # bytes read at a time when a file on disk is verified
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,24 @@ class RemoteFile:
     checksum: str | None = None  # "md5:<hex>" or "sha256:<hex>"
 
 
+@dataclass(frozen=True)
+class Arrived:
+    """A file that arrived: its name and place here, size, SHA-256, bytes moved this time."""
+
+    name: str
+    path: Path
+    size: int
+    sha256: str
+    transferred: int
+
+
 @dataclass
 class FetchReport:
     """What a fetch did: files new, skipped (already whole), failed (with why), bytes
     moved, seconds, and whether it stopped early (credentials, disk space)."""
 
     new: list[str] = field(default_factory=list)
+    arrived: list[Arrived] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
@@ -70,31 +83,96 @@ class CredentialsProblem(Exception):  # noqa: N818 (what the user must fix)
     """The archive refused the credentials (HTTP 401/403)."""
 
 
-def verify(path: Path, remote: RemoteFile) -> str | None:
-    """Why the downloaded file at `path` is not the archive's file, or None when it is."""
-    size = path.stat().st_size
-    if size == 0:
-        return "empty"
-    if remote.size is not None and size != remote.size:
-        return f"{size} bytes where the archive lists {remote.size}"
-    if remote.checksum:
-        algorithm, _, expected = remote.checksum.partition(":")
-        digest = hashlib.new(algorithm)
+class StreamVerifier:
+    """Checks a download's bytes as they arrive, in one pass: their number, their SHA-256
+    (recorded in the store) and the archive's checksum when it gives another, and the
+    gzip stream inflated (CRC and length of every member; zlib and hashlib release the
+    GIL, so parallel downloads verify on every core). Nothing is kept but the state."""
+
+    def __init__(self, remote: RemoteFile) -> None:
+        self.remote = remote
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        algorithm = (remote.checksum or "").partition(":")[0].lower()
+        self.other = hashlib.new(algorithm) if algorithm not in ("", "sha256") else None
+        self.gzip = GzipStreamCheck()
+
+    def feed(self, data: bytes) -> None:
+        """The next bytes of the file."""
+        self.size += len(data)
+        self.sha256.update(data)
+        if self.other is not None:
+            self.other.update(data)
+        self.gzip.feed(data)
+
+    def feed_file(self, path: Path, limit: int | None = None) -> None:
+        """The first `limit` bytes of `path` (all of it by default): a resumed .part."""
+        left = path.stat().st_size if limit is None else limit
         with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(chunk)
-        if digest.hexdigest().lower() != expected.lower():
-            return f"{algorithm} checksum differs from the archive's"
-    gz = remote.name.lower().endswith(".gz")
-    complete, reason = file_is_complete(path, gzipped=gz)
-    if not complete or "left to ingest" in reason or "other bytes" in reason:
-        what = "broken gzip stream" if gz else "broken FITS file"
-        return f"{what}: {reason.replace(' (left to ingest)', '').replace(' (still arriving)', '')}"
-    return None
+            while left > 0 and (chunk := fh.read(min(_READ, left))):
+                self.feed(chunk)
+                left -= len(chunk)
+
+    @property
+    def gzipped(self) -> bool:
+        """Whether the bytes are a gzip stream (by their magic, not the file's name)."""
+        return "not a gzip stream" not in self.gzip.result()[1]
+
+    def problem(self, path: Path) -> str | None:
+        """Why the bytes fed (those of the file at `path`) are not the archive's file, or None."""
+        remote = self.remote
+        if self.size == 0:
+            return "empty"
+        if remote.size is not None and self.size != remote.size:
+            return f"{self.size} bytes where the archive lists {remote.size}"
+        if remote.checksum:
+            algorithm, _, expected = remote.checksum.partition(":")
+            digest = self.other if self.other is not None else self.sha256
+            if digest.hexdigest().lower() != expected.lower():
+                return f"{algorithm} checksum differs from the archive's"
+        if remote.name.lower().endswith(".gz") or self.gzipped:
+            whole, reason = self.gzip.result()
+            if not whole or "left to ingest" in reason:
+                reason = reason.replace(" (left to ingest)", "").replace(" (still arriving)", "")
+                return f"broken gzip stream: {reason}"
+            if not self.gzip.first.startswith(b"SIMPLE  ="):
+                return "the gzip stream holds no FITS file"
+            return None
+        complete, reason = file_is_complete(path, gzipped=False)  # headers only
+        if not complete or "left to ingest" in reason or "other bytes" in reason:
+            reason = reason.replace(" (left to ingest)", "").replace(" (still arriving)", "")
+            return f"broken FITS file: {reason}"
+        return None
+
+
+def verify(path: Path, remote: RemoteFile) -> str | None:
+    """Why the file at `path` is not the archive's file, or None when it is (reads it once)."""
+    verifier = StreamVerifier(remote)
+    verifier.feed_file(path)
+    return verifier.problem(path)
+
+
+class Progress(Protocol):
+    """What a fetch tells while it runs (a progress bar, a log): thread-safe."""
+
+    def started(self, name: str, total: int | None, offset: int) -> None:
+        """A transfer of `name` begins at byte `offset` of `total` (None: not known)."""
+
+    def advanced(self, name: str, n: int) -> None:
+        """`n` more bytes of `name` arrived."""
+
+    def finished(self, name: str, state: str, detail: str) -> None:
+        """`name` is done: state new, skipped, failed, not_found or left."""
 
 
 class Downloader:
-    """Fetches `RemoteFile`s into `folder` over at most `connections` parallel connections."""
+    """Fetches `RemoteFile`s into `folder` over at most `connections` parallel connections.
+
+    `have(remote)` says that a file is already held, verified, elsewhere or under its name
+    (the store's record of earlier fetches): it is skipped without reading it. A file found
+    under its name that `have` does not vouch for is verified once (read whole) before it
+    counts as here.
+    """
 
     def __init__(
         self,
@@ -106,16 +184,23 @@ class Downloader:
         backoff_s: float = 2.0,
         auth: Any = None,
         min_free_bytes: int = 0,
-        progress: Callable[[str, int], None] | None = None,
+        progress: Progress | None = None,
+        have: Callable[[RemoteFile], bool] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.connections = max(1, int(connections))
-        self.http = HttpClient(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
+        self.http = HttpClient(
+            timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
+            pool_size=max(10, self.connections),  # a kept connection per download thread
+        )  # fmt: skip
         self.http.session.trust_env = auth is None  # .netrc only when no credentials given
         self.auth = auth
         self.min_free_bytes = int(min_free_bytes)
         self.progress = progress
-        self._stop = threading.Event()
+        self.have = have
+        self._stop = threading.Event()  # set by a credentials or disk problem
+        self._outer_stop = stop  # set by the caller (a watch asked to stop)
         self._why_stopped: str | None = None
         self._lock = threading.Lock()
 
@@ -134,8 +219,9 @@ class Downloader:
                 except Exception as exc:  # reported, the others go on
                     state, detail = "failed", f"{type(exc).__name__}: {exc}"
                 if state == "new":
-                    report.new.append(remote.name)
-                    report.bytes += int(detail)
+                    report.new.append(detail.name)
+                    report.arrived.append(detail)
+                    report.bytes += detail.transferred
                 elif state == "skipped":
                     report.skipped.append(remote.name)
                 elif state == "not_found":
@@ -144,6 +230,8 @@ class Downloader:
                     report.failed.append((remote.name, str(detail)))
                 else:
                     report.left.append(remote.name)
+                if self.progress:
+                    self.progress.finished(remote.name, state, str(detail or ""))
         report.stopped = self._why_stopped
         report.seconds = time.perf_counter() - t0
         return report
@@ -154,21 +242,48 @@ class Downloader:
                 self._why_stopped = why
         self._stop.set()
 
+    def _here(self, remote: RemoteFile) -> bool:
+        """Whether the file is already held (the store says so, or its bytes check out)."""
+        if self.have is not None and self.have(remote):
+            return True
+        for name in _names(remote.name):
+            target = self.folder / name
+            if target.exists() and verify(target, remote) is None:
+                return True
+        return False
+
     def _one(self, remote: RemoteFile) -> tuple[str, Any]:
-        target = self.folder / remote.name
-        if target.exists() and verify(target, remote) is None:
+        if self._here(remote):
             return "skipped", None
-        if self._stop.is_set():
+        if self._stop.is_set() or (self._outer_stop is not None and self._outer_stop.is_set()):
             return "left", None
         free = shutil.disk_usage(self.folder).free
         need = self.min_free_bytes + (remote.size or 0)
         if free < need:
             self._halt(f"{free / 1e9:.1f} GB free in {self.folder}, below the minimum")
             return "left", None
-        part = target.with_name(target.name + ".part")
+        part = self.folder / (remote.name + ".part")
         before = part.stat().st_size if part.exists() else 0
+        checked: list[StreamVerifier] = []
+
+        def attempt(offset: int, total: int | None) -> Callable[[bytes], None]:
+            verifier = StreamVerifier(remote)  # every attempt starts afresh from `offset`
+            if offset:
+                verifier.feed_file(part, offset)
+            checked[:] = [verifier]
+            if self.progress is None:
+                return verifier.feed
+            progress, name = self.progress, remote.name
+            progress.started(name, total, offset)
+
+            def feed(chunk: bytes) -> None:
+                verifier.feed(chunk)
+                progress.advanced(name, len(chunk))
+
+            return feed
+
         try:
-            size = self.http.download(remote.url, part, auth=self.auth)
+            size = self.http.download(remote.url, part, auth=self.auth, on_attempt=attempt)
         except ServiceError as exc:
             if exc.status in CREDENTIAL_STATUSES:
                 self._halt(f"the archive refused the credentials (HTTP {exc.status})")
@@ -177,11 +292,22 @@ class Downloader:
                 part.unlink(missing_ok=True)
                 return "not_found", f"HTTP {exc.status}"
             return "failed", str(exc)  # the .part stays: the next fetch resumes it
-        problem = verify(part, remote)
+        if not checked or checked[0].size != size:  # 416: all there before this fetch
+            checked[:] = [StreamVerifier(remote)]
+            checked[0].feed_file(part)
+        verifier = checked[0]
+        problem = verifier.problem(part)
         if problem is not None:
             part.unlink(missing_ok=True)  # wrong bytes: resuming them cannot help
             return "failed", problem
+        name = remote.name
+        if verifier.gzipped and not name.lower().endswith(".gz"):
+            name += ".gz"  # kept as the archive serves it, named for what it is
+        target = self.folder / name
         promote(part, target)
-        if self.progress:
-            self.progress(remote.name, size - before)
-        return "new", size - before
+        return "new", Arrived(name, target, size, verifier.sha256.hexdigest(), size - before)
+
+
+def _names(name: str) -> tuple[str, ...]:
+    """The names a file of the archive may have here (a gzip stream served as .fits gets .gz)."""
+    return (name,) if name.lower().endswith(".gz") else (name, name + ".gz")
