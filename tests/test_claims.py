@@ -192,13 +192,14 @@ def test_operational_settings_rerun_nothing(measured, tmp_path) -> None:
     )  # fmt: skip
     assert _pending(store, moved) == Counter()
     summary = run_pipeline(store, moved, SerialExecutor(), workers=1)
-    assert (summary.exposures, summary.stages_ok, summary.skipped) == (0, 0, 10)
+    assert (summary.exposures, summary.stages_ok, summary.skipped) == (0, 0, 14)
 
 
 def test_a_science_setting_reruns_its_stage_and_its_readers(measured) -> None:
     store, _, root, url = measured
     stricter = _settings(root, url, events={"seed_sigma": 6.0})
-    assert _pending(store, stricter) == Counter({"events": 2, "event_plots": 2})
+    # and images, whose densest-cosmic-ray zoom reads the events stage's hits
+    assert _pending(store, stricter) == Counter({"events": 2, "event_plots": 2, "images": 2})
     (exp, _) = store.list_exposures()
     why = {s.stage: s for s in explain(store, stricter, exp.name)}
     assert why["events"].state == "pending"
@@ -207,11 +208,11 @@ def test_a_science_setting_reruns_its_stage_and_its_readers(measured) -> None:
     assert why["detector_health"].state == "done"
     assert "up to date" in why["detector_health"].reason
     summary = run_pipeline(store, stricter, SerialExecutor(), workers=1)
-    assert summary.stages_failed == 0 and summary.stages_ok == 4, summary.failures
+    assert summary.stages_failed == 0 and summary.stages_ok == 6, summary.failures
     for e in store.list_exposures():
         assert _runs_per_stage(store, e.id) == Counter(
-            {"detector_health": 1, "catalogue": 1, "space_weather": 1, "events": 2,
-             "event_plots": 2}
+            {"detector_health": 1, "health_plots": 1, "catalogue": 1, "space_weather": 1,
+             "events": 2, "event_plots": 2, "images": 2}
         )  # fmt: skip
         last = store.stage_run_history(e.id, "events")[-1]
         assert last.config["config"]["seed_sigma"] == 6.0

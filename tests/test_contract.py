@@ -175,20 +175,18 @@ def test_products_table_records_every_file(science, tmp_path, store_url) -> None
         ingest(store, [science.path])
         summary = run_pipeline(store, settings, SerialExecutor(), stages=stages, workers=1)
         assert summary.stages_ok == 2 and summary.stages_failed == 0
-        (product,) = store.products()
-        assert (product.exposure, product.stage, product.kind) == (
-            science.name,
-            "catalogue",
-            "catalogue",
-        )
+        recorded = {(p.exposure, p.stage, p.kind): p for p in store.products()}
+        assert set(recorded) == {(science.name, "catalogue", "catalogue"),
+                                 (science.name, "detector_health", "health")}  # fmt: skip
+        product = recorded[(science.name, "catalogue", "catalogue")]
         path = settings.data_path / product.path
         assert not Path(product.path).is_absolute() and path.is_file()
         assert product.size_bytes == path.stat().st_size
         assert product.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
         # Forced again: the row is replaced, not added.
         run_pipeline(store, settings, SerialExecutor(), stages=stages, workers=1, force=True)
-        assert len(store.products()) == 1
-        assert store.products(stages=["detector_health"]) == []
+        assert len(store.products()) == 2
+        assert [p.kind for p in store.products(stages=["detector_health"])] == ["health"]
         # rolled up by the runner: CCD and FPA medians of the quadrants
         rows = store.metrics(metrics=["read_noise_adu"])
         quads = [r.value for r in rows if "." in r.unit]

@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "le1": set(),
     "metrics": set(),
     "measure": {"le1"},
-    "config": {"measure"},
+    "config": {"measure", "metrics"},  # bands name registered metrics
     "store": set(),
     "present": {"le1", "measure"},
     "sources": {"le1", "measure", "store"},

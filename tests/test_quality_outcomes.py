@@ -300,8 +300,10 @@ def test_cli_prints_outcomes(store_url, bias_frame, tmp_path, monkeypatch) -> No
     result = runner.invoke(app, ["run"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "0 stage runs ok, 0 failed, 1 found nothing" in out
-    assert "6 quality outcomes:" in out
+    # images still pictures the frame; health_plots has no table to draw and says so
+    assert "1 stage runs ok, 0 failed, 2 found nothing" in out
+    assert "7 quality outcomes:" in out
+    assert f"{name} health_plots no_health_table (FPA)" in out
     assert (
         f"{name} detector_health no_signal: 5 units (1-1.E, 1-1.F, 1-1.G, 1-1.H ...): "
         "nothing in 1-1.E"
@@ -319,7 +321,7 @@ def test_cli_prints_outcomes(store_url, bias_frame, tmp_path, monkeypatch) -> No
     assert {"stage": "detector_health", "code": "no_signal", "exposures": 1} in payload[
         "quality_outcome_counts"
     ]
-    assert len(payload["quality_outcomes"]) == 6
+    assert len(payload["quality_outcomes"]) == 7
     assert payload["quality_outcomes"][0]["exposure"] == name
     assert payload["exposures"][0]["frame_type"] == "BIAS"
 

@@ -197,8 +197,8 @@ def test_cycle_ingests_and_measures(project, frames, store_url) -> None:
     report = w.cycle()
     assert report.ok, report.error
     assert report.new == [name] and report.files == 2 and not report.arriving
-    assert report.run.summary.stages_ok == 1 and report.run.summary.stages_failed == 0
-    assert "cycle 1: 1 new frame, 1 stage runs ok, 0 failed, 0 up to date" in report.line()
+    assert report.run.summary.stages_ok == 3 and report.run.summary.stages_failed == 0
+    assert "cycle 1: 1 new frame, 3 stage runs ok, 0 failed, 0 up to date" in report.line()
     with Store(store_url) as store:
         rows = store.metrics(exposures=[name], metrics=["read_noise_e"], units=["FPA"])
         assert len(rows) == 1 and 3.0 < rows[0].value < 5.5
@@ -206,7 +206,7 @@ def test_cycle_ingests_and_measures(project, frames, store_url) -> None:
     assert w.delay_after(report) == 5
     again = w.cycle()
     assert again.ok and again.new == [] and again.known == 1
-    assert again.run.summary.stages_ok == 0 and again.run.summary.skipped == 1
+    assert again.run.summary.stages_ok == 0 and again.run.summary.skipped == 3
 
 
 def test_half_written_file_waits_for_its_end(project, frames, monkeypatch) -> None:
@@ -226,7 +226,7 @@ def test_half_written_file_waits_for_its_end(project, frames, monkeypatch) -> No
     second = w.cycle()
     assert second.new == [] and second.arriving == [(str(target), "changed since the last look")]
     third = w.cycle()  # unchanged since the last look, and complete
-    assert third.new == [name] and third.run.summary.stages_ok == 1
+    assert third.new == [name] and third.run.summary.stages_ok == 3
     with Store(settings.db_url) as store:
         assert store.get_exposure(name).state == "registered"
 
@@ -362,7 +362,7 @@ def test_once_exit_codes(project, frames) -> None:
     _copy(frames["plain"], settings.raw_path)
     result = runner.invoke(app, ["watch", "--once", "--config", str(project.config)])
     assert result.exit_code == 0, (result.output, result.exception)
-    assert "INFO cycle 1: 1 new frame, 1 stage runs ok" in result.stderr
+    assert "INFO cycle 1: 1 new frame, 3 stage runs ok" in result.stderr
     project(REFUSED_URL)
     result = runner.invoke(app, ["watch", "--once", "--config", str(project.config)])
     assert result.exit_code == 1

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from viskom import __version__
-from viskom.cli import external, fetch_cmd, pipeline_cmds, query, watch_cmd
+from viskom.cli import external, fetch_cmd, map_cmd, pipeline_cmds, query, watch_cmd
 from viskom.cli.common import out
 
 app = typer.Typer(
@@ -69,5 +69,6 @@ app.command()(external.movie)
 app.command()(pipeline_cmds.demo)
 app.command()(watch_cmd.watch)
 app.command()(fetch_cmd.fetch)
+app.command("map")(map_cmd.map_)
 
 __all__ = ["app"]

@@ -25,6 +25,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from viskom.config.monitors import (  # the sections of the edges, re-exported here
+    VISQL_ZOOMS as VISQL_ZOOMS,
+)
+from viskom.config.monitors import AlertSettings, ArchiveSettings, ImagesSettings
+from viskom.config.monitors import BandSettings as BandSettings
+
 CONFIG_FILE_NAME = "viskom.toml"
 _toml_data: ContextVar[dict[str, Any] | None] = ContextVar("_toml_data", default=None)
 
@@ -188,52 +194,6 @@ class GaiaSettings(BaseModel):
         return self
 
 
-class ArchiveSettings(BaseModel):
-    """[archive]: where `viskom fetch` finds raw frames (credentials: ~/.netrc, or the
-    environment variables EUCLID_ARCHIVE_USER and EUCLID_ARCHIVE_PASSWORD; never here)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["none", "eas", "public"] = Field(
-        "none",
-        description="none: no archive; eas: the consortium archive (VISQL's); public: ESA's "
-        "Euclid science archive (public releases, through astroquery.esa.euclid)",
-    )
-    metadata_url: str = Field(
-        "https://eas-dps-rest-ops.esac.esa.int/REST", description="EAS metadata service"
-    )
-    files_url: str = Field(
-        "https://euclidsoc.esac.esa.int", description="where the raw frames are served"
-    )
-    public_url: str = Field(
-        "https://eas.esac.esa.int/",
-        description="kind public: the science archive's server (its TAP and data services)",
-    )
-    public_table: str = Field(
-        "q1.raw_frame",
-        description="kind public: the raw-frame table of the release (q1.raw_frame for Q1)",
-    )
-    public_release: str = Field(
-        "sedm", description="kind public: the release (schema) the data service serves from"
-    )
-    days: int = Field(14, ge=1, description="default window: the last N days")
-    connections: int = Field(4, ge=1, le=32, description="parallel downloads")
-    timeout_s: float = Field(120.0, gt=0.0, description="HTTP timeout")
-    retries: int = Field(
-        4, ge=0, le=20, description="retries of a timeout or 5xx answer (waits 2, 4, 8... s)"
-    )
-    min_free_gb: float = Field(50.0, ge=0.0, description="stop fetching below this free space")
-    move_to: Path | None = Field(
-        None,
-        description="a second folder: raw files older than move_after_days, once measured, "
-        "are moved there (copied, verified, then removed); unset: nothing is moved",
-        examples=["/mnt/second-disk/vis-raw"],
-    )
-    move_after_days: float = Field(
-        30.0, gt=0.0, description="age (from DATE-OBS) after which a measured raw file moves"
-    )
-
-
 class RunSettings(BaseModel):
     """[run]: how runs share one store (claims under a lease) and retry transient failures."""
 
@@ -307,9 +267,11 @@ class Settings(BaseSettings):
     psf: PsfSettings = Field(default_factory=PsfSettings)
     iq: IQSettings = Field(default_factory=IQSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    images: ImagesSettings = Field(default_factory=ImagesSettings)
     goes: GoesSettings = Field(default_factory=GoesSettings)
     gaia: GaiaSettings = Field(default_factory=GaiaSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     config_file: Path | None = Field(None, exclude=True)
 

@@ -50,10 +50,44 @@ def update_month_products(store: Store, settings: Any, months: Iterable[str]) ->
         since, until = month_range(month)
         written += write_period_products(period_rows(store, since, until), folder, month)
         written += write_gaia_period_products(store, settings, since, until, folder, month)
+        written += write_health_trends(store, settings, since, until, folder, month)
     if months:
         # the ice trend spans every month: one timeline over all exposures
         written += write_ice_timeline(store, settings, ice_dir(settings.products_path))
     return written
+
+
+def write_health_trends(
+    store: Store, settings: Any, since: datetime, until: datetime, folder: Path, month: str
+) -> list[Path]:
+    """The month's detector-health trends (bias and read noise of every quadrant against
+    time) as `health_<month>.png`; nothing when no exposure of the month was measured."""
+    from viskom.present.health_plots import BIAS_METRIC, NOISE_METRIC, plot_health_trends
+
+    names = (BIAS_METRIC[0], NOISE_METRIC[0])
+    rows = store.metrics(metrics=list(names), since=since, until=until)
+    if not rows:
+        return []
+    exposures = {e.name: e for e in store.list_exposures(since=since, until=until)}
+    measured = sorted({r.exposure for r in rows if r.exposure in exposures},
+                      key=lambda n: exposures[n].date_obs)  # fmt: skip
+    index = {name: i for i, name in enumerate(measured)}
+    series: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+    for r in rows:
+        if "." not in r.unit or r.exposure not in index:
+            continue
+        values = series[r.metric].setdefault(r.unit, [float("nan")] * len(measured))
+        values[index[r.exposure]] = float("nan") if r.value is None else r.value
+    band = settings.alerts.fixed_band(NOISE_METRIC[0])
+    figure = plot_health_trends(
+        [exposures[n].date_obs for n in measured],
+        [exposures[n].frame_type or "UNKNOWN" for n in measured],
+        series[BIAS_METRIC[0]],
+        series[NOISE_METRIC[0]],
+        month_label=month,
+        noise_max_e=band[1] if band else None,
+    )
+    return [write_figure(figure, folder / f"health_{month}.png")]
 
 
 def ice_dir(products: Path) -> Path:

@@ -26,7 +26,15 @@ from viskom.le1.geometry import parse_extname
 from viskom.metrics import METRICS, level_of_unit
 from viskom.pipeline.register import sha256_of
 from viskom.stages.base import ExposureInfo, Stage, StageInputs, StageResult
-from viskom.store.products import read_table, write_arrays, write_figure, write_json, write_table
+from viskom.store.atomic import write_bytes_atomic
+from viskom.store.products import (
+    read_table,
+    write_arrays,
+    write_figure,
+    write_fits,
+    write_json,
+    write_table,
+)
 
 
 class ContractError(RuntimeError):
@@ -87,9 +95,16 @@ def gather_inputs(
 
 
 def remove_products(stage: Stage, exposure: ExposureInfo) -> None:
-    """Delete the stage's products of an earlier run on this exposure."""
+    """Delete the stage's products of an earlier run on this exposure (every member of a
+    declared family too)."""
     for spec in stage.products:
-        exposure.product(spec.kind, spec.ext).unlink(missing_ok=True)
+        if not spec.family:
+            exposure.product(spec.kind, spec.ext).unlink(missing_ok=True)
+            continue
+        folder = exposure.product_folder
+        for path in folder.glob(f"{exposure.name}_{spec.kind}.{spec.ext}"):
+            if spec.covers(path.name[len(exposure.name) + 1 : -len(spec.ext) - 1]):
+                path.unlink(missing_ok=True)
 
 
 def check_metrics(stage: Stage, rows: Iterable[tuple[str, str, float]]) -> None:
@@ -163,9 +178,18 @@ def write_products(
         elif spec.ext == "npz":
             write_arrays(payload, path)
         elif spec.ext == "png":
-            if not hasattr(payload, "savefig"):
+            if isinstance(payload, bytes | bytearray):
+                if not bytes(payload[:8]) == b"\x89PNG\r\n\x1a\n":
+                    raise ContractError(f"stage {stage.name}: product {kind} is not PNG bytes")
+                write_bytes_atomic(path, bytes(payload))
+            elif hasattr(payload, "savefig"):
+                write_figure(payload, path)
+            else:
                 raise ContractError(f"stage {stage.name}: product {kind} is not a Figure")
-            write_figure(payload, path)
+        elif spec.ext == "fits":
+            if not hasattr(payload, "writeto"):
+                raise ContractError(f"stage {stage.name}: product {kind} is not an HDU")
+            write_fits(payload, path)
         try:
             relative = path.resolve().relative_to(root.resolve())
         except ValueError:

@@ -342,6 +342,17 @@ class HttpClient:
                 retry.sleep()
 
 
+def wait_until(done: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Ask `done()` every `interval_s` until it says True (True) or `timeout_s` passed (False):
+    the wait of a service's asynchronous job (a TAP query's phase)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+    return True
+
+
 __all__ = [
     "MAX_WAIT_S",
     "RETRY_METHODS",
@@ -352,4 +363,5 @@ __all__ = [
     "ServiceError",
     "make_session",
     "retry_policy",
+    "wait_until",
 ]

@@ -16,6 +16,8 @@ from viskom.stages.detector_health import DetectorHealth
 from viskom.stages.event_plots import EventPlots
 from viskom.stages.events import Events
 from viskom.stages.gaia import GaiaPhotometry
+from viskom.stages.health_plots import HealthPlots
+from viskom.stages.images import Images
 from viskom.stages.psf import PsfMoments
 from viskom.stages.science_plots import SciencePlots
 from viskom.stages.space_weather import SpaceWeather
@@ -24,12 +26,14 @@ from viskom.stages.space_weather import SpaceWeather
 #: monitor is one module and one line here (and its metrics in `viskom.metrics`).
 STAGES: tuple[Stage, ...] = (
     DetectorHealth(),
+    HealthPlots(),
     Catalogue(),
     PsfMoments(),
     SciencePlots(),
     GaiaPhotometry(),
     Events(),
     EventPlots(),
+    Images(),
     SpaceWeather(),
 )
 

@@ -66,6 +66,7 @@ class ExposureInfo:
 
 
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_MEMBER = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,18 @@ PRODUCT_FORMATS = {
     "parquet": "a table: a mapping of column name to array",
     "json": "a JSON-able mapping",
     "npz": "a mapping of name to numpy array",
-    "png": "a matplotlib Figure (from viskom.present)",
+    "png": "a matplotlib Figure (from viskom.present), or the PNG file's bytes",
+    "fits": "an astropy HDU or HDUList",
 }
 
 
 @dataclass(frozen=True)
 class ProductSpec:
-    """A file a stage writes for each exposure: `<exposure>_<kind>.<ext>` in its folder."""
+    """A file a stage writes for each exposure: `<exposure>_<kind>.<ext>` in its folder.
+
+    A kind ending in `*` declares a family (`zoom_*`: `zoom_ll`, `zoom_hottest` ...): the
+    stage names its members at run time; each member is a lower-case word after the prefix.
+    """
 
     kind: str
     ext: str
@@ -109,6 +115,18 @@ class ProductSpec:
     def __post_init__(self) -> None:
         if self.ext not in PRODUCT_FORMATS:
             raise ValueError(f"product {self.kind}: format {self.ext!r} not in {PRODUCT_FORMATS}")
+
+    @property
+    def family(self) -> bool:
+        """Whether this declares a family of products (`prefix_*`)."""
+        return self.kind.endswith("*")
+
+    def covers(self, kind: str) -> bool:
+        """Whether `kind` is this product, or a member of this family."""
+        if not self.family:
+            return kind == self.kind
+        prefix = self.kind[:-1]
+        return kind.startswith(prefix) and bool(_MEMBER.match(kind[len(prefix) :]))
 
 
 @dataclass(frozen=True)
@@ -230,7 +248,7 @@ class Stage(ABC):
     def product_spec(self, kind: str) -> ProductSpec:
         """The declared product `kind`; KeyError if the stage does not declare it."""
         for spec in self.products:
-            if spec.kind == kind:
+            if spec.covers(kind):
                 return spec
         raise KeyError(f"stage {self.name} does not declare a product {kind!r}")
 

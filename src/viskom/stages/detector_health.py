@@ -12,11 +12,14 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+
 from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.header import GEOMETRY_KEYWORDS
 from viskom.le1.quadrant_map import map_quadrants
 from viskom.measure.detector import DetectorHealthParams, quadrant_health
 from viskom.stages.base import (
+    ProductSpec,
     QualityOutcome,
     Stage,
     StageInputs,
@@ -32,9 +35,10 @@ class DetectorHealth(Stage):
     """Per-quadrant detector statistics, with CCD and focal-plane summaries."""
 
     name = "detector_health"
-    version = "1"
+    version = "2"  # 2: the per-quadrant table as a product (health maps); metrics unchanged
     frame_types = frozenset({"SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN"})
     config_section = "detector_health"
+    products = (ProductSpec("health", "parquet", "per-quadrant detector metrics, a row each"),)
     header_keywords = ()  # EXPTIME only for a DARK's dark current: handled per metric
 
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
@@ -78,7 +82,13 @@ class DetectorHealth(Stage):
             if dropped:
                 outcomes.append(QualityOutcome("bad_header_value", "; ".join(dropped), ext))
         rows = [(ext, name, v) for ext, m in per_quadrant.items() for name, v in m.items()]
-        return StageResult(metrics=rows, outcomes=outcomes)  # CCD and FPA: the runner's roll-up
+        names_measured = sorted({name for m in per_quadrant.values() for name in m})
+        table = {"extname": np.array(list(per_quadrant), dtype=str)}
+        for metric in names_measured:
+            table[metric] = np.array([m.get(metric, np.nan) for m in per_quadrant.values()], float)
+        return StageResult(  # CCD and FPA: the runner's roll-up
+            metrics=rows, outcomes=outcomes, products={"health": table}
+        )
 
 
 def _quadrant_health(

@@ -87,6 +87,13 @@ def write_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
+def write_fits(hdu: Any, path: Path) -> Path:
+    """Write an astropy HDU (or HDUList) as a FITS file atomically (checksums added)."""
+    with atomic_path(path, suffix=".fits") as tmp:
+        hdu.writeto(tmp, checksum=True)
+    return path
+
+
 def read_table(path: Path) -> dict[str, np.ndarray]:
     """Read a Parquet product back as numpy columns."""
     table = pq.read_table(path)

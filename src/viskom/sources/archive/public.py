@@ -20,7 +20,6 @@ import io
 import logging
 import re
 import socket
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +27,7 @@ from urllib.parse import urlencode
 
 from viskom.sources.archive.downloads import RemoteFile
 from viskom.sources.archive.eas import ArchiveAnswerError
-from viskom.sources.http import ServiceError
+from viskom.sources.http import ServiceError, wait_until
 
 PUBLIC_URL = "https://eas.esac.esa.int/"
 _ENVIRONMENT = "VISKOM"  # the astroquery environment viskom registers for its server
@@ -123,25 +122,27 @@ class PublicArchive:
         """The frames observed in [start, end), each once (ServiceError, ArchiveAnswerError)."""
         query = adql(self.table, start, end)
         where = f"{self.server}tap-server/tap/async"
-        deadline = time.monotonic() + 3 * self.timeout_s
         with _quiet_with_timeout(self.timeout_s) as said:
             try:
                 client = self._client()
                 job = client.launch_job_async(query, background=True, output_format="csv")
                 if job is None:  # astroquery logged the error and gave nothing back
                     raise ServiceError(f"the archive refused the query ({said.last()})", where)
-                phase = job.get_phase()
-                while phase not in _DONE:
-                    if time.monotonic() > deadline:
-                        raise ServiceError(
-                            f"the query did not finish in {3 * self.timeout_s:.0f} s "
-                            f"(job {job.jobid}: {phase})",
-                            where,
-                        )
-                    time.sleep(_POLL_S)
-                    phase = job.get_phase(update=True).strip().upper()
-                if phase != "COMPLETED":
-                    raise ServiceError(f"the query ended {phase} (job {job.jobid})", where)
+                phase = [str(job.get_phase()).strip().upper()]
+
+                def finished() -> bool:
+                    if phase[0] not in _DONE:
+                        phase[0] = str(job.get_phase(update=True)).strip().upper()
+                    return phase[0] in _DONE
+
+                if not wait_until(finished, 3 * self.timeout_s, _POLL_S):
+                    raise ServiceError(
+                        f"the query did not finish in {3 * self.timeout_s:.0f} s "
+                        f"(job {job.jobid}: {phase[0]})",
+                        where,
+                    )
+                if phase[0] != "COMPLETED":
+                    raise ServiceError(f"the query ended {phase[0]} (job {job.jobid})", where)
                 table = job.get_results()
             except ServiceError:
                 raise
