@@ -228,3 +228,19 @@ def test_products_are_recorded_and_removed_with_the_family(patterned, tmp_path) 
     _run(patterned, tmp_path, flagged_zooms=False)
     assert not stale.exists()  # a family member of an earlier run goes with the family
     assert all(w.sha256 and w.size_bytes > 0 for w in result.written)
+
+
+def test_block_mean_against_loops() -> None:
+    from viskom.measure.mosaic import block_mean
+
+    rng = np.random.default_rng(2)
+    for shape in [(2066, 64), (256, 256), (30, 47), (24, 50)]:
+        data = rng.integers(0, 65535, size=shape).astype(np.uint16)
+        for b in (1, 3, 25):
+            want = [[data[i : i + b, j : j + b].mean() for j in range(0, shape[1], b)]
+                    for i in range(0, shape[0], b)]  # fmt: skip
+            assert np.allclose(block_mean(data, b), want, rtol=1e-6)
+            assert np.allclose(block_mean(data[::-1, ::-1], b),
+                               [[data[::-1, ::-1][i : i + b, j : j + b].mean()
+                                 for j in range(0, shape[1], b)]
+                                for i in range(0, shape[0], b)], rtol=1e-6)  # fmt: skip

@@ -106,3 +106,46 @@ def locate(
         inside &= ext == ""
         ext[inside], px[inside], py[inside] = name, x[inside], y[inside]
     return ext.astype(str), px, py
+
+
+@dataclass(frozen=True)
+class LinearWcs:
+    """The linear part of an extension's WCS (CRPIX, CRVAL, CD or CDELT x PC), for placing
+    quadrants fast (astropy builds a full WCS in ~4 ms; 144 of them cost half a second).
+
+    VIS headers carry a linear WCS in the instrument frame centred on (0, 0); with a TAN
+    projection about (0, 0) the linear relation is off by (tan r - r) ~ r^3 / 3: 0.02 arcsec
+    at the focal plane's 0.4 deg corner, a thousandth of a mosaic pixel."""
+
+    crpix: tuple[float, float]
+    crval: tuple[float, float]
+    cd: tuple[tuple[float, float], tuple[float, float]]
+
+    @classmethod
+    def from_header(cls, header: Mapping | fits.Header, extname: str = "?") -> LinearWcs:
+        """From the keywords; ValueError when they are missing or the tangent point is not
+        near the frame's origin (then use QuadrantWcs)."""
+        try:
+            crpix = (float(header["CRPIX1"]), float(header["CRPIX2"]))
+            crval = (float(header.get("CRVAL1", 0.0)), float(header.get("CRVAL2", 0.0)))
+            if "CD1_1" in header:
+                cd = ((float(header["CD1_1"]), float(header.get("CD1_2", 0.0))),
+                      (float(header.get("CD2_1", 0.0)), float(header["CD2_2"])))  # fmt: skip
+            else:
+                c1, c2 = float(header["CDELT1"]), float(header["CDELT2"])
+                pc = [[float(header.get(f"PC{i}_{j}", float(i == j))) for j in (1, 2)]
+                      for i in (1, 2)]  # fmt: skip
+                cd = ((c1 * pc[0][0], c1 * pc[0][1]), (c2 * pc[1][0], c2 * pc[1][1]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{extname}: no usable linear WCS ({exc})") from None
+        if abs(unwrap_longitude(np.array(crval[0]))) > 1.0 or abs(crval[1]) > 1.0:
+            raise ValueError(f"{extname}: CRVAL {crval} is not the instrument frame's origin")
+        return cls(crpix, crval, cd)
+
+    def pixel_to_instrument(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """0-based array pixels to instrument-frame (X, Y) in degrees."""
+        dx = np.asarray(x, float) + 1.0 - self.crpix[0]  # FITS pixels are 1-based
+        dy = np.asarray(y, float) + 1.0 - self.crpix[1]
+        (a, b), (c, d) = self.cd
+        X = unwrap_longitude(self.crval[0] + a * dx + b * dy)
+        return X, self.crval[1] + c * dx + d * dy

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from viskom.le1.geometry import all_ccds, all_extnames
 from viskom.present.focal import (
@@ -76,20 +76,28 @@ def draw_metric_map(
     norm = mpl.colors.Normalize(vmin=lo, vmax=hi)
     colormap = mpl.colormaps[cmap]
     outside = 0
+    filled, colours, breaches, empty = [], [], [], []
     for name in names:
         x0, y0, w, h = rect_of(name)
+        outline = [(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)]
         v = cells.get(name)
         if v is None or not np.isfinite(v):
-            ax.add_patch(Rectangle((x0, y0), w, h, facecolor="0.85", edgecolor="0.6",
-                                   hatch="////", linewidth=0.3, zorder=1))  # fmt: skip
+            empty.append(outline)
             continue
-        breach = band is not None and (
+        filled.append(outline)
+        colours.append(v)
+        if band is not None and (
             (band[0] is not None and v < band[0]) or (band[1] is not None and v > band[1])
-        )
-        outside += breach
-        edge = {"edgecolor": "red", "linewidth": 1.6, "zorder": 1.5} if breach else {
-            "edgecolor": "none", "linewidth": 0, "zorder": 1}  # fmt: skip
-        ax.add_patch(Rectangle((x0, y0), w, h, facecolor=colormap(norm(v)), **edge))
+        ):
+            breaches.append(outline)
+    outside = len(breaches)
+    # three collections, not 144 patches: a map draws in tens of milliseconds
+    ax.add_collection(PolyCollection(filled, array=np.asarray(colours, float), cmap=colormap,
+                                     norm=norm, edgecolors="none", zorder=1))  # fmt: skip
+    ax.add_collection(PolyCollection(empty, facecolors="0.85", edgecolors="0.6", hatch="////",
+                                     linewidths=0.3, zorder=1))  # fmt: skip
+    ax.add_collection(PolyCollection(breaches, facecolors="none", edgecolors="red",
+                                     linewidths=1.6, zorder=1.5))  # fmt: skip
     focal_plane_axes(ax, quadrants=bool(quads))
     ax.set_xlim(*FPA_XLIM)
     ax.set_ylim(*FPA_YLIM)
