@@ -402,3 +402,184 @@ def test_plot_in_worker_process(tmp_path: Path) -> None:
         fig = pool.submit(plot_star_stamps, make_stamps(4), title="worker").result(timeout=120)
     out = write_figure(fig, tmp_path / "w.png")
     assert_png(out, "stamps")
+
+
+# ------------------------------------------------------------------------------------------
+# fit for a talk: titles and labels inside the figure, no rainbow maps, points on scale
+
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+
+from viskom.measure.gaia import PIX_PER_DEG, compare_with_gaia, gaia_flux  # noqa: E402
+from viskom.present.astrometry import (  # noqa: E402
+    ARROW_FRACTION,
+    plot_gaia_dxdy,
+    residual_arrow_scale,
+)
+from viskom.present.style import fit_text, new_figure, plot_style, text_width_px  # noqa: E402
+
+LONG_TITLE = "EUC_LE1_VIS-02371-3-W_20240713T014734.200000Z_01_01_01.00  2024-07-13 01:47:34"
+RAINBOWS = {"jet", "rainbow", "gist_rainbow", "hsv", "turbo", "nipy_spectral", "gist_ncar"}
+
+
+def outside_the_figure(fig: Figure) -> list[str]:
+    """Texts (and the whole drawing) reaching beyond the figure's pixels, after a draw.
+
+    Tick labels are checked through the figure's tight bbox, which holds the drawn ones only.
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    w, h = fig.bbox.width, fig.bbox.height
+    ticks = {
+        id(label)
+        for ax in fig.axes
+        for axis in ax._axis_map.values()
+        for tick in (*axis.majorTicks, *axis.minorTicks)
+        for label in (tick.label1, tick.label2)
+    }
+    bad = []
+    for text in fig.findobj(Text):
+        if id(text) in ticks or not text.get_visible() or not text.get_text().strip():
+            continue
+        bb = text.get_window_extent(renderer)
+        if bb.x0 < -1 or bb.y0 < -1 or bb.x1 > w + 1 or bb.y1 > h + 1:
+            bad.append(f"{text.get_text()!r} at {tuple(round(v) for v in bb.bounds)}")
+    tight = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)
+    if tight.x0 < -1 or tight.y0 < -1 or tight.x1 > w + 1 or tight.y1 > h + 1:
+        bad.append(f"the drawing spans {tuple(round(v) for v in tight.bounds)} of {w:g} x {h:g}")
+    return bad
+
+
+def rainbow_maps(fig: Figure) -> list[str]:
+    """Names of rainbow colour maps used by any artist of the figure."""
+    names = {getattr(a.get_cmap(), "name", "") for a in fig.findobj(lambda a: hasattr(a, "cmap"))}
+    return sorted(n for n in names if n.split("_")[0] in RAINBOWS or n in RAINBOWS)
+
+
+def test_outside_check_catches_a_cut_title() -> None:
+    with plot_style():
+        fig = new_figure(640, 480)
+        fig.add_subplot().plot([0, 1])
+        fig.suptitle(LONG_TITLE + "  560.52 s", fontsize=10.5)  # plain: cut off at 640 px
+    assert outside_the_figure(fig)
+
+
+def test_fit_text_wraps_at_the_double_space_and_keeps_mathtext() -> None:
+    with plot_style():
+        fig = new_figure(640, 480)
+        text, size = fit_text(fig, LONG_TITLE, 628, 10.5)
+        assert text.split("\n") == LONG_TITLE.split("  ") and size == 10.5
+        math = r"fit $(3.00 \pm 0.06)\times10^{6}$ x and more words to wrap at spaces here"
+        text, size = fit_text(fig, math, 200, 10)
+        assert all(line.count("$") % 2 == 0 for line in text.split("\n"))
+        text, size = fit_text(fig, "x" * 45, 300, 10)  # one long word: smaller font
+        assert size < 10 and text_width_px(fig, text, size) <= 300 * 1.01
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: plot_flux_radius(make_catalogue(), None, title=LONG_TITLE + "  560.52 s"),
+        lambda: plot_star_stamps(make_stamps(9), title=LONG_TITLE + "  560.52 s"),
+        lambda: plot_moment_maps(make_star_moments(per_quadrant=2), title=LONG_TITLE),
+        lambda: plot_iq_timeline(make_month(), month_label="2024-07"),
+        lambda: plot_psf_month_summary({}, month_label="2024-07"),
+    ],
+    ids=["flux_radius", "stamps", "moment_maps", "iq_timeline", "psf_summary_empty"],
+)
+def test_texts_inside_the_figure_and_no_rainbow(make) -> None:  # type: ignore[no-untyped-def]
+    fig = make()
+    assert outside_the_figure(fig) == []
+    assert rainbow_maps(fig) == []
+
+
+def demo_like_month() -> dict[str, np.ndarray]:
+    """Six exposures whose trefoil and coma lie far from VISQL's plot ranges (as in the demo)."""
+    month = {k: np.asarray(v)[:6].copy() for k, v in make_month().items()}
+    month["trefoil1"] = np.array([0.0008, 0.001, 0.0006, 0.0009, 0.0011, 0.0007])
+    month["trefoil2"] = -month["trefoil1"]
+    month["coma1"] = np.array([0.001, 0.0012, 0.0008, 0.0009, 0.0011, 0.001])
+    month["coma2"] = -month["coma1"]
+    return month
+
+
+#: The IQ timeline's panels (top to bottom), their columns and VISQL's ranges (drawn as bands).
+TIMELINE = (("r2", (1.7, 2.3)), ("e1", (-0.07, 0.07)), ("e2", (-0.07, 0.07)),
+            ("trefoil1", (-0.3, -0.15)), ("trefoil2", (-0.05, 0.1)), ("score", None))  # fmt: skip
+
+
+def drawn_offsets(ax) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """(n, 2) data positions of all scatter points of an axes."""
+    offs = [np.asarray(c.get_offsets()) for c in ax.collections if len(c.get_offsets())]
+    return np.concatenate(offs) if offs else np.zeros((0, 2))
+
+
+def test_iq_timeline_axes_from_the_data_keep_every_point_on_scale() -> None:
+    month = demo_like_month()
+    fig = plot_iq_timeline(month, month_label="2024-07")
+    for ax, (key, band) in zip(fig.axes, TIMELINE, strict=False):
+        lo, hi = ax.get_ylim()
+        values = month[key]
+        assert np.all((values > lo) & (values < hi)), key  # VISQL's ranges had t1 off scale
+        if band is not None:
+            assert lo <= band[0] and band[1] <= hi, key  # the reference band is in view
+        xy = drawn_offsets(ax)
+        assert len(xy) == len(values), key  # nothing lost
+        x0, x1 = ax.get_xlim()
+        assert np.all((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= lo) & (xy[:, 1] <= hi))
+    # a real month with outliers: they sit at the edges, inside the limits, none is lost
+    month = make_month()
+    fig = plot_iq_timeline(month, month_label="2024-07")
+    for ax, (key, _) in zip(fig.axes, TIMELINE, strict=False):
+        lo, hi = ax.get_ylim()
+        xy = drawn_offsets(ax)
+        assert len(xy) == np.isfinite(month[key]).sum(), key
+        assert np.all((xy[:, 1] >= lo) & (xy[:, 1] <= hi)), key
+        inside = (month[key] > lo) & (month[key] < hi)
+        assert inside.mean() > 0.97, key  # the ranges follow the data, not VISQL's
+
+
+def test_psf_month_summary_axes_from_the_data() -> None:
+    month = demo_like_month()
+    fig = plot_psf_month_summary(month, month_label="2024-07")
+    pairs = (("r2", "e1"), ("e1", "e2"), ("coma1", "coma2"), ("trefoil1", "trefoil2"))
+    for ax, (xk, yk) in zip(fig.axes, pairs, strict=True):
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert np.all((month[xk] > x0) & (month[xk] < x1)), xk
+        assert np.all((month[yk] > y0) & (month[yk] < y1)), yk
+    assert outside_the_figure(fig) == []
+
+
+def gaia_comparison(noise_pix: float, n: int = 300):  # type: ignore[no-untyped-def]
+    """Matched stars with Gaia-VIS offsets of (-6.8, 5.3) px plus `noise_pix` residuals."""
+    rng = np.random.default_rng(4)
+    n_gaia = 3 * n
+    xg, yg = rng.uniform(-0.39, 0.39, n_gaia), rng.uniform(-0.39, 0.39, n_gaia)
+    pick = rng.choice(n_gaia, n, replace=False)
+    xv = xg[pick] - (-6.8 + rng.normal(0, noise_pix, n)) / PIX_PER_DEG
+    yv = yg[pick] - (5.3 + rng.normal(0, noise_pix, n)) / PIX_PER_DEG
+    g, c = rng.uniform(15.0, 20.5, n_gaia), rng.uniform(0.5, 3.0, n_gaia)
+    flux = gaia_flux(g[pick]) * np.exp(-0.38 + 0.4 * c[pick] - 0.065 * c[pick] ** 2) * 6.26
+    ext = np.array(["3-4.G"] * n)
+    return compare_with_gaia(ext, xv, yv, flux, xg, yg, g, c, exptime=560.52)
+
+
+def test_residual_arrows_scale_with_the_data() -> None:
+    rx, ry = np.full(10, 0.003), np.zeros(10)
+    scale, p90 = residual_arrow_scale(rx, ry, 0.8)
+    assert p90 == pytest.approx(0.003)
+    assert p90 / scale == pytest.approx(ARROW_FRACTION * 0.8)  # 5% of the panel, however small
+    assert residual_arrow_scale(np.zeros(3), np.zeros(3))[0] > 0  # no residual: still a scale
+    drawn = {}
+    for noise in (0.3, 0.003):
+        fig = plot_gaia_dxdy(gaia_comparison(noise), title=LONG_TITLE + "  (560.52 s)")
+        ax = fig.axes[2]  # the residual field
+        (q,) = [c for c in ax.collections if type(c).__name__ == "Quiver"]
+        mag = np.hypot(q.U, q.V)
+        drawn[noise] = np.percentile(mag, 90) / q.scale  # arrow length of P90 [deg]
+        assert drawn[noise] == pytest.approx(ARROW_FRACTION * 0.8, rel=0.05)
+        assert ("tiny" in ax.get_title()) == (noise < 0.05)
+        assert any("mas" in t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text")))
+        assert outside_the_figure(fig) == []
+        assert rainbow_maps(fig) == []
+    assert drawn[0.3] == pytest.approx(drawn[0.003], rel=0.1)  # residuals 100x apart

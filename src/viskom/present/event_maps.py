@@ -32,7 +32,10 @@ from viskom.measure.cosmics import (
 from viskom.present.focal import ccd_rectangle
 from viskom.present.inputs import _as_float, finite_positive
 from viskom.present.style import (
+    SEQUENTIAL,
+    axes_title,
     corner_text,
+    figure_title,
     new_figure,
     no_data,
     plot_style,
@@ -80,6 +83,8 @@ NBINS_200PX = int(0.5 + 0.8 * 36000 / 200)
 #: rf diagram: 100 x 100 bins over FLUX_RADIUS 0-3 px and log10 FLUX_AUTO 2.5-5.5.
 RF_RANGE = ((0.0, 3.0), (2.5, 5.5))
 RF_BINS = 100
+#: rf diagram colour range [sources per bin]: from 1, to VISQL's 1e4 or the fullest bin.
+RF_COUNTS = (1.0, 1e4)
 
 # Per-kind settings of the three maps: selection text, bins, colour range (before scaling).
 _MAPS: dict[str, dict[str, Any]] = {
@@ -145,6 +150,16 @@ def _ccd_outlines(ax: Axes, *, lw: float = 0.45, colour: str = "0.15") -> None:
     )
 
 
+def _extend(counts: np.ndarray, norm: LogNorm) -> str:
+    """Colour-bar `extend` for non-zero counts below or above the colour range."""
+    nonzero = counts[counts > 0]
+    under = bool((nonzero < norm.vmin).any())
+    over = bool((nonzero > norm.vmax).any())
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (under, over), "neither"
+    )
+
+
 def _map_histogram(x: np.ndarray, y: np.ndarray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
     """Counts [ix, iy] of events in nbins x nbins over MAP_RANGE squared, and the bin edges."""
     edges = np.linspace(MAP_RANGE[0], MAP_RANGE[1], nbins + 1)
@@ -168,7 +183,8 @@ def plot_event_map(
 ) -> Figure:
     """Map of event counts per 250x250 (X-rays, protons) or 200x200 px bin (all cosmics).
 
-    Log colour scale, jet, from vmin to vmax times expfactor = (exptime + readout/2)/560:
+    Log colour scale (viridis; VISQL's was jet), from vmin to vmax times
+    expfactor = (exptime + readout/2)/560:
     X-rays and protons 1-300, all cosmics 10-2000. VISQL did not scale the all-cosmics range
     by expfactor; we do, so that a short exposure does not look quiet because it is short.
     x_world, y_world are instrument-frame positions [deg] of the events of that class only.
@@ -188,7 +204,7 @@ def plot_event_map(
         n_out = int((np.isfinite(x) & np.isfinite(y)).sum()) - n_in
         t10 = top10_of_counts(counts)
         norm = LogNorm(spec["vmin"] * factor, spec["vmax"] * factor)
-        cmap = colormaps["jet"]
+        cmap = colormaps[SEQUENTIAL]
 
         fig = new_figure(640, 480)
         ax = fig.add_subplot()
@@ -208,11 +224,17 @@ def plot_event_map(
         ax.set_xlabel("VIS X [deg]")
         ax.set_ylabel("VIS Y [deg]")
         bin_px = spec["bin_px"]
-        fig.colorbar(mesh, ax=ax, label=f"{spec['cbar']} / {bin_px}×{bin_px} pixels", pad=0.02)
-        ax.set_title(
-            f"{spec['title']}: FLUX_RADIUS < {POINT_RADIUS_MAX:g} px, {spec['cut']}", fontsize=9
+        fig.colorbar(
+            mesh,
+            ax=ax,
+            label=f"{spec['cbar']} per {bin_px}×{bin_px} px bin",
+            pad=0.02,
+            extend=_extend(counts, norm),
         )
-        fig.suptitle(title, fontsize=10.5)
+        axes_title(
+            ax, f"{spec['title']}: FLUX_RADIUS < {POINT_RADIUS_MAX:g} px, {spec['cut']}", fontsize=9
+        )
+        figure_title(fig, title, fontsize=10.5)
 
         if n_in == 0:
             where = "in the catalogue" if x.size == 0 else "with a position\non the map"
@@ -235,8 +257,9 @@ def plot_event_map(
 def plot_rf_diagram(flux_radius: Any, flux: Any, title: str) -> Figure:
     """2-D histogram of FLUX_RADIUS against log10 FLUX_AUTO with the VISQL event-class boxes.
 
-    100 x 100 bins over 0-3 px and 2.5-5.5, log colours from 1e2 to 1e4 sources per bin as in
-    VISQL; dashed lines mark FLUX_RADIUS 0.9 px and fluxes 400, 1200, 3000, 1e4 and 4e4 ADU.
+    100 x 100 bins over 0-3 px and 2.5-5.5, log colours (viridis) from 1 to 1e4 sources per
+    bin (VISQL: 1e2 to 1e4, jet), or to the fullest bin; dashed lines mark FLUX_RADIUS 0.9 px
+    and fluxes 400, 1200, 3000, 1e4 and 4e4 ADU.
     """
     with plot_style(), quiet_numpy():
         r = _as_float(flux_radius)
@@ -255,8 +278,8 @@ def plot_rf_diagram(flux_radius: Any, flux: Any, title: str) -> Figure:
             xe,
             ye,
             np.ma.masked_equal(counts.T, 0),
-            cmap=colormaps["jet"],
-            norm=LogNorm(1e2, 1e4),
+            cmap=colormaps[SEQUENTIAL],
+            norm=LogNorm(RF_COUNTS[0], max(RF_COUNTS[1], float(counts.max(initial=0)))),
             rasterized=True,
             zorder=1,
         )
@@ -284,8 +307,8 @@ def plot_rf_diagram(flux_radius: Any, flux: Any, title: str) -> Figure:
         ax.text(rmax + 0.04, np.log10(COSMIC_FLUX_MAX) - 0.04, "cosmics < 3000", **label)
         ax.text(rmax + 0.04, np.mean(np.log10(PROTON_FLUX)), "protons 1e4–4e4", **label)
         ax.text(rmax - 0.03, yr[1] - 0.08, f"r < {rmax:g} px", **{**label, "ha": "right"})
-        fig.suptitle(title, fontsize=10.5)
-        ax.set_title("FLUX_RADIUS against FLUX_AUTO of all catalogue sources", fontsize=9)
+        figure_title(fig, title, fontsize=10.5)
+        axes_title(ax, "FLUX_RADIUS against FLUX_AUTO of all catalogue sources", fontsize=9)
         if f.size == 0:
             no_data(ax, "no sources in the catalogue")
         elif n_shown == 0:

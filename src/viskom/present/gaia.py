@@ -43,7 +43,19 @@ from viskom.present.gaia_ice import (
     plot_ice_diag,
     plot_ice_timeline,
 )
-from viskom.present.style import corner_text, new_figure, no_data, plot_style, quiet_numpy
+from viskom.present.style import (
+    DIVERGING,
+    SEQUENTIAL,
+    axes_title,
+    corner_text,
+    figure_title,
+    new_figure,
+    no_data,
+    plot_style,
+    quiet_numpy,
+    title_bottom,
+    truncated_cmap,
+)
 
 __all__ = [
     "BAND_COLOURS",
@@ -146,37 +158,44 @@ def plot_fpa_maps(
         fig = new_figure(1300, 800, constrained=False)  # constrained layout: 3x slower
         axes = fig.subplots(2, 3)
         fig.subplots_adjust(left=0.06, right=0.94, bottom=0.07, top=0.87, wspace=0.45, hspace=0.2)
-        flo, fhi = _flux_range(exptime)
+        flo, fhi = _flux_range(exptime)  # VISQL's range, scaled to the exposure time ...
+        f_fin = fmean[occupied][np.isfinite(fmean[occupied])]
+        if f_fin.size:  # ... unless the stars' fluxes are elsewhere: then from the data
+            dlo, dhi = (float(v) for v in np.percentile(f_fin, [2, 98]))
+            if dlo < flo or dhi > fhi:
+                mid, half = 0.5 * (dlo + dhi), max(0.5 * (dhi - dlo), 0.25)
+                flo, fhi = round(mid - 1.1 * half, 1), round(mid + 1.1 * half, 1)
         vmax_n = max(float(np.percentile(counts[occupied], 99)), 1.0) if occupied.size else 1.0
+        ratio = "mean VIS/Gaia ÷ model (ratio)"
         panels = (
-            (counts, "stars per cell", "BuPu", (0.0, vmax_n), "stars per hexagon"),
-            (
-                zmean,
-                "clipped mean VIS/Gaia ÷ exposure model",
-                "turbo",
-                (0.75, 1.25),
-                "mean VIS/Gaia ÷ model",
-            ),
-            (zmean, "same, narrow scale", "winter", (0.98, 1.02), "mean VIS/Gaia ÷ model"),
-            (gmean, "mean Gaia G", "copper", (15.0, 19.5), "mean Gaia G [mag]"),
-            (fmean, "mean VIS flux", "copper", (flo, fhi), "mean log10(VIS flux [ADU])"),
+            (counts, "stars per cell", SEQUENTIAL, (0.0, vmax_n), "stars per hexagon"),
+            (zmean, "clipped mean VIS/Gaia ÷ exposure model", DIVERGING, (0.75, 1.25), ratio),
+            (zmean, "same, narrow scale", DIVERGING, (0.98, 1.02), ratio),
+            (gmean, "mean Gaia G", "cividis", (15.0, 19.5), "mean Gaia G [mag]"),
+            (fmean, "mean VIS flux", "magma", (flo, fhi), "mean log10(VIS flux / ADU)"),
             (
                 100 * zsig,
                 "clipped scatter of VIS/Gaia ÷ model",
-                "summer",
+                SEQUENTIAL,
                 (0.0, 3.0),
-                "100 × σ(VIS/Gaia ÷ model)",
+                "σ(VIS/Gaia ÷ model) [%]",
             ),
         )
         for ax, (values, title, cmap_name, (lo, hi), cbar) in zip(axes.flat, panels, strict=True):
-            cmap = colormaps[cmap_name]
+            cmap = (
+                truncated_cmap("magma", 0.0, 0.9) if cmap_name == "magma" else colormaps[cmap_name]
+            )
             norm = Normalize(lo, hi)
             sel = occupied[np.isfinite(values[occupied])]
             _draw_cells(ax, grid, sel, values[sel], cmap, norm)
             _ccd_outlines(ax)
-            ax.set_title(title)
+            axes_title(ax, title)
             cax = ax.inset_axes((1.04, 0.0, 0.05, 1.0))
-            fig.colorbar(ScalarMappable(norm, cmap), cax=cax, label=cbar)
+            v = values[sel]
+            extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+                (bool((v < lo).any()), bool((v > hi).any())), "neither"
+            )
+            fig.colorbar(ScalarMappable(norm, cmap), cax=cax, label=cbar, extend=extend)
             if sel.size == 0:
                 no_data(ax, "no stars", fontsize=10)
         for ax in axes[1]:
@@ -189,12 +208,14 @@ def plot_fpa_maps(
             if ax not in axes[:, 0]:
                 ax.set_ylabel("")
         cell_px = grid.size * 36000.0
-        fig.suptitle(
-            f"VIS/Gaia over the focal plane, {label}, {kind} exposures ({exptime:.2f} s)\n"
+        figure_title(
+            fig,
+            f"VIS/Gaia over the focal plane, {label}, {kind} exposures ({exptime:.2f} s)",
             f"{n_stars:,} Gaia stars from {n_exposures:,} exposures; hexagons {cell_px:.0f} px "
             "wide; VIS/Gaia ÷ each exposure's own colour model",
             fontsize=11.5,
         )
+        fig.subplots_adjust(top=min(0.87, title_bottom(fig, pad_px=30)))
         return fig
 
 
@@ -233,7 +254,7 @@ def plot_colour_relations_fpa(
             centre = round(_poly(fpa, 1.75) / 0.05) * 0.05
         ylim = (centre - 0.3, centre + 0.3)
         cgrid = np.linspace(0.5, 3.0, 101)
-        cmap = colormaps["turbo"]
+        cmap = colormaps[SEQUENTIAL]
         norm = Normalize(*G_RANGE)
         rng = np.random.default_rng(seed)
         order = np.argsort(ccd, kind="stable")
@@ -250,7 +271,7 @@ def plot_colour_relations_fpa(
             ax.set_autoscale_on(False)
             ax.xaxis.set_major_locator(FixedLocator([1.0, 1.5, 2.0, 2.5]))
             ax.yaxis.set_major_locator(MaxNLocator(6, prune="both"))
-            ax.tick_params(labelbottom=i >= 30, labelleft=i % 6 == 0, direction="in")
+            ax.tick_params(labelbottom=i >= 30, labelleft=i % 6 == 0, direction="in", labelsize=12)
         n_drawn = 0
         for row in CCD_ROWS:
             for col in CCD_COLUMNS:
@@ -277,14 +298,16 @@ def plot_colour_relations_fpa(
                     )
                 else:
                     text += "   no fit"
-                corner_text(ax, text, loc="upper left", fontsize=9)
+                corner_text(ax, text, loc="upper left", fontsize=11)
                 ax.grid(True, lw=0.4)
         for ax in axes[-1]:
-            ax.set_xlabel("Gaia BP-RP [mag]")
+            ax.set_xlabel("Gaia BP-RP [mag]", fontsize=14)
         for ax in axes[:, 0]:
-            ax.set_ylabel("ln(VIS/Gaia)")
+            ax.set_ylabel("ln(VIS/Gaia) (ratio)", fontsize=14)
         cax = fig.add_axes((0.945, 0.2, 0.012, 0.6))
-        fig.colorbar(ScalarMappable(norm, cmap), cax=cax, label="Gaia G [mag]")
+        cb = fig.colorbar(ScalarMappable(norm, cmap), cax=cax)
+        cb.set_label("Gaia G [mag]", fontsize=14)
+        cb.ax.tick_params(labelsize=12)
         sub = f"{np.isfinite(v).sum():,} stars"
         if fpa is not None and np.isfinite(fpa.get("c0", np.nan)):
             sub += (
@@ -293,11 +316,13 @@ def plot_colour_relations_fpa(
             )
         if n_drawn < np.isfinite(v).sum():
             sub += f"; at most {max_points:,} random stars drawn per CCD, all fitted"
-        fig.suptitle(
-            f"VIS/Gaia colour relation per CCD, {label}, {kind} exposures ({exptime:.2f} s)\n"
+        figure_title(
+            fig,
+            f"VIS/Gaia colour relation per CCD, {label}, {kind} exposures ({exptime:.2f} s)",
             f"{sub}; CCD row 6 at the top, column 1 at the left",
-            fontsize=13,
+            fontsize=17,
         )
+        fig.subplots_adjust(top=min(0.93, title_bottom(fig, pad_px=12)))
         if not np.isfinite(v).any():
             no_data(axes[3, 2], "no Gaia stars in this period")
         return fig

@@ -23,7 +23,9 @@ from matplotlib.lines import Line2D
 
 from viskom.present.style import (
     COLOUR_REJECT,
+    axes_title,
     corner_text,
+    figure_title,
     new_figure,
     no_data,
     plot_style,
@@ -140,7 +142,7 @@ def plot_ice_timeline(
         ax.set_xlabel("date (UTC)")
         n = int((np.isfinite(vals).any(axis=0) & ~np.isnat(t)).sum())
         if relative:
-            ax.set_ylabel("ln(VIS/Gaia) − mean over the reference period")
+            ax.set_ylabel("ln(VIS/Gaia) − mean over the reference period (ratio)")
             sec = ax.secondary_yaxis(
                 "right", functions=(lambda v: -MAG_PER_LN * v, lambda m: -m / MAG_PER_LN)
             )
@@ -169,8 +171,10 @@ def plot_ice_timeline(
             sub += f", relative to the mean of {n_reference:,} in the reference period"
         if n_rejected:
             sub += f"\n{n_rejected:,} more rejected by VISQL's cuts (curvature, astrometric σ)"
-        fig.suptitle(
-            f"VIS/Gaia against time (ice monitor), {kind} exposures ({exptime:.2f} s)\n{sub}",
+        figure_title(
+            fig,
+            f"VIS/Gaia against time (ice monitor), {kind} exposures ({exptime:.2f} s)",
+            sub,
             fontsize=11.5,
         )
         return fig
@@ -224,7 +228,7 @@ def plot_ice_diag(
                 ax.axvspan(r0, r1, color=REFERENCE_COLOUR, alpha=0.35, zorder=0, lw=0,
                            label="reference")  # fmt: skip
                 ax.axhline(1.0, color="0.4", lw=0.8)
-            ax.set_title(f"{diagonal} CCDs")
+            axes_title(ax, f"{diagonal} CCDs")
             ax.set_ylabel(
                 "VIS/Gaia(1.75) ÷ reference mean" if relative else "VIS/Gaia at BP-RP 1.75"
             )
@@ -244,8 +248,9 @@ def plot_ice_diag(
             if relative
             else f"no data in the reference period {reference[0]}..{reference[1]}: absolute"
         )
-        fig.suptitle(
-            f"VIS/Gaia per CCD and day, {kind} exposures ({exptime:.2f} s)\n"
+        figure_title(
+            fig,
+            f"VIS/Gaia per CCD and day, {kind} exposures ({exptime:.2f} s)",
             f"median of the exposures' CCD values at BP-RP 1.75, {note}",
             fontsize=11.5,
         )

@@ -20,7 +20,9 @@ from viskom.present.inputs import _as_float, as_datetime64, finite_positive
 from viskom.present.style import (
     COLOUR_C1,
     COLOUR_C2,
+    axes_title,
     corner_text,
+    figure_title,
     new_figure,
     no_data,
     plot_style,
@@ -145,8 +147,8 @@ def plot_goes_panel(
         ax.set_yscale("log")
         ax.set_ylim(lo, hi)
         ax.set_xticks(np.arange(-12, 13, 3))
-        ax.set_xlabel("Hours from observation")
-        ax.set_ylabel("GOES flux W/m2")
+        ax.set_xlabel("time from DATE-OBS [h]")
+        ax.set_ylabel("GOES X-ray flux [W m⁻²]")
         for _, level in FLARE_CLASSES:
             if lo < level < hi:
                 ax.axhline(level, color="0.85", lw=0.6, zorder=0)
@@ -190,9 +192,9 @@ def plot_goes_panel(
                 corner_text(ax, "no proton data for this window", loc="lower right", fontsize=7)
 
         exp_label = (
-            "%5.1f sec + %4.0f" % (exptime, readout_s)  # noqa: UP031 - VISQL's format
+            f"EXPTIME {exptime:.1f} s + readout {readout_s:.0f} s"  # VISQL: "560.5 sec +   72"
             if np.isfinite(exptime)
-            else f"EXPTIME unknown + {readout_s:4.0f}"
+            else f"EXPTIME unknown + readout {readout_s:.0f} s"
         )
         corner_text(ax, exp_label, loc="upper right", fontsize=8.5)
         if handles:
@@ -204,6 +206,6 @@ def plot_goes_panel(
             when = f"t = 0 at DATE-OBS {str(t0.astype('datetime64[s]')).replace('T', ' ')} UTC"
             if not (has_a or has_b):
                 no_data(ax, "no GOES data for this window")
-        ax.set_title(when, fontsize=8.5)
-        fig.suptitle(title, fontsize=10.5)
+        axes_title(ax, when, fontsize=8.5)
+        figure_title(fig, title, fontsize=10.5)
         return fig

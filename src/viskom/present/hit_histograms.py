@@ -23,6 +23,7 @@ from viskom.present.style import (
     COLOUR_C1,
     COLOUR_REJECT,
     corner_text,
+    figure_title,
     new_figure,
     no_data,
     plot_style,
@@ -86,7 +87,7 @@ def plot_hit_histograms(
         fig = new_figure(1500, 500)
         axes = fig.subplots(1, 3)
         panels = (
-            (npx, np.unique(np.round(np.logspace(0, 3, 31))) - 0.5, "pixels per hit"),
+            (npx, np.unique(np.round(np.logspace(0, 3, 31))) - 0.5, "pixels per hit [px]"),
             (length, np.logspace(-1, 3, 41), "track length [px]"),
             (charge, np.logspace(1, 6, 51), "charge per hit [ADU]"),
         )
@@ -147,5 +148,5 @@ def plot_hit_histograms(
         )
         if unknown:
             sub += f"; {unknown:,} hits of other kinds not shown"
-        fig.suptitle(f"{title}\n{sub}", fontsize=10.5)
+        figure_title(fig, title, sub, fontsize=10.5)
         return fig

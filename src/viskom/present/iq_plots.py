@@ -11,26 +11,28 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Ellipse
+from matplotlib.patches import Ellipse, Rectangle
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from viskom.measure.iq import IQ_OK, IQ_REJECT, IQReference, iq_class, iq_score
-from viskom.present.common import clipped_scatter, suptitle
+from viskom.present.common import clipped_scatter, data_limits, reference_band, suptitle
 from viskom.present.inputs import Columns, mission_day, mission_day_to_date, month_mission_days
 from viskom.present.style import (
     COLOUR_BOX,
     COLOUR_C1,
+    COLOUR_REFERENCE,
     COLOUR_REJECT,
-    corner_text,
+    SEQUENTIAL,
+    axes_title,
     new_figure,
     no_data,
     plot_style,
     quiet_numpy,
+    truncated_cmap,
 )
 
 __all__ = ["EXPTIME_RANGE", "plot_iq_timeline", "plot_psf_month_summary"]
@@ -38,16 +40,18 @@ __all__ = ["EXPTIME_RANGE", "plot_iq_timeline", "plot_psf_month_summary"]
 # ------------------------------------------------------------------------------------------
 # 1. Monthly IQ timeline (VISQL IQ_timeline)
 
-#: (column, y label, y limits, log axis) — VISQL's y ranges (VISQL-SPEC 7.5).
+#: (column, y label, VISQL's fixed y range (VISQL-SPEC 7.5; drawn as a grey reference band),
+#: least y span). The axis ranges come from the data (`data_limits`) and contain the band.
 _TIMELINE_PANELS = (
-    ("r2", "R2 [px²]", (1.7, 2.3), False),
-    ("e1", "ellipticity e1", (-0.07, 0.07), False),
-    ("e2", "ellipticity e2", (-0.07, 0.07), False),
-    ("trefoil1", "trefoil t1", (-0.3, -0.15), False),
-    ("trefoil2", "trefoil t2", (-0.05, 0.1), False),
-    ("score", "IQ score", (0.1, 1e5), True),
+    ("r2", "R2 [px²]", (1.7, 2.3), 0.02),
+    ("e1", "ellipticity e1\n(dimensionless)", (-0.07, 0.07), 0.01),
+    ("e2", "ellipticity e2\n(dimensionless)", (-0.07, 0.07), 0.01),
+    ("trefoil1", "trefoil t1\n(dimensionless)", (-0.3, -0.15), 0.01),
+    ("trefoil2", "trefoil t2\n(dimensionless)", (-0.05, 0.1), 0.01),
 )
 EXPTIME_RANGE = (0.0, 700.0)
+#: Robust range of the data that sets the axes: these percentiles, plus a margin.
+_PERCENTILES = (1.0, 99.0)
 
 
 def _month_columns(
@@ -82,79 +86,75 @@ def plot_iq_timeline(
 ) -> Figure:
     """Per-exposure R2, e1, e2, trefoil and IQ score against mission day over a month.
 
-    Points coloured by exposure time; values off scale sit at the panel edge as triangles.
+    Points coloured by exposure time. Each y range comes from the data (1st-99th percentile
+    plus a margin) and contains VISQL's fixed range, drawn as a grey band; values beyond it
+    sit at the panel edge as triangles. Exposures outside the month are counted, not drawn.
     """
     with plot_style(), quiet_numpy():
         m = _month_columns(month)
         d0, d1 = month_mission_days(month_label)
         day = m["day"]
-        order = np.argsort(day, kind="stable")
         in_month = np.isfinite(day) & (day >= d0) & (day < d1)
+        order = np.flatnonzero(in_month)[np.argsort(day[in_month], kind="stable")]
         n_month = int(in_month.sum())
-        cmap = colormaps["turbo"].with_extremes(bad="0.5")
+        cmap = truncated_cmap(SEQUENTIAL, 0.0, 0.92).with_extremes(bad="0.5")
         norm = Normalize(*EXPTIME_RANGE)
+        size = 36.0 if n_month < 100 else 16.0 if n_month < 1000 else 9.0
 
         fig = new_figure(1400, 1400)
-        axes = fig.subplots(len(_TIMELINE_PANELS), 1, sharex=True)
-        for ax, (key, ylabel, ylim, log) in zip(axes, _TIMELINE_PANELS, strict=True):
+        axes = fig.subplots(len(_TIMELINE_PANELS) + 1, 1, sharex=True)
+        for ax, (key, ylabel, band, min_span) in zip(axes, _TIMELINE_PANELS, strict=False):
             values = m[key]
-            if log:
-                ax.set_yscale("log")
-                ax.axhspan(ylim[0], ok, color=COLOUR_BOX, alpha=0.08, zorder=0)
-                ax.axhspan(reject, ylim[1], color=COLOUR_REJECT, alpha=0.08, zorder=0)
-                ax.axhline(ok, color=COLOUR_BOX, lw=1.2, ls="--", zorder=1)
-                ax.axhline(reject, color=COLOUR_REJECT, lw=1.2, ls="--", zorder=1)
-                ax.text(
-                    d1,
-                    ok,
-                    f" OK < {ok:g}",
-                    color=COLOUR_BOX,
-                    va="center",
-                    fontsize=8.5,
-                    clip_on=False,
-                )
-                ax.text(
-                    d1,
-                    reject,
-                    f" reject > {reject:g}",
-                    color=COLOUR_REJECT,
-                    va="center",
-                    fontsize=8.5,
-                    clip_on=False,
-                )
-            nout = clipped_scatter(
-                ax,
-                day[order],
-                values[order],
-                ylim=ylim,
-                logy=log,
-                c=m["exptime"][order],
-                cmap=cmap,
-                norm=norm,
-                s=9,
-                inset=0.025,
+            ylim = data_limits(
+                values[in_month], reference=band, min_span=min_span, percentiles=_PERCENTILES
             )
+            reference_band(ax, *band)
+            nout = clipped_scatter(
+                ax, day[order], values[order], ylim=ylim, c=m["exptime"][order], cmap=cmap,
+                norm=norm, s=size, inset=0.025,
+            )  # fmt: skip
             ax.set_ylim(*ylim)
             ax.set_ylabel(ylabel)
+            info = _panel_info(ax, values[in_month], nout, log=False)
+            info.insert(1 if info and info[0].startswith("median") else 0,
+                        f"grey: VISQL's range {band[0]:g} to {band[1]:g}")  # fmt: skip
+            ax.set_title("  ·  ".join(info), loc="left", fontsize=8.5, pad=3)
+
+        ax = axes[-1]
+        values = m["score"]
+        ylim = data_limits(
+            values[in_month], reference=(ok / 3.0, reject * 3.0), min_span=1.0, log=True,
+            percentiles=_PERCENTILES, default=(0.1, 1e5),
+        )  # fmt: skip
+        ax.set_yscale("log")
+        ax.axhspan(ylim[0], ok, color=COLOUR_BOX, alpha=0.08, zorder=0)
+        ax.axhspan(reject, ylim[1], color=COLOUR_REJECT, alpha=0.08, zorder=0)
+        ax.axhline(ok, color=COLOUR_BOX, lw=1.2, ls="--", zorder=1)
+        ax.axhline(reject, color=COLOUR_REJECT, lw=1.2, ls="--", zorder=1)
+        for level, text, colour in ((ok, f" OK < {ok:g}", COLOUR_BOX),
+                                    (reject, f" reject > {reject:g}", COLOUR_REJECT)):  # fmt: skip
+            ax.text(1.0, level, text, color=colour, va="center", fontsize=8.5, clip_on=False,
+                    transform=ax.get_yaxis_transform())  # fmt: skip
+        nout = clipped_scatter(
+            ax, day[order], values[order], ylim=ylim, logy=True, c=m["exptime"][order],
+            cmap=cmap, norm=norm, s=size, inset=0.025,
+        )  # fmt: skip
+        ax.set_ylim(*ylim)
+        ax.set_ylabel("IQ score\n(dimensionless)")
+        info = _panel_info(ax, values[in_month], nout, log=True)
+        sel = values[in_month]
+        sel = sel[np.isfinite(sel)]
+        if sel.size:
+            cls = iq_class(sel, ok=ok, reject=reject)
+            info.append(
+                f"{int((cls == 'ok').sum())} OK, {int((cls == 'degraded').sum())} between,"
+                f" {int((cls == 'rejected').sum())} rejected"
+            )
+        ax.set_title("  ·  ".join(info), loc="left", fontsize=8.5, pad=3)
+
+        for ax in axes:
             ax.grid(True, which="major", lw=0.6)
             ax.grid(True, which="minor", axis="x", lw=0.3, color="#eeeeee")
-            sel = in_month & np.isfinite(values)
-            info = []
-            if sel.any():
-                med = float(np.median(values[sel]))
-                info.append(f"median {med:.3g}" if log else f"median {med:.4g}")
-                if not log and ylim[0] < med < ylim[1]:
-                    ax.axhline(med, color="0.35", lw=0.8, ls=":", zorder=2)
-            if nout:
-                info.append(f"{nout} off scale (▲▼)")
-            if log and sel.any():
-                cls = iq_class(values[sel], ok=ok, reject=reject)
-                info.append(
-                    f"{int((cls == 'ok').sum())} OK, {int((cls == 'degraded').sum())} between,"
-                    f" {int((cls == 'rejected').sum())} rejected"
-                )
-            if info:
-                corner_text(ax, "  ·  ".join(info), loc="upper left", fontsize=8.5)
             if n_month == 0:
                 no_data(ax, f"no exposures in {month_label}", fontsize=10)
         ax = axes[-1]
@@ -162,7 +162,7 @@ def plot_iq_timeline(
         ax.xaxis.set_major_locator(MultipleLocator(2))
         ax.xaxis.set_minor_locator(MultipleLocator(1))
         ax.xaxis.set_major_formatter(FuncFormatter(_date_tick))
-        ax.set_xlabel("mission day (days since 2023-07-01 00:00 UTC) / date")
+        ax.set_xlabel("mission day [days since 2023-07-01 00:00 UTC] / date")
         fig.colorbar(
             ScalarMappable(norm, cmap),
             ax=list(axes),
@@ -178,8 +178,24 @@ def plot_iq_timeline(
         n_nodate = int(m["n"]) - int(np.isfinite(day).sum())
         if n_nodate:
             sub += f"; {n_nodate} without a date"
+        sub += "; y ranges from the data, values beyond them at the edge as triangles (▲▼)"
         suptitle(fig, title or f"VIS image quality per exposure, {month_label}", sub)
         return fig
+
+
+def _panel_info(ax: Any, values: np.ndarray, nout: int, *, log: bool) -> list[str]:
+    """Corner text items of a timeline panel: the median (dotted line) and the off-scale count."""
+    info = []
+    v = values[np.isfinite(values)]
+    if v.size:
+        med = float(np.median(v))
+        info.append(f"median {med:.3g}" if log else f"median {med:.4g}")
+        lo, hi = ax.get_ylim()
+        if not log and lo < med < hi:
+            ax.axhline(med, color="0.35", lw=0.8, ls=":", zorder=2)
+    if nout:
+        info.append(f"{nout} beyond the axis (▲▼)")
+    return info
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,13 +233,19 @@ def plot_psf_month_summary(
         n = int(m["n"])
         fig = new_figure(1100, 900)
         axes = fig.subplots(2, 2)
-        faint = {"color": "0.6", "s": 7, "alpha": 0.6, "zorder": 2}
+        faint = {"color": "0.6", "s": 12 if n < 100 else 7, "alpha": 0.6, "zorder": 2}
+        bright = 24 if n < 100 else 10
+        dimless = "(dimensionless)"
         panels = (
-            ("r2", ("e1", "e2"), "R2 [px²]", "e1 (blue), e2 (red)", (1.8, 2.1), (-0.05, 0.025)),
-            ("e1", ("e2",), "e1", "e2", (-0.05, 0.0), (-0.025, 0.025)),
-            ("coma1", ("coma2",), "coma1", "coma2", (0.0, 0.05), (-0.05, 0.0)),
-            ("trefoil1", ("trefoil2",), "trefoil1", "trefoil2", (-0.3, -0.2), (-0.05, 0.05)),
-        )
+            ("r2", ("e1", "e2"), "R2 [px²]", f"e1 (blue), e2 (red) {dimless}", (1.8, 2.1),
+             (-0.05, 0.025), (0.02, 0.01)),
+            ("e1", ("e2",), f"e1 {dimless}", f"e2 {dimless}", (-0.05, 0.0), (-0.025, 0.025),
+             (0.01, 0.01)),
+            ("coma1", ("coma2",), f"coma1 {dimless}", f"coma2 {dimless}", (0.0, 0.05),
+             (-0.05, 0.0), (0.01, 0.01)),
+            ("trefoil1", ("trefoil2",), f"trefoil1 {dimless}", f"trefoil2 {dimless}",
+             (-0.3, -0.2), (-0.05, 0.05), (0.01, 0.01)),
+        )  # fmt: skip
         titles = (
             "(a) size against ellipticity",
             "(b) ellipticity",
@@ -231,11 +253,25 @@ def plot_psf_month_summary(
             "(d) trefoil",
         )
         for ax, panel_title in zip(axes.flat, titles, strict=True):
-            ax.set_title(panel_title)
-        for ax, (xk, yks, xlabel, ylabel, xlim, ylim) in zip(axes.flat, panels, strict=True):
+            axes_title(ax, panel_title)
+        n_beyond = 0
+        for ax, (xk, yks, xlabel, ylabel, xref, yref, spans) in zip(axes.flat, panels, strict=True):
+            xlim = data_limits(m[xk], reference=xref, min_span=spans[0], percentiles=_PERCENTILES)
+            ylim = data_limits(
+                np.concatenate([m[k] for k in yks]),
+                reference=yref,
+                min_span=spans[1],
+                percentiles=_PERCENTILES,
+            )
+            ax.add_patch(
+                Rectangle(
+                    (xref[0], yref[0]), xref[1] - xref[0], yref[1] - yref[0],
+                    facecolor=COLOUR_REFERENCE, alpha=0.18, lw=0, zorder=0,
+                )
+            )  # fmt: skip
             for j, yk in enumerate(yks):
                 colour = (COLOUR_C1, COLOUR_REJECT)[j] if len(yks) > 1 else "k"
-                clipped_scatter(
+                n_beyond += clipped_scatter(
                     ax,
                     m[xk][bad],
                     m[yk][bad],
@@ -244,14 +280,14 @@ def plot_psf_month_summary(
                     label=f"score ≥ {ok:g}" if j == 0 else None,
                     **faint,
                 )
-                clipped_scatter(
+                n_beyond += clipped_scatter(
                     ax,
                     m[xk][good],
                     m[yk][good],
                     xlim=xlim,
                     ylim=ylim,
                     color=colour,
-                    s=10,
+                    s=bright,
                     alpha=0.8,
                     zorder=3,
                     label=f"score < {ok:g}" + (f" ({yk})" if len(yks) > 1 else ""),
@@ -277,6 +313,8 @@ def plot_psf_month_summary(
         labels.append(f"score = {ok:g} boundary ({ref.name})")
         handles.append(Line2D([], [], color="k", ls="none", marker="+", ms=10, mew=1.5))
         labels.append("reference")
+        handles.append(Rectangle((0, 0), 1, 1, facecolor=COLOUR_REFERENCE, alpha=0.35, lw=0))
+        labels.append("VISQL's plot range")
         if n:
             axes[0, 1].legend(handles, labels, loc="upper left", fontsize=7.5)
             if axes[0, 0].get_legend_handles_labels()[0]:
@@ -286,6 +324,8 @@ def plot_psf_month_summary(
                 no_data(ax, f"no exposures in {month_label}", fontsize=10)
         n_good = int(good.sum())
         sub = f"{n:,} exposures; {n_good:,} with IQ score < {ok:g} highlighted, others grey"
-        sub += "; off-scale points at the edges as triangles"
+        sub += "; axis ranges from the data"
+        if n_beyond:
+            sub += f", {n_beyond} points beyond them at the edges as triangles"
         suptitle(fig, title or f"VIS median PSF moments per exposure, {month_label}", sub)
         return fig

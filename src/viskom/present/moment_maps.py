@@ -23,6 +23,8 @@ from viskom.present.common import STAR_MOMENTS, nan_median, suptitle
 from viskom.present.focal import focal_plane_axes, region_centre, region_rectangle
 from viskom.present.inputs import Columns
 from viskom.present.style import (
+    SEQUENTIAL,
+    axes_title,
     corner_text,
     new_figure,
     no_data,
@@ -70,9 +72,19 @@ def _group_medians(
 
 
 def _glyph_scale(mag: np.ndarray, floor: float) -> float:
-    """VISQL's reference value max(P75(|v|), floor) over the finite group medians."""
+    """Reference value of the glyphs: the 75th percentile of the finite group medians, rounded
+    up to a 1-2-5 number (at least `floor`), so the glyphs are visible however small the values.
+
+    VISQL used max(P75, a fixed floor: 0.2 coma, 0.07 ellipticity, 0.4 trefoil), which drew
+    small moments as invisible glyphs.
+    """
     m = mag[np.isfinite(mag)]
-    return max(float(np.percentile(m, 75)), floor) if m.size else floor
+    p75 = float(np.percentile(m, 75)) if m.size else 0.0
+    if not p75 > floor:
+        return floor
+    exp = np.floor(np.log10(p75))
+    nice = [k * 10.0**e for e in (exp - 1, exp, exp + 1) for k in (1, 2, 5)]
+    return float(min(c for c in nice if c >= p75 * (1 - 1e-9)))
 
 
 def _quiver(
@@ -149,6 +161,14 @@ def _side_colorbar(fig: Any, ax: Axes, mappable: ScalarMappable, label: str) -> 
     fig.colorbar(mappable, cax=cax, label=label)
 
 
+def _extend(values: np.ndarray, lo: float, hi: float) -> str:
+    """Colour-bar `extend` for values below lo or above hi."""
+    under, over = bool((values < lo).any()), bool((values > hi).any())
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (under, over), "neither"
+    )
+
+
 def _reference(ax: Axes, text: str) -> None:
     ax.text(_REF_XY[0] - 0.04, _REF_XY[1], text, ha="right", va="center", fontsize=8, zorder=5)
 
@@ -186,14 +206,17 @@ def plot_moment_maps(
         # (a) R2 as filled quadrant (CCD) tiles
         r2 = g["r2"]
         fin = r2[np.isfinite(r2)]
-        if fin.size:
+        if fin.size:  # colour range from the data: quartiles +- 1.5 IQR, at least 0.1 px²
             p25, p75 = np.percentile(fin, [25, 75])
             iqr = p75 - p25
-            r2_lo, r2_hi = min(p25 - iqr, 1.7), max(p75 + iqr, 2.3)
+            r2_lo, r2_hi = max(p25 - 1.5 * iqr, fin.min()), min(p75 + 1.5 * iqr, fin.max())
+            if r2_hi - r2_lo < 0.1:
+                mid = 0.5 * (r2_lo + r2_hi)
+                r2_lo, r2_hi = mid - 0.05, mid + 0.05
         else:
             r2_lo, r2_hi = 1.7, 2.3
         r2_norm = Normalize(r2_lo, r2_hi)
-        r2_cmap = colormaps["coolwarm"]
+        r2_cmap = colormaps[SEQUENTIAL]  # a size: sequential
         tiles, tile_values, loose = [], [], []
         for i, name in enumerate(g["name"]):
             rect = region_rectangle(name)
@@ -239,8 +262,14 @@ def plot_moment_maps(
         pos = np.isfinite(x_all) & np.isfinite(y_all)
         if pos.any():
             ax_r2.plot(x_all[pos], y_all[pos], ",", color="k", alpha=0.6, zorder=3, rasterized=True)
-        _side_colorbar(fig, ax_r2, ScalarMappable(r2_norm, r2_cmap), "median R2 [px²]")
-        ax_r2.set_title(f"(a) R2 (PSF size), median per {unit}; dots: stars")
+        cax = ax_r2.inset_axes((1.03, 0.0, 0.045, 1.0))
+        fig.colorbar(
+            ScalarMappable(r2_norm, r2_cmap),
+            cax=cax,
+            label="median R2 [px²]",
+            extend=_extend(r2[np.isfinite(r2)], r2_lo, r2_hi),
+        )
+        axes_title(ax_r2, f"(a) R2 (PSF size), median per {unit}; dots: stars")
         if empty_regions and ng:
             corner_text(ax_r2, f"hatched: < {min_stars} stars", loc="upper right")
         if fin.size:
@@ -248,7 +277,7 @@ def plot_moment_maps(
 
         # (b) coma arrows
         cmag = np.hypot(g["c1"], g["c2"])
-        cmax = _glyph_scale(cmag, 0.2)
+        cmax = _glyph_scale(cmag, 1e-3)
         c_cmap, c_norm = truncated_cmap("Blues", 0.3), Normalize(0.0, cmax)
         _glyphs(
             ax_c,
@@ -265,13 +294,13 @@ def plot_moment_maps(
             pivot="middle",
             width=0.006,
         )
-        _reference(ax_c, f"|c| = {cmax:.2f}")
-        _side_colorbar(fig, ax_c, ScalarMappable(c_norm, c_cmap), "|c| (coma)")
-        ax_c.set_title("(b) coma: arrow ∝ |c|, direction atan2(c2, c1)")
+        _reference(ax_c, f"|c| = {cmax:g}")
+        _side_colorbar(fig, ax_c, ScalarMappable(c_norm, c_cmap), "|c| (coma, dimensionless)")
+        axes_title(ax_c, "(b) coma: arrow ∝ |c|, direction atan2(c2, c1)")
 
         # (c) ellipticity sticks
         emag = np.hypot(g["e1"], g["e2"])
-        emax = _glyph_scale(emag, 0.07)
+        emax = _glyph_scale(emag, 1e-3)
         e_cmap, e_norm = truncated_cmap("Greens", 0.3), Normalize(0.0, emax)
         _glyphs(
             ax_e,
@@ -288,13 +317,14 @@ def plot_moment_maps(
             pivot="middle",
             width=0.007,
         )
-        _reference(ax_e, f"|e| = {emax:.2f}")
-        _side_colorbar(fig, ax_e, ScalarMappable(e_norm, e_cmap), "|e| (ellipticity)")
-        ax_e.set_title("(c) ellipticity: stick ∝ |e|, angle ½ atan2(e2, e1)")
+        _reference(ax_e, f"|e| = {emax:g}")
+        e_label = "|e| (ellipticity, dimensionless)"
+        _side_colorbar(fig, ax_e, ScalarMappable(e_norm, e_cmap), e_label)
+        axes_title(ax_e, "(c) ellipticity: stick ∝ |e|, angle ½ atan2(e2, e1)")
 
         # (d) trefoil: three arms 120 deg apart
         tmag = np.hypot(g["t1"], g["t2"])
-        tmax = _glyph_scale(tmag, 0.4)
+        tmax = _glyph_scale(tmag, 1e-3)
         t_cmap, t_norm = truncated_cmap("Reds", 0.3), Normalize(0.0, tmax)
         tang = np.arctan2(g["t2"], g["t1"]) / 3.0
         tcap = np.minimum(tmag, _CAP * tmax)
@@ -314,14 +344,15 @@ def plot_moment_maps(
             pivot="tail",
             width=0.006,
         )
-        _reference(ax_t, f"|t| = {tmax:.2f}")
-        _side_colorbar(fig, ax_t, ScalarMappable(t_norm, t_cmap), "|t| (trefoil)")
-        ax_t.set_title("(d) trefoil: arms ∝ |t|, angle ⅓ atan2(t2, t1)")
+        _reference(ax_t, f"|t| = {tmax:g}")
+        _side_colorbar(fig, ax_t, ScalarMappable(t_norm, t_cmap), "|t| (trefoil, dimensionless)")
+        axes_title(ax_t, "(d) trefoil: arms ∝ |t|, angle ⅓ atan2(t2, t1)")
 
         for ax, comp in ((ax_c, "c"), (ax_e, "e"), (ax_t, "t")):
             m1, m2 = nan_median(g[f"{comp}1"]), nan_median(g[f"{comp}2"])
             if np.isfinite(m1):
-                corner_text(ax, f"median ({comp}1, {comp}2) = ({m1:+.3f}, {m2:+.3f})")
+                text = f"median ({comp}1, {comp}2) = ({m1:+.3f}, {m2:+.3f})"
+                corner_text(ax, text, loc="lower left")
         if ng == 0:
             msg = "no stars measured" if n_stars == 0 else f"no {unit} with ≥ {min_stars} stars"
             for ax in axes.flat:

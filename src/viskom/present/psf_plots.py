@@ -25,6 +25,7 @@ from viskom.present.common import (
     PIXEL_SCALE_ARCSEC,
     STAR_MOMENTS,
     clipped_scatter,
+    data_limits,
     median_line,
     nan_median,
     running_median,
@@ -239,8 +240,8 @@ def plot_moments_vs_position(
             ax.set_xlim(*xlim)
             ax.set_ylim(*ylim)
             ax.set_aspect("equal", adjustable="box")
-            ax.set_xlabel(f"{label} {k1}")
-            ax.set_ylabel(f"{label} {k2}")
+            ax.set_xlabel(f"{label} {k1} (dimensionless)")
+            ax.set_ylabel(f"{label} {k2} (dimensionless)")
             ylo = min(m1, m2) - half
             yhi = max(m1, m2) + half
             for col, ((xlabel, plim), pos) in enumerate(
@@ -267,7 +268,7 @@ def plot_moments_vs_position(
                 ax.set_xlim(*plim)
                 ax.set_ylim(ylo, yhi)
                 ax.set_xlabel(xlabel)
-                ax.set_ylabel(f"{label} {k1}, {k2}")
+                ax.set_ylabel(f"{label} {k1}, {k2} (dimensionless)")
                 ax.grid(True, lw=0.5)
                 if col == 1 and n_measured:
                     ax.legend(
@@ -282,6 +283,7 @@ def plot_moments_vs_position(
 
         # R2 row: against flux, X, Y, radius
         r2 = v["r2"]
+        r2_range = data_limits(r2, reference=_R2_RANGE, percentiles=(0.5, 99.5), pad=0.02)
         ax = axes[3, 0]
         lf = np.log10(np.where(flux > 0, flux, np.nan))
         lf_fin = lf[np.isfinite(lf)]
@@ -292,12 +294,12 @@ def plot_moments_vs_position(
         )
         if flim[1] - flim[0] < 0.5:
             flim = (flim[0] - 0.25, flim[1] + 0.25)
-        nout = clipped_scatter(ax, lf[idx], r2[idx], ylim=_R2_RANGE, color="0.25", s=3, alpha=0.5)
+        nout = clipped_scatter(ax, lf[idx], r2[idx], ylim=r2_range, color="0.25", s=3, alpha=0.5)
         xc, med = running_median(lf, r2, *flim, nbins=10)
         if np.isfinite(med).any():
             median_line(ax, xc, med, COLOUR_STAR, "running median")
         ax.set_xlim(*flim)
-        ax.set_ylim(*_R2_RANGE)
+        ax.set_ylim(*r2_range)
         ax.set_xlabel("log10 FLUX_AUTO [ADU]")
         ax.set_ylabel("R2 [px²]")
         ax.grid(True, lw=0.5)
@@ -310,13 +312,13 @@ def plot_moments_vs_position(
         ):
             ax = axes[3, col]
             nout = clipped_scatter(
-                ax, pos[idx], r2[idx], xlim=plim, ylim=_R2_RANGE, color="0.25", s=3, alpha=0.4
+                ax, pos[idx], r2[idx], xlim=plim, ylim=r2_range, color="0.25", s=3, alpha=0.4
             )
             xc, med = running_median(pos, r2, *plim)
             if np.isfinite(med).any():
                 median_line(ax, xc, med, COLOUR_STAR, "running median")
             ax.set_xlim(*plim)
-            ax.set_ylim(*_R2_RANGE)
+            ax.set_ylim(*r2_range)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("R2 [px²]")
             ax.grid(True, lw=0.5)
@@ -330,8 +332,8 @@ def plot_moments_vs_position(
             f"{n_measured:,} stars measured (of {n:,} rows); points: "
             + (f"{shown:,} (random subsample, seed {seed})" if shown < n_measured else "all")
             + "; lines: running medians of all stars\nwindows: median ± 0.15 (coma), "
-            "± 0.05 (ellipticity), ± 0.25 (trefoil); R2 1.7–2.4 px²; off-scale points at the "
-            "edges as triangles"
+            f"± 0.05 (ellipticity), ± 0.25 (trefoil); R2 {r2_range[0]:.2f}–{r2_range[1]:.2f} px²; "
+            "off-scale points at the edges as triangles; moments normalised (dimensionless)"
         )
         suptitle(fig, title, sub)
         return fig

@@ -17,6 +17,8 @@ from matplotlib.figure import Figure
 from viskom.present.inputs import _as_float, _as_str
 from viskom.present.style import (
     COLOUR_REJECT,
+    axes_title,
+    figure_title,
     new_figure,
     no_data,
     plot_style,
@@ -113,6 +115,7 @@ def plot_rate_correlation(
                 v = np.log10(np.where(ok, yv, 1.0)) if loglog else yv
                 clipped = ok & (np.abs(v - (a + b * u)) > k * s)
         names = [g for g in dict.fromkeys(groups[ok].tolist())]
+        size = 32.0 if ok.sum() < 50 else 16.0  # few points: bigger
         palette = colormaps["tab10"]
         for i, g in enumerate(names):
             sel = ok & (groups == g) & ~clipped
@@ -121,7 +124,7 @@ def plot_rate_correlation(
                 ax.scatter(
                     xv[sel],
                     yv[sel],
-                    s=16,
+                    s=size,
                     color=colour,
                     alpha=0.8,
                     lw=0,
@@ -144,10 +147,12 @@ def plot_rate_correlation(
             ax.set_yscale("log")
         if ok.any():
             xlo, xhi = np.min(xv[ok]), np.max(xv[ok])
+            widen = 10 ** (0.5 * max(1.0 - np.log10(xhi / xlo), 0.0))  # at least a decade
             pad = 10 ** (0.05 * max(np.log10(xhi / xlo), 1.0))
-            ax.set_xlim(xlo / pad, xhi * pad)
+            ax.set_xlim(xlo / widen / pad, xhi * widen * pad)
         else:
             ax.set_xlim(1e-8, 1e-4)
+        drawn_fit = False
         if fit:
             a, b = float(fit.get("intercept", np.nan)), float(fit.get("slope", np.nan))
             if np.isfinite(a) and np.isfinite(b):
@@ -163,6 +168,7 @@ def plot_rate_correlation(
                     zorder=4,
                     label=_fit_label(fit, xlabel, ylabel),
                 )
+                drawn_fit = True
                 if ylim is not None:
                     ax.set_ylim(*ylim)  # the fitted line must not stretch the data's range
         ax.set_xlabel(xlabel)
@@ -175,10 +181,12 @@ def plot_rate_correlation(
         sub = f"{int(ok.sum()):,} exposures"
         if n_bad:
             sub += f"; {n_bad:,} with flux ≤ 0{' or rate ≤ 0' if loglog else ''} not shown"
-        if fit:
+        if fit and drawn_fit:
             sub += f"; {'log-log' if loglog else 'linear'} fit"
             if "clip_sigma" in fit:
                 sub += f", {float(fit['clip_sigma']):g}σ-clipped least squares"
-        ax.set_title(sub, fontsize=9)
-        fig.suptitle(title, fontsize=10.5)
+        elif fit:
+            sub += "; no fit possible (too few points or a single flux value)"
+        axes_title(ax, sub, fontsize=9)
+        figure_title(fig, title, fontsize=10.5)
         return fig
