@@ -98,8 +98,8 @@ def write_period_products(rows: list[dict[str, Any]], folder: Path, label: str) 
     xray = plot_rate_correlation(
         col["goes_xrsa_mean"],
         col["xray_rate_per_cm2_s"],
-        "GOES XRS-A 0.05-0.4 nm over the exposure (W/m2)",
-        "X-ray events / cm2 / s",
+        "GOES XRS-A 0.05–0.4 nm over the exposure [W m⁻²]",
+        "X-ray events [cm⁻² s⁻¹]",
         f"X-ray event rate against GOES, {label}",
         fit=fits["xray_rate_vs_xrsa"],
         labels=kinds,
@@ -108,8 +108,8 @@ def write_period_products(rows: list[dict[str, Any]], folder: Path, label: str) 
     cr = plot_rate_correlation(
         col["goes_protons_ge10mev"],
         col["cr_hits_per_cm2_s"],
-        "GOES protons >= 10 MeV (pfu)",
-        "cosmic-ray hits / cm2 / s",
+        "GOES protons ≥ 10 MeV [pfu]",
+        "cosmic-ray hits [cm⁻² s⁻¹]",
         f"Cosmic-ray rate against protons, {label}",
         fit=fits["cr_rate_vs_protons"],
         labels=kinds,
