@@ -156,7 +156,7 @@ def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> None:
         store.record_stage_run(_run(old.id, "psf", "empty"), (), [("no_stellar_locus", "FPA", "x")])
         assert len(store.quality_outcomes()) == 1
         with store.engine.connect() as connection:
-            assert migrate.current_revision(connection) == head_revision() == "0005"
+            assert migrate.current_revision(connection) == head_revision() == "0006"
             assert "quality_outcomes" in inspect(connection).get_table_names()
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 

@@ -91,7 +91,7 @@ def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
             tables = set(inspect(connection).get_table_names())
             expected = {"exposures", "stage_runs", "metrics", "quality_outcomes", "products"}
             assert expected | {"alembic_version"} <= tables
-            assert current_revision(connection) == head_revision() == "0005"
+            assert current_revision(connection) == head_revision() == "0006"
             # The migration and the ORM models describe the same schema.
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
@@ -99,7 +99,7 @@ def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
         second.upgrade()
         assert second.get_exposure("EUC_VIS_1") == exposure
         with second.engine.connect() as connection:
-            assert current_revision(connection) == "0005"
+            assert current_revision(connection) == "0006"
             indexes = {ix["name"] for ix in inspect(connection).get_indexes("metrics")}
             assert "ix_metrics_metric" in indexes
 

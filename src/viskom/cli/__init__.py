@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 
 from viskom import __version__
-from viskom.cli import external, fetch_cmd, map_cmd, pipeline_cmds, query, watch_cmd
+from viskom.cli import (
+    alerts_cmd,
+    external,
+    fetch_cmd,
+    map_cmd,
+    pipeline_cmds,
+    query,
+    site_cmd,
+    watch_cmd,
+)
 from viskom.cli.common import out
 
 app = typer.Typer(
@@ -70,5 +79,8 @@ app.command()(pipeline_cmds.demo)
 app.command()(watch_cmd.watch)
 app.command()(fetch_cmd.fetch)
 app.command("map")(map_cmd.map_)
+app.command()(site_cmd.site)
+app.command()(site_cmd.serve)
+app.add_typer(alerts_cmd.app, name="alerts")
 
 __all__ = ["app"]

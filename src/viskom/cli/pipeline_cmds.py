@@ -187,6 +187,10 @@ def run(
         console.print(f"[red]month products failed:[/red] {periods.error}")
     elif periods.months:
         console.print(f"month products: {len(periods.paths)} files for {periods.months}")
+    if done.alerts.exposures or done.alerts.error:
+        console.print(done.alerts.line())
+    if done.site is not None:
+        console.print(done.site.line())
 
 
 def demo(
@@ -207,7 +211,11 @@ def demo(
         executor=None, scheduler=None,
     )  # fmt: skip
     status(config=cfg_path, fmt="table", as_json=False)
+    from viskom.pipeline.site import site_dir
+
+    index = site_dir(settings) / "index.html"
     console.print(
-        f"\ndone. `cd {directory}` and try `viskom status`, "
-        "`viskom metrics --unit FPA --metric read_noise_e`"
+        f"\ndone. The dashboard: {index.as_uri()}\n"
+        f"(or `cd {directory} && viskom serve`, then http://127.0.0.1:8000/); "
+        "try `viskom status`, `viskom alerts`, `viskom metrics --unit FPA --metric read_noise_e`"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -28,7 +29,7 @@ from pydantic_settings import (
 from viskom.config.monitors import (  # the sections of the edges, re-exported here
     VISQL_ZOOMS as VISQL_ZOOMS,
 )
-from viskom.config.monitors import AlertSettings, ArchiveSettings, ImagesSettings
+from viskom.config.monitors import AlertSettings, ArchiveSettings, ImagesSettings, SiteSettings
 from viskom.config.monitors import BandSettings as BandSettings
 
 CONFIG_FILE_NAME = "viskom.toml"
@@ -272,6 +273,7 @@ class Settings(BaseSettings):
     gaia: GaiaSettings = Field(default_factory=GaiaSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    site: SiteSettings = Field(default_factory=SiteSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     config_file: Path | None = Field(None, exclude=True)
 
@@ -430,14 +432,28 @@ _TEMPLATE_HEADER = """\
 """
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _toml_value(value: Any) -> str:
-    """A default as TOML text."""
+    """A default as TOML text (lists, tables and settings models inline, on one line)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json", exclude_defaults=True)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        items = [
+            f"{k if _BARE_KEY.match(str(k)) else json.dumps(str(k))} = {_toml_value(v)}"
+            for k, v in value.items()
+            if v is not None  # TOML has no null: an unset key is the default
+        ]
+        return "{ " + ", ".join(items) + " }"
     return json.dumps(str(value))
 
 

@@ -7,7 +7,14 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 #: VISQL's nine zoom centres in focal-plane pixels (`mkallthumbszooms`): t/c/l = top, centre,
 #: lower row; l/c/r = column.
@@ -164,12 +171,104 @@ def _default_bands() -> list[BandSettings]:
     ]
 
 
+#: Quality outcomes that are alarms at once: the frame itself is damaged.
+DEFAULT_ALARM_OUTCOMES = ("missing_quadrant", "unreadable_quadrant", "no_quadrants")
+#: Keys refused in [alerts]: SMTP credentials come from the environment only.
+SMTP_CREDENTIAL_KEYS = ("smtp_user", "smtp_password", "smtp_username", "smtp_pass")
+
+
+def _names(v: object) -> object:
+    """A list of names also given as one comma-separated string ("a@x.org, b@y.org"; the
+    brackets and quotes of the commented default in viskom.toml, "['a', 'b']", are dropped)."""
+    if isinstance(v, str):
+        parts = (part.strip().strip("[]'\"").strip() for part in v.split(","))
+        return [part for part in parts if part]
+    return v
+
+
 class AlertSettings(BaseModel):
     """[alerts]: the bands metrics should stay in, and where new alarms are sent."""
 
     model_config = ConfigDict(extra="forbid")
 
     bands: list[BandSettings] = Field(default_factory=_default_bands)
+    enabled: bool = Field(
+        True, description="evaluate the bands and quality outcomes after every run"
+    )
+    alarm_outcomes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALARM_OUTCOMES),
+        description="quality outcome codes that are alarms at once (other outcomes: warnings)",
+    )
+    ignored_outcomes: list[str] = Field(
+        default_factory=list, description="quality outcome codes that raise no alert at all"
+    )
+    site_url: str | None = Field(
+        None,
+        description="the dashboard's address: messages link {site_url}/exposures/NAME.html",
+        examples=["https://vis-ql.example.org"],
+    )
+    webhook_url: str | None = Field(
+        None,
+        description="new alarms as one JSON POST per evaluation (Mattermost/Slack 'text' + "
+        "'alarms'); unset: no webhook",
+        examples=["https://chat.example.org/hooks/xxxx"],
+    )
+    timeout_s: float = Field(20.0, gt=0.0, description="webhook and SMTP timeout")
+    retries: int = Field(
+        2, ge=0, le=10, description="webhook retries of a timeout or 5xx answer (then: next run)"
+    )
+    smtp_host: str | None = Field(
+        None,
+        description="new alarms by e-mail through this server (user and password only from "
+        "VISKOM_SMTP_USER / VISKOM_SMTP_PASSWORD); unset: no e-mail",
+        examples=["smtp.example.org"],
+    )
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port")
+    smtp_starttls: bool = Field(True, description="STARTTLS before logging in and sending")
+    smtp_from: str | None = Field(
+        None, description="sender address of alarm mails", examples=["viskom@example.org"]
+    )
+    smtp_to: list[str] = Field(
+        default_factory=list, description="recipients of alarm mails (a list, or 'a, b')"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: object) -> object:
+        if isinstance(data, dict):
+            found = sorted(k for k in data if str(k).lower() in SMTP_CREDENTIAL_KEYS)
+            if found:
+                raise ValueError(
+                    f"{', '.join(found)}: SMTP credentials never go in the settings file; set "
+                    "VISKOM_SMTP_USER and VISKOM_SMTP_PASSWORD in the environment"
+                )
+        return data
+
+    @field_validator("smtp_to", "alarm_outcomes", "ignored_outcomes", mode="before")
+    @classmethod
+    def _split_names(cls, v: object) -> object:
+        return _names(v)
+
+    @field_validator("site_url", "webhook_url")
+    @classmethod
+    def _http_url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("not an http(s):// address")
+        return v.rstrip("/") if info.field_name == "site_url" else v
+
+    @model_validator(mode="after")
+    def _mail_complete(self) -> AlertSettings:
+        if self.smtp_host and (not self.smtp_from or not self.smtp_to):
+            raise ValueError("smtp_host is set: give smtp_from and smtp_to too")
+        return self
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Where new alarms go: 'webhook' and/or 'email' (empty: nowhere)."""
+        return (("webhook",) if self.webhook_url else ()) + (("email",) if self.smtp_host else ())
 
     def fixed_band(
         self, metric: str, frame_type: str | None = None
@@ -182,3 +281,13 @@ class AlertSettings(BaseModel):
             if band.low is not None or band.high is not None:
                 return band.low, band.high
         return None
+
+
+class SiteSettings(BaseModel):
+    """[site]: the dashboard under <data root>/site (`viskom site`, `viskom serve`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    update: bool = Field(
+        True, description="bring the dashboard up to date after every run and watch cycle"
+    )

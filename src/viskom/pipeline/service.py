@@ -16,11 +16,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from viskom.pipeline.alerts import AlertSummary, evaluate_after_run
 from viskom.pipeline.executors import Executor, make_executor
 from viskom.pipeline.failures import describe_failure, short_reason
 from viskom.pipeline.leases import holding, new_token, settings_of_worker, worker_store
 from viskom.pipeline.register import sha256_of
 from viskom.pipeline.runner import RunSummary, run_pipeline
+from viskom.pipeline.site import update_site
 from viskom.pipeline.stage_io import WrittenProduct
 from viskom.store import Store
 
@@ -43,10 +45,13 @@ class PeriodProducts:
 
 @dataclass
 class PendingRun:
-    """A `run_pending` call: the run's summary and its period products."""
+    """A `run_pending` call: the run's summary, its period products and what the alert
+    evaluation of the exposures it measured did (`alerts.error` if that failed)."""
 
     summary: RunSummary
     periods: PeriodProducts
+    alerts: AlertSummary = field(default_factory=AlertSummary)
+    site: Any = None  # the dashboard update's SiteReport (None: `[site] update` is off)
 
 
 def open_store(settings: Any, *, read_only: bool = False) -> Store:
@@ -67,7 +72,9 @@ def run_pending(
     progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> PendingRun:
-    """Measure everything pending, then the period products of the months measured anew.
+    """Measure everything pending, evaluate the alerts of what was measured (`[alerts]`,
+    never fatal), then the period products of the months measured anew, then bring the
+    dashboard up to date (`[site] update`, never fatal).
 
     The executor defaults to the settings' (`executor`, `workers`); the store to the
     settings' database. A failing period product never undoes the run's measurements.
@@ -80,11 +87,13 @@ def run_pending(
     own = store is None
     store = store or open_store(settings)
     try:
+        started = store.now()
         summary = run_pipeline(
             store, settings, executor, force=force, retry_failed=retry_failed,
             exposures=exposures, workers=n_workers, progress=progress,
             should_stop=should_stop,
         )  # fmt: skip
+        alerts = evaluate_after_run(store, settings, started)  # logs and returns its errors
         # the months measured anew by this run, and by any run since the period products
         # were last made (a run killed before making them, a retried task, a busy claim)
         since = store.claim_started(PERIOD_CLAIM)
@@ -98,12 +107,13 @@ def run_pending(
                 periods.error = describe_failure(got)[1]
             else:
                 periods = got
+        site = update_site(settings, store)  # after the month products: it shows them
     finally:
         if own:
             store.close()
         if own_executor:
             executor.close()
-    return PendingRun(summary, periods)
+    return PendingRun(summary, periods, alerts, site)
 
 
 def run_period_products(

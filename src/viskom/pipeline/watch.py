@@ -132,6 +132,18 @@ class CycleReport:
                 parts.append(f"period products failed: {periods.error}")
             else:
                 parts.append(f"{len(periods.paths)} period files")
+            alerts = self.run.alerts
+            if alerts.error:
+                parts.append(f"alerts failed: {alerts.error}")
+            elif alerts.new_alarms or alerts.new_warnings or alerts.cleared:
+                parts.append(f"{len(alerts.new_alarms)} new alarms, "
+                             f"{len(alerts.new_warnings)} new warnings, "
+                             f"{len(alerts.cleared)} cleared")  # fmt: skip
+            site = self.run.site
+            if site is not None and site.error:
+                parts.append(f"site not updated: {site.error}")
+            elif site is not None and site.written:
+                parts.append(f"{len(site.written)} site pages")
         if self.stopped:
             parts.append("stop requested (what was not started is left for the next run)")
         return f"cycle {self.number}: " + ", ".join(parts) + f", {self.seconds:.1f} s"

@@ -40,7 +40,7 @@ class Images(Stage):
     """Mosaic (PNG and FITS) and zooms of one frame (pictures from `viskom.present.images`)."""
 
     name = "images"
-    version = "1"
+    version = "2"  # 2: zoom titles say what they show first
     frame_types = frozenset({"SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN"})
     inputs = (ProductInput("psf", "stars", optional=True), ProductInput("events", "hits",
                                                                         optional=True))  # fmt: skip
@@ -133,7 +133,7 @@ class Images(Stage):
             cuts[box] = mm.zoom_image(box, pieces)
 
         def picture(box: mm.ZoomBox) -> bytes:
-            return zoom_png(cuts[box], title=f"{exposure.name}  {box.what}", stretch=stretch)
+            return zoom_png(cuts[box], title=f"{box.what}  {exposure.name}", stretch=stretch)
 
         # zlib and numpy release the GIL: two threads draw the zooms in half the time
         with ThreadPoolExecutor(max_workers=2) as pool:

@@ -3,6 +3,7 @@
 Other modules use only :class:`Store` and the record dataclasses re-exported here.
 """
 
+from .alerts import AlertNotification, AlertRecord, AlertState
 from .database import Store
 from .engine import StoreError, shown_url
 from .fetches import FetchedFile, FetchOutcome
@@ -24,6 +25,9 @@ __all__ = [
     "EXPOSURE_STATES",
     "FRAME_TYPES",
     "RUN_STATUSES",
+    "AlertNotification",
+    "AlertRecord",
+    "AlertState",
     "Exposure",
     "ExposureRecord",
     "FetchOutcome",

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrate
+from .alerts import AlertQueries
 from .claims import ClaimQueries
 from .engine import WRITE_OPTION, can_write, check_revision, make_engine, shown_url
 from .fetches import FetchQueries
@@ -106,7 +107,7 @@ def _product_row(
     }
 
 
-class Store(ReportQueries, ClaimQueries, FetchQueries):
+class Store(ReportQueries, ClaimQueries, FetchQueries, AlertQueries):
     """Database of exposures, stage runs and metrics; migrates the schema when opened.
 
     ``database_url`` is a SQLAlchemy URL, e.g. ``sqlite:///viskom.db`` (the folder is created)

@@ -240,3 +240,39 @@ class FetchedFileRow(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     tried_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AlertRow(Base):
+    """What is watched (`key`: kind, metric or outcome code, unit, frame type) and its alert:
+    open or cleared, warning or alarm, the last breaching value and band, since when, how
+    many breaches in a row, who acknowledged it and when people were told."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # band | outcome
+    metric: Mapped[str] = mapped_column(String(64))  # metric name, or outcome code
+    unit: Mapped[str] = mapped_column(String(16))
+    frame_type: Mapped[str | None] = mapped_column(String(16))
+    stage: Mapped[str | None] = mapped_column(String(64))
+    level: Mapped[str] = mapped_column(String(16))  # warning | alarm
+    state: Mapped[str] = mapped_column(String(16), index=True)  # open | cleared
+    value: Mapped[float | None] = mapped_column(Float)
+    low: Mapped[float | None] = mapped_column(Float)
+    high: Mapped[float | None] = mapped_column(Float)
+    exposure_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("exposures.id", ondelete="SET NULL"), index=True
+    )
+    first_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_checked: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    breaches: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(255))
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notified_via: Mapped[str | None] = mapped_column(String(64))
+    notify_error: Mapped[str | None] = mapped_column(Text)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
