@@ -370,7 +370,7 @@ def test_two_runs_and_a_watch_share_the_work(store_url, mixed_frames, tmp_path) 
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     metrics, history = _snapshot(url)
     assert history == reference_history, outputs  # every (exposure, stage) exactly once
-    assert set(history.values()) == {1} and len(history) == 5 * 3 + 2
+    assert set(history.values()) == {1} and len(history) == 5 * 5 + 2  # + images, health
     assert metrics == reference_metrics and len(metrics) > 1000
 
 
@@ -435,7 +435,7 @@ def test_kill_9_mid_stage_then_a_second_run_completes(mixed_frames, tmp_path) ->
     with Store(settings.db_url) as store:
         assert store.held_claims() == []
         runs = store.stage_runs()
-        assert len(runs) == 5 * 3 + 2
+        assert len(runs) == 5 * 5 + 2
         failed = {s for (_e, s), r in runs.items() if r.status == "failed"}
         assert failed <= {"space_weather"}  # no GOES data offline: transient, retried later
         assert _pending(store, settings) == Counter()

@@ -106,7 +106,8 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
     out = _invoke("run")
     # 8 detector_health + catalogue on 3 science, 1 flat, 1 dark + psf and plots on 3 science
     # + events, event plots, space weather on 3 science and 1 dark + gaia on 3 science
-    assert "8 exposures, 34 stage runs ok, 0 failed" in out
+    # + images and health plots on all 8
+    assert "8 exposures, 50 stage runs ok, 0 failed" in out
 
     rows = _metrics_csv("--unit", "FPA", "--metric", "read_noise_e")
     assert len(rows) == 8
@@ -142,13 +143,14 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
 
     # Nothing pending: a second run does nothing.
     out = _invoke("run")
-    assert "0 exposures" in out and "34 up to date" in out
+    assert "0 exposures" in out and "50 up to date" in out
 
     # A new stage version re-runs it everywhere.
     monkeypatch.setattr(DetectorHealth, "version", "999")
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "8 exposures, 8 stage runs ok" in out  # only detector_health changed
+    # detector_health changed, and the health plots that read its table
+    assert "8 exposures, 16 stage runs ok" in out
 
     iq_rows = list(
         csv.DictReader(io.StringIO(_invoke("iq", "--month", "2024-07", "--format", "csv")))
@@ -178,7 +180,8 @@ def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> No
     monkeypatch.setattr(dh, "quadrant_health", broken)
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    assert "33 stage runs ok, 1 failed" in out
+    # the flat's health plots run (their input is optional) and say there was no table
+    assert "48 stage runs ok, 1 failed, 1 found nothing" in out
     assert "simulated failure in the flat measurement" in out
     status = _invoke("status")
     assert "failed" in status and "simulated failure" in status
@@ -186,7 +189,7 @@ def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> No
     assert "0 exposures" in _invoke("run")
     monkeypatch.setattr(dh, "quadrant_health", real)
     out = _invoke("run", "--retry-failed")
-    assert "1 exposures, 1 stage runs ok, 0 failed" in out
+    assert "1 exposures, 2 stage runs ok, 0 failed" in out  # and its health plots again
 
 
 def test_commands_without_settings_fail_clearly(tmp_path, monkeypatch) -> None:

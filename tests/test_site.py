@@ -134,6 +134,8 @@ def test_the_server_shows_only_the_dashboard(served, project) -> None:
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM and DRIVER):
+        if os.environ.get("VISKOM_REQUIRE_BROWSER"):
+            pytest.fail("VISKOM_REQUIRE_BROWSER is set but chromium/chromedriver are missing")
         pytest.skip("chromium and chromedriver are not installed")
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
@@ -277,3 +279,40 @@ def test_a_new_exposure_rewrites_its_pages_not_the_site(project) -> None:
     ]
     assert len(trend_pages) < 20, trend_pages  # the data files changed, not the pages
     assert report.data_files >= 10
+
+
+def test_metric_cache_replaces_appends_and_forgets(tmp_path) -> None:
+    from viskom.pipeline.site_data import COLUMN, MetricCache
+    from viskom.store import MetricValue
+
+    class FakeStore:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def metrics(self, *, exposures):
+            return [r for r in self.rows if r.exposure in exposures]
+
+    rows = [MetricValue("A", "FPA", "m", 1.0), MetricValue("A", "2-3.F", "m", 5.0),
+            MetricValue("B", "FPA", "m", 2.0), MetricValue("B", "FPA", "n", 7.0)]  # fmt: skip
+    cache = MetricCache(tmp_path)
+    assert cache.update(FakeStore(rows), ["A", "B"]) == {"m", "n"}
+    cache.save()
+    again = MetricCache.load(tmp_path)
+    assert again.names == ["A", "B"] and again.arrays["m"][0, COLUMN["2-3.F"]] == 5.0
+    rows[0] = MetricValue("A", "FPA", "m", 3.0)  # A measured again: its row is replaced
+    del rows[1]
+    assert again.update(FakeStore(rows), ["A"]) == {"m"}
+    assert again.arrays["m"][0, COLUMN["FPA"]] == 3.0
+    assert np.isnan(again.arrays["m"][0, COLUMN["2-3.F"]])
+    again.forget(["A"])
+    assert again.names == ["B"] and again.arrays["n"][0, COLUMN["FPA"]] == 7.0
+
+
+def test_redactor_takes_local_paths_out() -> None:
+    from viskom.pipeline.site_common import Redactor
+
+    redact = Redactor(("data", Path("/srv/vis/data")), ("raw", Path("/mnt/raw")))
+    assert redact("cache /srv/vis/data/goes/ncei missing") == "cache data/goes/ncei missing"
+    assert redact("cannot read /mnt/raw/x.fits") == "cannot read raw/x.fits"
+    assert redact("at /opt/other/place/file.py:12") == "at …/file.py:12"
+    assert redact(None) == "" and redact("3/4 quadrants") == "3/4 quadrants"

@@ -10,14 +10,14 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from viskom.config import ConfigError, Settings, load_settings
-from viskom.store.products import json_clean
+if TYPE_CHECKING:
+    from viskom.config import Settings
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -52,8 +52,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def json_clean(value: Any) -> Any:
+    """NaN and infinities as null, at any depth (store.products' rule, imported on use)."""
+    from viskom.store.products import json_clean as clean
+
+    return clean(value)
+
+
 def load(config: Path | None, *, required: bool = True) -> Settings:
     """The settings, or exit 2 with the reason; `required=False`: defaults without a file."""
+    from viskom.config import ConfigError, load_settings  # not on `viskom --help`'s path
+
     try:
         return load_settings(config, required=required)
     except ConfigError as exc:

@@ -9,10 +9,12 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from viskom.cli.common import (
     ConfigOption,
@@ -40,6 +42,8 @@ def gaia_match(
     fmt: Annotated[str, format_option("table", ("json", "table"))] = "table",
 ) -> None:
     """Match VISQL-format star and Gaia tables: astrometric offsets, gradients and VIS/Gaia."""
+    import numpy as np
+
     from viskom.measure.gaia import compare_with_gaia
     from viskom.sources.visql import (
         read_gaia_instrument_catalogue,
@@ -103,6 +107,8 @@ def gaia_cone(
     config: ConfigOption = None,
 ) -> None:
     """Gaia DR3 stars of a cone: from the cache, fetching missing tiles unless --offline."""
+    import numpy as np
+
     from viskom.sources.gaia import GaiaClient, GaiaUnavailable
 
     settings = load(config, required=False)
@@ -233,6 +239,8 @@ def _goes_series(
 def _goes_out(fmt: str, header: list[str], times: np.ndarray, *columns: np.ndarray) -> None:
     """A GOES series as CSV (ISO UTC times, 6 significant digits, bad samples empty), JSON
     or a table."""
+    import numpy as np
+
     iso = np.datetime_as_string(np.asarray(times, dtype="datetime64[ms]"), unit="s")
     if fmt != "csv":
         rows = [

@@ -9,7 +9,6 @@ import typer
 from rich.markup import escape
 
 from viskom.cli.common import ConfigOption, console, fail, load, open_store, out, parse_time
-from viskom.config import ConfigError, write_default_config
 
 
 def init(
@@ -17,6 +16,8 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing viskom.toml")] = False,
 ) -> None:
     """Write a commented default viskom.toml into DIRECTORY."""
+    from viskom.config import ConfigError, write_default_config
+
     try:
         path = write_default_config(directory, overwrite=force)
     except ConfigError as exc:

@@ -171,6 +171,10 @@ def plan(
                 runs.get((exp.id, stage.name)), call, planned_at,
                 force=force, retry_failed=retry_failed, retry_wait=settings.run.retry_wait_s,
             )  # fmt: skip
+            if reason is None and any(up in names for up in stage.upstream):
+                # a stage it reads runs again (a retried failure, a new calibration): its
+                # products are rewritten, so this reader must read them again too
+                reason = "a stage it reads runs again"
             if reason is None:
                 skipped += 1
                 continue

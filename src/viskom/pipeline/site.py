@@ -304,10 +304,10 @@ def _write_trend_data(site: Path, ctx: _Context) -> int:
 
 
 def _learned_band(metric: str, fpa: np.ndarray, ctx: _Context, names: list[str]) -> Any:
-    """The alarm band of a learned `[alerts]` band over the focal-plane series (rolling
-    median +- k_alarm robust sigma of the same frame type and exposure time over the band's
-    days, the point itself left out), or None when the metric has no learned band."""
-    from viskom.measure.robust import mad_sigma
+    """The alarm band of a learned `[alerts]` band over the focal-plane series, as the alert
+    evaluation learns it (`measure.bands.learned_band` of the same frame type and exposure
+    time over the band's days, the point itself left out), or None without such a band."""
+    from viskom.measure.bands import learned_band
 
     band = next((b for b in ctx.bands if b.metric == metric and b.learned), None)
     if band is None:
@@ -320,16 +320,10 @@ def _learned_band(metric: str, fpa: np.ndarray, ctx: _Context, names: list[str])
     upper: list[float | None] = []
     for i in range(len(names)):
         sel = (t < t[i]) & (t >= t[i] - window) & (kinds == kinds[i]) & (exptime == exptime[i])
-        sel &= np.isfinite(fpa)
-        history = fpa[sel]
-        if history.size < band.min_points:
-            lower.append(None)
-            upper.append(None)
-            continue
-        centre = float(np.median(history))
-        half = max(band.k_alarm * float(mad_sigma(history)), band.floor)
-        lower.append(centre - half)
-        upper.append(centre + half)
+        learned = learned_band(fpa[sel], band.k_warning, band.k_alarm, band.floor,
+                               band.min_points)  # fmt: skip
+        lower.append(None if learned is None else learned.low)
+        upper.append(None if learned is None else learned.high)
     return {"lower": lower, "upper": upper}
 
 
