@@ -113,7 +113,9 @@ def page_load(settings, page: str) -> tuple[float, int]:
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
         url = f"http://{host}:{port}/site/{page}"
-        driver.get(f"http://{host}:{port}/site/index.html")  # warm the browser
+        driver.get(f"http://{host}:{port}/site/index.html")  # start the browser
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})  # cold
         times = []
         for _ in range(3):
             driver.execute_script("window.location = 'about:blank'")
@@ -127,7 +129,7 @@ def page_load(settings, page: str) -> tuple[float, int]:
             times.append(time.perf_counter() - t0)
         size = driver.execute_script(
             "return performance.getEntriesByType('resource').reduce((a, r) => a + "
-            "r.transferSize, 0) + performance.getEntriesByType('navigation')[0].transferSize"
+            "r.decodedBodySize, 0) + performance.getEntriesByType('navigation')[0].decodedBodySize"
         )
     finally:
         driver.quit()

@@ -22,7 +22,7 @@ TYPE_COLOURS = (
     ("CHARGE", "#c62828"),
     ("UNKNOWN", "#757575"),
 )
-TREND_PAGE_VERSION = "6"  # the trend pages' HTML shape (their data live in data/*.js)
+TREND_PAGE_VERSION = "7"  # the trend pages' HTML shape (their data live in data/*.js)
 
 
 def trend_pages(writer: Any, pages: Any, ctx: Any, alerts: list[dict], settings: Any) -> None:

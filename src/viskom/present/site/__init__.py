@@ -139,6 +139,7 @@ def trend_components(frame_types: Sequence[str]) -> tuple[str, str]:
             ("type", "@type"), ("alert", "@alert")]  # fmt: skip
     fig.add_tools(HoverTool(renderers=[points], tooltips=tips, formatters={"@t": "datetime"}))
     fig.add_tools(TapTool(renderers=[points], callback=OpenURL(url="@url", same_tab=True)))
+    fig.y_range.renderers = [points]  # the y range follows the points, not a band edge
     fig.yaxis[0].name = "yaxis"
     fig.xaxis.axis_label = "UTC (DATE-OBS)"
     unit = Select(title="unit", value="FPA", options=["FPA"], width=140, name="unit")
