@@ -407,9 +407,7 @@ def test_plot_in_worker_process(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 # fit for a talk: titles and labels inside the figure, no rainbow maps, points on scale
 
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
-
+from plot_checks import LONG_TITLE, outside_the_figure, rainbow_maps  # noqa: E402
 from viskom.measure.gaia import PIX_PER_DEG, compare_with_gaia, gaia_flux  # noqa: E402
 from viskom.present.astrometry import (  # noqa: E402
     ARROW_FRACTION,
@@ -417,43 +415,6 @@ from viskom.present.astrometry import (  # noqa: E402
     residual_arrow_scale,
 )
 from viskom.present.style import fit_text, new_figure, plot_style, text_width_px  # noqa: E402
-
-LONG_TITLE = "EUC_LE1_VIS-02371-3-W_20240713T014734.200000Z_01_01_01.00  2024-07-13 01:47:34"
-RAINBOWS = {"jet", "rainbow", "gist_rainbow", "hsv", "turbo", "nipy_spectral", "gist_ncar"}
-
-
-def outside_the_figure(fig: Figure) -> list[str]:
-    """Texts (and the whole drawing) reaching beyond the figure's pixels, after a draw.
-
-    Tick labels are checked through the figure's tight bbox, which holds the drawn ones only.
-    """
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    w, h = fig.bbox.width, fig.bbox.height
-    ticks = {
-        id(label)
-        for ax in fig.axes
-        for axis in ax._axis_map.values()
-        for tick in (*axis.majorTicks, *axis.minorTicks)
-        for label in (tick.label1, tick.label2)
-    }
-    bad = []
-    for text in fig.findobj(Text):
-        if id(text) in ticks or not text.get_visible() or not text.get_text().strip():
-            continue
-        bb = text.get_window_extent(renderer)
-        if bb.x0 < -1 or bb.y0 < -1 or bb.x1 > w + 1 or bb.y1 > h + 1:
-            bad.append(f"{text.get_text()!r} at {tuple(round(v) for v in bb.bounds)}")
-    tight = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)
-    if tight.x0 < -1 or tight.y0 < -1 or tight.x1 > w + 1 or tight.y1 > h + 1:
-        bad.append(f"the drawing spans {tuple(round(v) for v in tight.bounds)} of {w:g} x {h:g}")
-    return bad
-
-
-def rainbow_maps(fig: Figure) -> list[str]:
-    """Names of rainbow colour maps used by any artist of the figure."""
-    names = {getattr(a.get_cmap(), "name", "") for a in fig.findobj(lambda a: hasattr(a, "cmap"))}
-    return sorted(n for n in names if n.split("_")[0] in RAINBOWS or n in RAINBOWS)
 
 
 def test_outside_check_catches_a_cut_title() -> None:
