@@ -13,7 +13,6 @@ measured again stays on the fast disk.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from viskom.pipeline.register import sha256_of
 from viskom.store import DONE_STATUSES
 from viskom.store.atomic import atomic_path
 
@@ -51,11 +51,7 @@ def copy_verified(source: Path, folder: Path, expected_sha256: str) -> Path:
             shutil.copyfileobj(src, dst, _COPY_CHUNK)
             dst.flush()
             os.fsync(dst.fileno())
-        digest = hashlib.sha256()
-        with tmp.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(_COPY_CHUNK), b""):
-                digest.update(chunk)
-        if digest.hexdigest() != expected_sha256:
+        if sha256_of(tmp) != expected_sha256:
             raise ValueError(f"the copy in {folder} differs from the registered file")
     return target
 

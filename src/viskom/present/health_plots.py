@@ -10,7 +10,6 @@ stability) and each quadrant's read noise, so that one bad quadrant stands out a
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 
 from viskom.le1.geometry import all_extnames
 from viskom.present.metric_maps import draw_metric_map
+from viskom.present.style import DIVERGING, SEQUENTIAL, figure_title, new_figure, plot_style
 
 #: The third map, by frame type: the level each kind of frame is about.
 TYPE_METRIC = {
@@ -41,7 +41,8 @@ def plot_health_maps(
     names = [str(n) for n in np.asarray(table["extname"])]
     third = TYPE_METRIC.get(frame_type.upper(), ("image_level_adu", "ADU"))
     panels = [BIAS_METRIC, NOISE_METRIC, third]
-    fig = Figure(figsize=(15.0, 5.4), dpi=100, layout="constrained")
+    with plot_style():
+        fig = new_figure(1500, 540)
     axes = fig.subplots(1, 3)
     for ax, (metric, unit) in zip(axes, panels, strict=True):
         if metric not in table:
@@ -52,7 +53,7 @@ def plot_health_maps(
         values = dict(zip(names, np.asarray(table[metric], float), strict=True))
         summary = draw_metric_map(ax, values, metric=metric, unit=unit, band=bands.get(metric))
         ax.set_title(f"{metric}\n{summary}", fontsize=9)
-    fig.suptitle(textwrap.fill(title, 120), fontsize=11)
+    figure_title(fig, title)
     return fig
 
 
@@ -75,7 +76,8 @@ def plot_health_trends(
     kinds = np.asarray(frame_types)[order]
     b = np.array([np.asarray(bias.get(q, [np.nan] * len(order)), float)[order] for q in quads])
     n = np.array([np.asarray(noise.get(q, [np.nan] * len(order)), float)[order] for q in quads])
-    fig = Figure(figsize=(13.0, 11.0), dpi=100, layout="constrained")
+    with plot_style():
+        fig = new_figure(1300, 1100)
     axes = fig.subplots(4, 1, sharex=False, height_ratios=[1, 1, 1.4, 1.4])
     colours = {"BIAS": "tab:blue", "DARK": "tab:purple", "FLAT": "tab:orange",
                "SCIENCE": "tab:green", "CHARGE": "tab:red", "UNKNOWN": "0.5"}  # fmt: skip
@@ -107,10 +109,10 @@ def plot_health_trends(
     extent = [0, len(t), len(quads), 0]
     lim = max(bias_stability_adu * 2, float(np.nanpercentile(np.abs(deviation), 99)) if
               np.isfinite(deviation).any() else 1.0)  # fmt: skip
-    im = axes[2].imshow(deviation, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+    im = axes[2].imshow(deviation, aspect="auto", cmap=DIVERGING, vmin=-lim, vmax=lim,
                         interpolation="nearest", extent=extent)  # fmt: skip
     fig.colorbar(im, ax=axes[2], label="bias - month median [ADU]", pad=0.01)
-    im = axes[3].imshow(n, aspect="auto", cmap="viridis", interpolation="nearest",
+    im = axes[3].imshow(n, aspect="auto", cmap=SEQUENTIAL, interpolation="nearest",
                         extent=extent)  # fmt: skip
     bar = fig.colorbar(im, ax=axes[3], label="read noise [e-]", pad=0.01)
     if noise_max_e is not None:

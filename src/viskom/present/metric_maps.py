@@ -8,7 +8,6 @@ alert settings', or given), values outside it are outlined and the band is marke
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,6 +23,7 @@ from viskom.present.focal import (
     focal_plane_axes,
     quadrant_rectangle,
 )
+from viskom.present.style import DIVERGING, SEQUENTIAL, figure_title, new_figure, plot_style
 
 DIVERGING_HINTS = ("_e1", "_e2", "offset", "dx", "dy", "slope", "trend")
 
@@ -40,12 +40,12 @@ def plot_metric_map(
 ) -> Figure:
     """A focal-plane map of one metric: `values` by unit name ('R-C.Q' quadrants, or 'R-C'
     CCDs when no quadrant is given), coloured by value with a labelled colour bar."""
-    fig = Figure(figsize=(6.4, 6.6), dpi=110, layout="constrained")
+    with plot_style():
+        fig = new_figure(704, 726)
     ax = fig.add_subplot()
     summary = draw_metric_map(ax, values, metric=metric, unit=unit, band=band, cmap=cmap)
     head = title or metric
-    lines = [textwrap.fill(head, 78)] + ([textwrap.fill(description, 90)] if description else [])
-    fig.suptitle("\n".join(lines), fontsize=9)
+    figure_title(fig, head, description, fontsize=10)
     ax.set_title(summary, fontsize=8)
     return fig
 
@@ -71,7 +71,7 @@ def draw_metric_map(
     finite = np.array([v for v in cells.values() if v is not None and np.isfinite(v)], float)
     signed = finite.size and (finite.min() < 0 < finite.max())
     diverging = any(h in metric for h in DIVERGING_HINTS) or bool(signed)
-    cmap = cmap or ("RdBu_r" if diverging else "viridis")
+    cmap = cmap or (DIVERGING if diverging else SEQUENTIAL)
     lo, hi = _limits(finite, band, diverging)
     norm = mpl.colors.Normalize(vmin=lo, vmax=hi)
     colormap = mpl.colormaps[cmap]
