@@ -224,6 +224,23 @@ _ENTRIES = [
             ("gaia_colour_rms", "ln", "rms of the colour fit"),
         )
     ),
+    # -- mosaic_astrometry (VISQL's getastrom) -----------------------------------------------
+    *(
+        _m(name, unit, text, "mosaic_astrometry", "measured", SCIENCE, FPA)
+        for name, unit, text in (
+            ("mosaic_wcs_dra_arcsec", "arcsec", "mosaic solution minus header WCS at the "
+             "centre, RA cos Dec"),
+            ("mosaic_wcs_ddec_arcsec", "arcsec", "mosaic solution minus header WCS at the "
+             "centre, Dec"),
+            ("mosaic_wcs_drot_deg", "deg", "mosaic solution minus header WCS, rotation"),
+            ("mosaic_wcs_scale_ratio", "ratio", "mosaic solution over header WCS, pixel scale"),
+            ("mosaic_wcs_max_offset_arcsec", "arcsec", "largest offset of the two over the "
+             "mosaic"),
+            ("mosaic_wcs_rms_arcsec", "arcsec", "rms of the stars astrometry.net matched"),
+            ("mosaic_wcs_stars", "stars", "stars astrometry.net matched on the mosaic"),
+            ("mosaic_wcs_seconds", "s", "time of the blind solve (index and solve-field)"),
+        )
+    ),
     # -- space_weather -----------------------------------------------------------------------
     *(
         _m(name, unit, text, "space_weather", "measured", PARTICLES, FPA)

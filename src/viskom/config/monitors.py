@@ -55,6 +55,14 @@ class ImagesSettings(BaseModel):
         description="also zoom where the monitors point: worst IQ, densest cosmic rays, "
         "hottest quadrant",
     )
+    blind_solve: bool = Field(
+        True,
+        description="solve each science mosaic blind with astrometry.net (VISQL's getastrom) "
+        "and compare with the header pointing (true-layout mosaics only)",
+    )
+    blind_timeout_s: float = Field(
+        60.0, gt=0, le=600, description="wall-clock limit of one mosaic's blind solve, s"
+    )
 
     @field_validator("zooms")
     @classmethod
@@ -173,6 +181,8 @@ def _default_bands() -> list[BandSettings]:
 
 #: Quality outcomes that are alarms at once: the frame itself is damaged.
 DEFAULT_ALARM_OUTCOMES = ("missing_quadrant", "unreadable_quadrant", "no_quadrants")
+#: Quality outcomes that say how viskom was set up, not how the camera is: no alert.
+DEFAULT_IGNORED_OUTCOMES = ("no_sky_layout", "blind_solve_off")
 #: Keys refused in [alerts]: SMTP credentials come from the environment only.
 SMTP_CREDENTIAL_KEYS = ("smtp_user", "smtp_password", "smtp_username", "smtp_pass")
 
@@ -200,7 +210,9 @@ class AlertSettings(BaseModel):
         description="quality outcome codes that are alarms at once (other outcomes: warnings)",
     )
     ignored_outcomes: list[str] = Field(
-        default_factory=list, description="quality outcome codes that raise no alert at all"
+        default_factory=lambda: list(DEFAULT_IGNORED_OUTCOMES),
+        description="quality outcome codes that raise no alert at all (default: the mosaic "
+        "astrometry's small-frame and switched-off outcomes)",
     )
     site_url: str | None = Field(
         None,

@@ -155,6 +155,32 @@ class BlindSolver:
                 radius_hint_deg=radius_hint_deg,
             )  # fmt: skip
 
+    def solve_picture(
+        self,
+        picture: Any,
+        gaia_radec_g: tuple[np.ndarray, np.ndarray, np.ndarray],
+        *,
+        scale_arcsec: float,
+        parity: str | None,
+        ra_hint: float,
+        dec_hint: float,
+        radius_hint_deg: float,
+        index_stars: int,
+        timeout_s: float,
+    ) -> Any:
+        """The solved WCS of a FITS picture (the mosaic; VISQL's getastrom), or None."""
+        import tempfile
+
+        from viskom.sources.astrometry_net import build_index
+        from viskom.sources.astrometry_net.image import solve_image
+
+        with tempfile.TemporaryDirectory(prefix="viskom-index-") as tmp:
+            index = build_index(gaia_radec_g, tmp, max_stars=index_stars)
+            return solve_image(
+                picture, index, scale_arcsec=scale_arcsec, parity=parity, ra_hint=ra_hint,
+                dec_hint=dec_hint, radius_hint_deg=radius_hint_deg, timeout_s=timeout_s,
+            )  # fmt: skip
+
 
 def external_provider(name: str, config: Mapping[str, Any]) -> Any:
     """The callable (or solver) a stage gets for a declared external input."""

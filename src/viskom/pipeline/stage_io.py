@@ -53,7 +53,10 @@ class WrittenProduct:
 
 
 def read_product(path: Path, ext: str) -> Any:
-    """A product file as a stage receives it: columns, a mapping, arrays (npz)."""
+    """A product file as a stage receives it: columns, a mapping, arrays (npz); a FITS
+    product as its path (the tools that read it, solve-field or ds9, want the file)."""
+    if ext == "fits":
+        return path
     if ext == "parquet":
         return read_table(path)
     if ext == "json":

@@ -18,6 +18,7 @@ from viskom.stages.events import Events
 from viskom.stages.gaia import GaiaPhotometry
 from viskom.stages.health_plots import HealthPlots
 from viskom.stages.images import Images
+from viskom.stages.mosaic_astrometry import MosaicAstrometry
 from viskom.stages.psf import PsfMoments
 from viskom.stages.science_plots import SciencePlots
 from viskom.stages.space_weather import SpaceWeather
@@ -34,6 +35,7 @@ STAGES: tuple[Stage, ...] = (
     Events(),
     EventPlots(),
     Images(),
+    MosaicAstrometry(),
     SpaceWeather(),
 )
 

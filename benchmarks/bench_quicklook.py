@@ -1,0 +1,180 @@
+"""Benchmark: a full frame's quick look (`viskom run`, every stage) against source-extractor.
+
+Usage: python benchmarks/bench_quicklook.py [--frame FILE] [--workers 2] [--no-astroscrappy]
+
+A full-size simulated science frame (144 quadrants, 1.28 GB; seed 7, shared with the other
+benchmarks, cached in benchmarks/.cache/, never committed) is measured in the same run by:
+
+1. `source-extractor` with VISQL's settings (`sources.sextractor.run_sextractor`, VISQL's
+   first cataloguing step), the baseline;
+2. `viskom run` in a fresh project (SQLite, offline Gaia from the simulator's cone seeded in
+   the cache, GOES offline), every stage on the frame, as the CLI runs it.
+
+Each runs in its own child process; peak memory is the largest resident set of the child's
+process tree (ru_maxrss of its waited-for children: the largest single worker). Printed:
+both times, `ratio: X` (viskom / source-extractor: the figure to follow over time; issue
+17's target is <= 0.1), peak memory, and each stage's time as the store recorded it.
+Then, on four full-size quadrants, astroscrappy (L.A.Cosmic) against the events stage's hit
+detector (bench_cosmics' comparison, timing only). Times are wall-clock on this machine;
+compare ratios, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_detector_health import CACHE, full_frame
+
+_CHILD = r"""
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+dt = time.perf_counter() - t0
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"seconds": dt, "code": done.returncode, "peak_mb": kids,
+                  "out": done.stdout[-3000:], "err": done.stderr[-3000:]}))
+"""
+
+_SEX = r"""
+import sys, time
+from viskom.sources.sextractor import run_sextractor
+t0 = time.perf_counter()
+cat = run_sextractor(sys.argv[1], visql_params_only=True)
+print(f"{len(next(iter(cat.values())))} sources in {time.perf_counter() - t0:.1f} s")
+"""
+
+
+def _viskom() -> list[str]:
+    script = Path(sys.executable).with_name("viskom")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "viskom"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISKOM_")}
+    env.update(VISKOM_GAIA__ONLINE="false", VISKOM_GOES__ONLINE="false")
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `cmd` under a child that reports its wall time and its tree's peak memory."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, *cmd], capture_output=True, text=True, env=env,
+        check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["code"]:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{result['out']}\n{result['err']}")
+    return result
+
+
+def project(root: Path, frame: Path) -> Path:
+    """A fresh viskom project holding the frame, with the simulator's Gaia cone seeded."""
+    from viskom.config import load_settings, write_default_config
+
+    cfg = write_default_config(root / "project")
+    raw = load_settings(cfg).raw_path
+    raw.mkdir(parents=True, exist_ok=True)
+    os.link(frame, raw / frame.name) if _same_device(frame, raw) else shutil.copy2(frame, raw)
+    env = _env()
+    for cmd in (["ingest", str(raw)], ["gaia", "seed", *map(str, CACHE.glob("gaia_*.parquet"))]):
+        subprocess.run([*_viskom(), *cmd, "--config", str(cfg)], check=True, env=env,
+                       capture_output=True)  # fmt: skip
+    return cfg
+
+
+def _same_device(a: Path, folder: Path) -> bool:
+    return a.stat().st_dev == folder.stat().st_dev
+
+
+def stage_times(cfg: Path) -> list[tuple[str, str, float]]:
+    """(stage, status, seconds) of every stage run the store recorded, slowest first."""
+    from viskom.config import load_settings
+    from viskom.store import Store
+
+    with Store(load_settings(cfg).db_url) as store:
+        runs = store.stage_runs()
+    rows = [(r.stage, r.status, r.duration_s or 0.0) for r in runs.values()]
+    return sorted(rows, key=lambda r: -r[2])
+
+
+def astroscrappy_vs_events(frame: Path, n_quadrants: int = 4) -> None:
+    """Hit finding on N full-size quadrants: astroscrappy against the events stage's detector."""
+    try:
+        import astroscrappy  # noqa: F401
+    except ImportError:
+        print("astroscrappy: not installed (pip install -e '.[bench]'), skipped")
+        return
+    from bench_cosmics import image_area, pick_quadrants, run_astroscrappy
+    from viskom.le1.frame import Le1Frame
+    from viskom.measure.catalogue import extract_sources
+    from viskom.measure.cosmics import detect_hits
+    from viskom.measure.hit_counts import star_guards
+
+    t_ours = t_scrappy = 0.0
+    with Le1Frame(frame) as f:
+        names = pick_quadrants(list(f.extnames), n_quadrants)
+        for name in names:
+            quad = f.quadrant(name)
+            image, bias = image_area(quad)
+            gain = quad.header.gain_e_per_adu or 3.4
+            read_noise = quad.header.read_noise_e or 4.2
+            sat = None if quad.header.saturate_adu is None else quad.header.saturate_adu - bias
+            t0 = time.perf_counter()
+            cat = extract_sources(image.copy(), gain_e_per_adu=gain, saturation_adu=sat)
+            cat["extname"] = np.full(len(cat["number"]), name)
+            guard = star_guards(cat).get(name)
+            obj = None if guard is None else (guard[0] - 1.0, guard[1] - 1.0, guard[2])
+            detect_hits(image, gain_e_per_adu=gain, saturation_adu=sat, objects=obj)
+            t_ours += time.perf_counter() - t0
+            sat_e = np.inf if sat is None else sat * gain
+            dt, _ = run_astroscrappy(image, gain, read_noise, sat_e, None, 5.0)
+            t_scrappy += dt
+    print(f"hits on {len(names)} full-size quadrants, one thread each:")
+    print(f"  viskom events (catalogue + hits): {t_ours:.2f} s")
+    print(f"  astroscrappy (sep sky + L.A.Cosmic): {t_scrappy:.2f} s")
+    print(f"  events/astroscrappy: {t_ours / t_scrappy:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frame", type=Path, help="a full-size LE1 frame (default: simulated)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-astroscrappy", action="store_true")
+    ap.add_argument("--keep", type=Path, help="work here and keep the project")
+    args = ap.parse_args()
+    frame = args.frame or full_frame()
+    print(f"frame: {frame.name} ({frame.stat().st_size / 1e9:.2f} GB), {os.cpu_count()} CPUs")
+    root = args.keep or Path(tempfile.mkdtemp(prefix="viskom-quicklook-", dir=CACHE))
+    try:
+        cfg = project(root, frame)
+        sex = timed([sys.executable, "-c", _SEX, str(frame)])
+        print(f"source-extractor (VISQL settings): {sex['seconds']:.1f} s, "
+              f"peak {sex['peak_mb']:.0f} MB; {sex['out'].strip()}")  # fmt: skip
+        run = timed([*_viskom(), "run", "--config", str(cfg), "--workers", str(args.workers)],
+                    env=_env())  # fmt: skip
+        print(f"viskom run (every stage): {run['seconds']:.1f} s, "
+              f"peak {run['peak_mb']:.0f} MB per process")  # fmt: skip
+        print(f"ratio: {run['seconds'] / sex['seconds']:.3f}")
+        print("per stage (store):")
+        for stage, status, seconds in stage_times(cfg):
+            print(f"  {stage:<18} {status:<7} {seconds:6.2f} s")
+        if not args.no_astroscrappy:
+            astroscrappy_vs_events(frame)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
