@@ -72,11 +72,10 @@ def load(config: Path | None, *, required: bool = True) -> Settings:
 def open_store(settings: Settings, *, read_only: bool = False) -> Any:
     """The settings' database, or exit 2 saying why it cannot be opened (`read_only`: no
     file or table is created or migrated, for commands that only read)."""
-    from viskom.pipeline.service import open_store as service_open_store
-    from viskom.store import shown_url
+    from viskom.store import Store, shown_url  # not pipeline.service: its imports are slow
 
     try:
-        return service_open_store(settings, read_only=read_only)
+        return Store(settings.db_url, read_only=read_only)
     except Exception as exc:
         raise fail(f"cannot open the database {shown_url(settings.db_url)}: {exc}") from None
 

@@ -14,16 +14,17 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
-from astropy.io.fits.verify import VerifyWarning
-from astropy.utils.exceptions import AstropyUserWarning
 
 from viskom.le1.geometry import QuadrantGeometry, all_extnames, parse_extname, quadrant_geometry
 from viskom.le1.header import HeaderProblem, PrimaryHeader, QuadrantHeader
 from viskom.le1.names import ExposureName, parse_file_name
 from viskom.le1.wcs import QuadrantWcs
+
+if TYPE_CHECKING:  # astropy is imported where a file is opened: start-up time
+    from astropy.io import fits
 
 N_QUADRANTS = 144
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -72,6 +73,10 @@ class Le1Frame:
         self.identity: ExposureName = parse_file_name(self.path)
         self.warnings: list[str] = []
         self._gz: gzip.GzipFile | None = None
+        from astropy.io import fits
+        from astropy.io.fits.verify import VerifyWarning
+        from astropy.utils.exceptions import AstropyUserWarning
+
         hdul = None
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -306,6 +311,8 @@ class Le1Frame:
         return _scale(raw, qh)
 
     def _read_via_astropy(self, idx: int) -> np.ndarray:
+        from astropy.utils.exceptions import AstropyUserWarning
+
         hdu = self._hdul[idx]
         try:
             with warnings.catch_warnings():

@@ -10,13 +10,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 
 from viskom.le1.focalplane import unwrap_longitude
 from viskom.le1.geometry import QuadrantGeometry
+
+if TYPE_CHECKING:  # astropy is imported where a WCS is built: start-up time
+    from astropy.io import fits
+    from astropy.wcs import WCS
 
 _WCS_KEYS = (
     "CTYPE1",
@@ -50,6 +53,9 @@ class QuadrantWcs:
     @classmethod
     def from_header(cls, header: Mapping | fits.Header, extname: str | None = None) -> QuadrantWcs:
         """Build from the extension header; ValueError if it has no usable WCS."""
+        from astropy.io import fits
+        from astropy.wcs import WCS, FITSFixedWarning
+
         hdr = fits.Header()
         for key in _WCS_KEYS:
             if key in header:

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import sep
-from scipy import ndimage
 
 from viskom.measure.robust import MEDIAN_ERROR_FACTOR, mad_sigma
 
@@ -146,6 +145,8 @@ def detect_hits(
     Returns per-hit columns (HIT_COLUMNS) and `masked_pixels`, `hit_pixels`, `image_pixels`;
     with return_labels, the label image (0 = no hit) and the mask of unmeasured pixels too.
     """
+    from scipy import ndimage  # lazily: start-up time of the CLI
+
     p = params or HitParams()
     img = np.ascontiguousarray(image, dtype=np.float32)
     height, width = img.shape
@@ -301,6 +302,8 @@ def touch_probability(
     and tested against the (8-connected) footprint of all hits. With pairs merging, the
     particles are about n_hits / (1 - p / 2) (`particles_from_hits`). Trials: enough for
     ~2000 placements (one on a full quadrant's ~9000 hits), at most 8."""
+    from scipy import ndimage
+
     if n == 0:
         return 0.0
     if trials is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from viskom.le1.geometry import QuadrantGeometry, check_geometry
 from viskom.measure.robust import clipped_stats
@@ -89,6 +88,8 @@ def dark_level_adu(image: np.ndarray, median: float, sigma: float, nsigma: float
     """
     hits = image > median + 5.0 * sigma
     if hits.any():
+        from scipy import ndimage  # lazily: start-up time of the CLI
+
         hits = ndimage.binary_dilation(hits, structure=np.ones((3, 3), dtype=bool))
         return clipped_stats(image[~hits], nsigma).mean
     return clipped_stats(image, nsigma).mean

@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
-from astropy.stats import sigma_clip
 
 LONG_EXPTIME_S = 560.52
 SHORT_EXPTIME_S = 89.52
@@ -99,6 +98,8 @@ def clipped_mean(values: np.ndarray, nsigma: float = 3.0, iterations: int = 5) -
         return math.nan
     if iterations < 1:  # astropy would read maxiters=0 as "until convergence"
         return float(v.mean())
+    from astropy.stats import sigma_clip  # lazily: start-up time
+
     kept = sigma_clip(v, sigma=nsigma, maxiters=iterations, cenfunc="mean", stdfunc="std")
     return float(kept.compressed().mean())
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.ndimage import uniform_filter
-from scipy.signal import fftconvolve
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
 
 from viskom.le1.focalplane import sky_to_instrument, unwrap_longitude
 
@@ -116,6 +117,8 @@ def find_offset(
     xg, yg = np.asarray(x_gaia, float), np.asarray(y_gaia, float)
     if xv.size == 0 or xg.size == 0:
         return math.nan, math.nan, 0
+    from scipy.spatial import cKDTree  # lazily: start-up time of the CLI
+
     tree = cKDTree(np.column_stack([xg, yg]))
     first = min(first_window_deg, window_deg)
     dx, dy, n, chance = _pair_peak(tree, xv, yv, xg, yg, 0.0, 0.0, first, fine_bin_deg,
@@ -146,6 +149,8 @@ def _pair_peak(
     h, ye, xe = np.histogram2d(
         ddy, ddx, bins=nb, range=((cy - radius, cy + radius), (cx - radius, cx + radius))
     )
+    from scipy.ndimage import uniform_filter  # lazily: scipy.signal and ndimage are slow
+
     h = uniform_filter(h, size=5, mode="constant")  # unmodelled distortion spreads the peak
     iy, ix = np.unravel_index(np.argmax(h), h.shape)
     dx, dy = 0.5 * (xe[ix] + xe[ix + 1]), 0.5 * (ye[iy] + ye[iy + 1])
@@ -177,6 +182,9 @@ def _correlation_peak(xv, yv, xg, yg, window: float, bin_deg: float) -> tuple[fl
         np.add.at(h, (((y - lo_y) / bin_deg).astype(int), ((x - lo_x) / bin_deg).astype(int)), 1)
         return h
 
+    from scipy.ndimage import uniform_filter
+    from scipy.signal import fftconvolve  # lazily: `viskom status` plans without it
+
     corr = fftconvolve(grid(xg, yg), grid(xv, yv)[::-1, ::-1], mode="full")
     corr = uniform_filter(corr, size=3, mode="constant")  # a peak spreads over +-1 bin
     lag_y = (np.arange(corr.shape[0]) - (ny - 1)) * bin_deg
@@ -201,6 +209,8 @@ def match_nearest(
     """
     if len(x_vis) == 0 or len(x_gaia) == 0:
         return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    from scipy.spatial import cKDTree
+
     tree = cKDTree(np.column_stack([x_gaia, y_gaia]))
     dist, ig = tree.query(np.column_stack([x_vis, y_vis]), k=1, distance_upper_bound=max_sep_deg)
     iv = np.flatnonzero(np.isfinite(dist))

@@ -18,8 +18,6 @@ from math import isfinite, sqrt
 from typing import Any, overload
 
 import numpy as np
-from astropy.stats import median_absolute_deviation
-from scipy.stats import chi2
 
 from viskom.measure.robust import MAD_TO_SIGMA
 
@@ -179,6 +177,9 @@ def fit_reference(
         raise ValueError(f"fit_reference: {len(data)} finite exposures, need {min_points}")
     med = np.median(data, axis=0)
     # 1.4826 x MAD, as VISQL (astropy's mad_std uses 1.482602..., which could move the seed clip)
+    from astropy.stats import median_absolute_deviation  # not at import: `viskom status`
+    from scipy.stats import chi2
+
     mad = MAD_TO_SIGMA * median_absolute_deviation(data, axis=0)
     mad = np.where(mad > 0, mad, np.finfo(float).tiny)
     keep = (np.abs(data - med) <= 5.0 * mad).all(axis=1)

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from viskom.measure.robust import mad_sigma
 
@@ -123,6 +122,8 @@ def neighbour_flux(
     straddle = np.zeros(n)
     if n == 0:
         return inside, straddle
+    from scipy.spatial import cKDTree  # lazily: start-up time of the CLI
+
     tree = cKDTree(np.column_stack([x_all, y_all]))
     f_all = np.nan_to_num(np.asarray(flux_all, float), nan=0.0).clip(min=0.0)
     for i, near in enumerate(tree.query_ball_point(np.column_stack([x, y]), r=radius + edge)):

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
 
 from viskom.measure.arrays import as_float, quiet_numpy
 from viskom.measure.robust import MAD_TO_SIGMA
@@ -112,6 +111,8 @@ def fit_rate_relation(
     }
     if u.size < 3 or np.ptp(u) == 0:
         return out
+
+    from scipy import stats  # lazily: scipy.stats takes half a second to import
 
     ts = stats.theilslopes(v, u)
     slope, intercept = float(ts.slope), float(ts.intercept)

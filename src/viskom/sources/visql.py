@@ -14,12 +14,14 @@ import re
 from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.table import Table
 
 from viskom.measure.iq import IQReference, iq_score
+
+if TYPE_CHECKING:  # astropy.table is imported by the readers that make tables: start-up
+    from astropy.table import Table
 
 StrPath = str | PathLike[str]
 
@@ -142,6 +144,8 @@ def read_psfmoments_table(path: StrPath) -> Table:
     e1, e2, trefoil1, trefoil2 and `placeholder` (VISQL's R2=9.9 / 0.9999 row for an empty or
     unreadable catalogue; kept, flagged). Blank lines are skipped.
     """
+    from astropy.table import Table
+
     names = list(PSFMOMENTS_COLUMNS.values())
     rows: list[tuple[Any, ...]] = []
     for number, line in _lines(path):
@@ -202,6 +206,8 @@ def _whitespace_rows(
 
 
 def _make_table(rows: list[list[Any]], names: list[str], kinds: list[str]) -> Table:
+    from astropy.table import Table
+
     dtypes = {"s": str, "f": np.float64, "i": np.int64}
     if not rows:
         return Table(names=names, dtype=[dtypes[k] for k in kinds])
