@@ -108,6 +108,58 @@ def stage_times(cfg: Path) -> list[tuple[str, str, float]]:
     return sorted(rows, key=lambda r: -r[2])
 
 
+_STAGE = r"""
+import json, os, resource, sys, time
+cfg, name, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+from viskom.config import load_settings
+from viskom.le1.frame import Le1Frame
+from viskom.pipeline.work import exposure_info
+from viskom.pipeline.worker import run_one
+from viskom.stages import get_stage
+from viskom.store import Store
+settings = load_settings(cfg)
+with Store(settings.db_url) as store:
+    exp = store.list_exposures()[0]
+info = exposure_info(exp, settings, workers)
+t0, c0 = time.perf_counter(), os.times()
+with Le1Frame(exp.path) as frame:
+    result = run_one(get_stage(name), frame, info, settings)
+c1 = os.times()
+cpu = (c1.user - c0.user) + (c1.system - c0.system) + (c1.children_user - c0.children_user) \
+    + (c1.children_system - c0.children_system)
+own = int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": cpu, "own_mb": own,
+                  "worker_mb": kids, "status": result.status}))
+"""
+
+
+def stage_profile(cfg: Path, workers: int) -> None:
+    """Each stage again on the measured frame, alone in a fresh process (its inputs are the
+    products of the run): wall time, CPU time (all its processes: wall x cores = all busy)
+    and peak memory of the stage's process and of its quadrant workers."""
+    from viskom.stages import STAGES
+
+    print(f"per stage, alone ({workers} quadrant workers; cpu/wall = cores busy):")
+    total = 0.0
+    for stage in STAGES:
+        if not stage.applies_to("SCIENCE"):
+            continue
+        done = subprocess.run(
+            [sys.executable, "-c", _STAGE, str(cfg), stage.name, str(workers)],
+            capture_output=True, text=True, env=_env(),
+        )  # fmt: skip
+        if done.returncode:
+            print(f"  {stage.name:<18} failed: {done.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        total += r["seconds"]
+        print(f"  {stage.name:<18} {r['status']:<6} {r['seconds']:6.2f} s wall "
+              f"{r['cpu']:6.2f} s cpu ({r['cpu'] / max(r['seconds'], 1e-9):.2f} cores) "
+              f"peak {r['own_mb']:5.0f} MB, workers {r['worker_mb']:5.0f} MB")  # fmt: skip
+    print(f"  sum of the stages alone: {total:.1f} s")
+
+
 def astroscrappy_vs_events(frame: Path, n_quadrants: int = 4) -> None:
     """Hit finding on N full-size quadrants: astroscrappy against the events stage's detector."""
     try:
@@ -151,6 +203,7 @@ def main() -> None:
     ap.add_argument("--frame", type=Path, help="a full-size LE1 frame (default: simulated)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-astroscrappy", action="store_true")
+    ap.add_argument("--stages", action="store_true", help="also each stage alone: cpu, memory")
     ap.add_argument("--keep", type=Path, help="work here and keep the project")
     args = ap.parse_args()
     frame = args.frame or full_frame()
@@ -169,6 +222,8 @@ def main() -> None:
         print("per stage (store):")
         for stage, status, seconds in stage_times(cfg):
             print(f"  {stage:<18} {status:<7} {seconds:6.2f} s")
+        if args.stages:
+            stage_profile(cfg, args.workers)
         if not args.no_astroscrappy:
             astroscrappy_vs_events(frame)
     finally:

@@ -28,7 +28,7 @@ from viskom.pipeline.register import sha256_of
 from viskom.stages.base import ExposureInfo, Stage, StageInputs, StageResult
 from viskom.store.atomic import write_bytes_atomic
 from viskom.store.products import (
-    read_table,
+    LazyTable,
     write_arrays,
     write_figure,
     write_fits,
@@ -57,8 +57,8 @@ def read_product(path: Path, ext: str) -> Any:
     product as its path (the tools that read it, solve-field or ds9, want the file)."""
     if ext == "fits":
         return path
-    if ext == "parquet":
-        return read_table(path)
+    if ext == "parquet":  # columns read when first used: memory (a catalogue has 20)
+        return LazyTable(path)
     if ext == "json":
         return json.loads(path.read_text())
     if ext == "npz":
