@@ -9,9 +9,11 @@ VOTable of gaia_source columns. Both serve the same simulated sky.
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import re
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from io import BytesIO
@@ -517,6 +519,33 @@ def test_both_services_failing_is_a_clear_error_and_writes_nothing(fake, tmp_pat
     assert dict(fake.hits) == hits  # circuit breaker: no more calls
 
 
+def test_a_failure_is_shared_so_the_next_exposures_fail_fast(fake, tmp_path):
+    """Issue 17: the client each exposure's stage makes (any worker process) reads the
+    services that failed from the shared file: one failed probe per run, not timeouts and
+    retries per exposure. After `retry_after_s` the service is asked again."""
+    fake.vizier_mode = "timeout"
+    fake.tap_mode = "500"
+    shared = tmp_path / "cache" / "unreachable.json"
+    first = fake.client(tmp_path / "cache", unreachable_file=shared, retry_after_s=600.0)
+    t0 = time.perf_counter()
+    with pytest.raises(GaiaUnavailable):
+        first.cone(RA0, DEC0, 0.3)
+    waited = time.perf_counter() - t0
+    hits = dict(fake.hits)
+    assert hits["vizier"] >= 1 and hits["tap"] >= 1
+    assert set(json.loads(shared.read_text())) == {"vizier", "tap"}
+    for _ in range(5):  # five more exposures, each with a new client
+        client = fake.client(tmp_path / "cache", unreachable_file=shared, retry_after_s=600.0)
+        t0 = time.perf_counter()
+        with pytest.raises(GaiaUnavailable, match=r"failed at .* UTC; tried again in"):
+            client.cone(RA0, DEC0, 0.3)
+        assert time.perf_counter() - t0 < min(0.5, waited / 2)
+    assert dict(fake.hits) == hits  # nobody asked the services again
+    fake.vizier_mode = fake.tap_mode = "ok"
+    again = fake.client(tmp_path / "cache", unreachable_file=shared, retry_after_s=0.0)
+    assert len(again.cone(RA0, DEC0, 0.3)) > 0  # the cooldown is over: asked, and answered
+
+
 def test_corrupt_tile_is_refetched_with_a_warning(fake, sky, tmp_path, caplog):
     client = fake.client(tmp_path)
     table = client.cone(RA0, DEC0, 0.3)
@@ -630,3 +659,27 @@ def test_bad_cones_are_rejected(tmp_path):
     for args in ((10.0, 95.0, 0.1), (10.0, 0.0, 0.0), (np.nan, 0.0, 0.1), (0.0, 0.0, 50.0)):
         with pytest.raises(ValueError):
             client.cone(*args)
+
+
+def test_shared_breaker_file(tmp_path, caplog):
+    """The file-backed circuit breaker (`sources.http`): shared trips, expiry, bad files."""
+    from viskom.sources.http import CircuitBreaker
+
+    shared = tmp_path / "unreachable.json"
+    a = CircuitBreaker(shared_file=shared, shared_cooldown_s=600.0)
+    b = CircuitBreaker(shared_file=shared, shared_cooldown_s=600.0)
+    assert b.reason("ncei") is None
+    a.trip("ncei", "HTTP 503")
+    assert "HTTP 503" in b.reason("ncei") and "ncei" in b.open
+    assert CircuitBreaker(shared_file=shared, shared_cooldown_s=0.0).reason("ncei") is None
+    b.clear("ncei")
+    assert a.reason("ncei") == "HTTP 503"  # its own memory still holds it
+    assert CircuitBreaker(shared_file=shared).reason("ncei") is None
+    shared.write_text("{not json")
+    assert CircuitBreaker(shared_file=shared).open == {}
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    c = CircuitBreaker(shared_file=blocked / "unreachable.json")
+    with caplog.at_level(logging.WARNING):
+        c.trip("vizier", "timeout")
+    assert c.reason("vizier") == "timeout" and "cannot record" in caplog.text

@@ -142,6 +142,12 @@ class GoesSettings(BaseModel):
         False, description="true: fetch missing days from NOAA; false: the cache only"
     )
     timeout_s: float = Field(20.0, gt=0.0, description="HTTP timeout")
+    retry_after_s: float = Field(
+        600.0,
+        ge=0.0,
+        description="after a failed call the service is not asked again, by any exposure in "
+        "any worker, for this long (one failed probe per run, not timeouts per exposure)",
+    )
 
 
 class GaiaSettings(BaseModel):
@@ -156,6 +162,12 @@ class GaiaSettings(BaseModel):
         False, description="true: query VizieR / ESA TAP for missing tiles; false: cache only"
     )
     timeout_s: float = Field(60.0, gt=0.0, description="HTTP timeout per query")
+    retry_after_s: float = Field(
+        600.0,
+        ge=0.0,
+        description="after a failed call the service is not asked again, by any exposure in "
+        "any worker, for this long (one failed probe per run, not timeouts per exposure)",
+    )
     cone_radius_deg: float = Field(
         0.55, gt=0.1, le=2.0, description="Gaia cone per pointing (FPA corners at 0.52 deg)"
     )

@@ -31,6 +31,10 @@ EXTERNAL_INPUTS = ("gaia_cone", "goes_series", "blind_solver", "source_extractor
 
 # -- calibrations ---------------------------------------------------------------------------
 
+#: In a Gaia or GOES cache folder: the services that failed lately, shared by every client
+#: of every worker (`sources.http.CircuitBreaker`), so a run fails fast after one failure.
+UNREACHABLE_FILE = "unreachable.json"
+
 
 def _under_root(path: Path | str, settings: Any) -> str:
     """`path` relative to the data root when it is inside it (moving the data root is not a
@@ -103,11 +107,11 @@ def external_config(name: str, settings: Any) -> dict[str, Any]:
     if name == "gaia_cone":
         g = settings.gaia
         return {"cache_dir": str(settings.gaia_cache_path), "online": g.online,
-                "timeout_s": g.timeout_s}  # fmt: skip
+                "timeout_s": g.timeout_s, "retry_after_s": g.retry_after_s}  # fmt: skip
     if name == "goes_series":
         g = settings.goes
         return {"cache_dir": str(settings.goes_cache_path), "online": g.online,
-                "timeout_s": g.timeout_s}  # fmt: skip
+                "timeout_s": g.timeout_s, "retry_after_s": g.retry_after_s}  # fmt: skip
     if name in ("blind_solver", "source_extractor"):
         return {}
     raise KeyError(f"unknown external input {name!r} ({', '.join(EXTERNAL_INPUTS)})")
@@ -190,8 +194,10 @@ def external_provider(name: str, config: Mapping[str, Any]) -> Any:
             from viskom.sources.gaia import GaiaClient
 
             client = GaiaClient(
-                config["cache_dir"], online=bool(config["online"]), timeout_s=config["timeout_s"]
-            )
+                config["cache_dir"], online=bool(config["online"]), timeout_s=config["timeout_s"],
+                unreachable_file=Path(config["cache_dir"]) / UNREACHABLE_FILE,
+                retry_after_s=float(config.get("retry_after_s", 600.0)),
+            )  # fmt: skip
             return client.cone(ra, dec, radius_deg, epoch=epoch)
 
         return gaia_cone
@@ -201,8 +207,10 @@ def external_provider(name: str, config: Mapping[str, Any]) -> Any:
             from viskom.sources.goes import GoesClient
 
             client = GoesClient(
-                config["cache_dir"], offline=not config["online"], timeout_s=config["timeout_s"]
-            )
+                config["cache_dir"], offline=not config["online"], timeout_s=config["timeout_s"],
+                unreachable_file=Path(config["cache_dir"]) / UNREACHABLE_FILE,
+                retry_after_s=float(config.get("retry_after_s", 600.0)),
+            )  # fmt: skip
             xrs, missing = client.xrs_range(start, end)
             protons, missing_protons = client.protons_range(start, end)
             return GoesSeries(xrs, missing, protons, missing_protons)

@@ -114,6 +114,8 @@ class GaiaClient:
         tap_url: str | None = None,
         backoff_s: float = 1.0,
         tap_maxrec: int = 3_000_000,
+        unreachable_file: str | Path | None = None,
+        retry_after_s: float = 600.0,
     ) -> None:
         self.cache = GaiaCache(cache_dir, nside)
         self.online = online
@@ -129,7 +131,10 @@ class GaiaClient:
             retries=self.retries,
             backoff_s=self.backoff_s,
             user_agent=_USER_AGENT,
-        )  # its breaker (no cooldown) holds the services no longer called
+            breaker_file=unreachable_file,
+            breaker_shared_s=retry_after_s,
+        )  # its breaker (no cooldown) holds the services no longer called; with
+        # `unreachable_file`, so do the other clients' for `retry_after_s` (fail fast)
         self._vizier: Any = None
 
     @property

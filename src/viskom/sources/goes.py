@@ -136,6 +136,8 @@ class GoesClient:
         settle_s: float = 6 * 3600.0,
         breaker_cooldown_s: float = 600.0,
         listing_ttl_s: float = 600.0,
+        unreachable_file: str | Path | None = None,
+        retry_after_s: float = 600.0,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.swpc_base = swpc_base.rstrip("/") + "/"
@@ -147,6 +149,8 @@ class GoesClient:
             retries=retries,
             backoff_s=backoff_s,
             breaker_cooldown_s=breaker_cooldown_s,
+            breaker_file=unreachable_file,
+            breaker_shared_s=retry_after_s,
         )
         self.offline = offline
         self.archive_bases = tuple(archive_bases)

@@ -12,10 +12,14 @@ so that a client does not wait for them again during a cooldown.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import math
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from itertools import takewhile
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +29,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
+
+from viskom.store.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "viskom/0.1 (Euclid VIS quick-look monitor)"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -133,28 +141,72 @@ class CircuitBreaker:
     """Services (by key: a host, a service name) that failed, not to be called for `cooldown_s`.
 
     The default cooldown is infinite: a service that failed stays off for the breaker's
-    lifetime.
+    lifetime. With `shared_file`, a trip is also written there (JSON: key -> wall time and
+    why) and read by every breaker given the same file, for `shared_cooldown_s`: the clients
+    that each exposure's stage makes, in any worker process, then fail at once after the
+    first failed call of a run instead of each waiting through its timeouts and retries.
     """
 
-    def __init__(self, cooldown_s: float = math.inf) -> None:
+    def __init__(
+        self,
+        cooldown_s: float = math.inf,
+        *,
+        shared_file: str | Path | None = None,
+        shared_cooldown_s: float = 600.0,
+    ) -> None:
         self.cooldown_s = float(cooldown_s)
+        self.shared_file = Path(shared_file) if shared_file is not None else None
+        self.shared_cooldown_s = float(shared_cooldown_s)
         self._open: dict[str, tuple[float, str]] = {}  # key -> (monotonic time, why)
 
     def trip(self, key: str, why: str) -> None:
         """Record that `key` failed (and why); it is not to be called during the cooldown."""
         self._open[key] = (time.monotonic(), why)
+        if self.shared_file is not None:
+            shared = self._shared()
+            shared[key] = {"at": time.time(), "why": why}
+            try:
+                self.shared_file.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(self.shared_file, json.dumps(shared, indent=1) + "\n")
+            except OSError as exc:  # a read-only cache: this breaker still holds the trip
+                log.warning("cannot record %s as unreachable in %s: %s", key, self.shared_file, exc)
 
     def reason(self, key: str) -> str | None:
         """Why `key` is not to be called now, or None when it may be."""
         hit = self._open.get(key)
         if hit and time.monotonic() - hit[0] < self.cooldown_s:
             return hit[1]
+        entry = self._shared().get(key)
+        if isinstance(entry, dict):
+            age = time.time() - float(entry.get("at", 0.0))
+            if 0 <= age < self.shared_cooldown_s:
+                at = datetime.fromtimestamp(float(entry["at"]), UTC).strftime("%H:%M:%S UTC")
+                left = self.shared_cooldown_s - age
+                return f"{entry.get('why', '?')} (failed at {at}; tried again in {left:.0f} s)"
         return None
+
+    def clear(self, key: str) -> None:
+        """`key` answered: forget its failure, here and in the shared file."""
+        self._open.pop(key, None)
+        if self.shared_file is not None and key in (shared := self._shared()):
+            del shared[key]
+            with contextlib.suppress(OSError):
+                write_text_atomic(self.shared_file, json.dumps(shared, indent=1) + "\n")
+
+    def _shared(self) -> dict[str, Any]:
+        if self.shared_file is None:
+            return {}
+        try:
+            data = json.loads(self.shared_file.read_text())
+        except (OSError, ValueError):  # absent, or half-written by an older viskom: none
+            return {}
+        return data if isinstance(data, dict) else {}
 
     @property
     def open(self) -> dict[str, str]:
         """The keys not to be called now, and why."""
-        return {k: why for k in self._open if (why := self.reason(k)) is not None}
+        keys = set(self._open) | set(self._shared())
+        return {k: why for k in sorted(keys) if (why := self.reason(k)) is not None}
 
 
 class HttpClient:
@@ -172,6 +224,8 @@ class HttpClient:
         retries: int,
         backoff_s: float,
         breaker_cooldown_s: float = math.inf,
+        breaker_file: str | Path | None = None,
+        breaker_shared_s: float = 600.0,
         user_agent: str = USER_AGENT,
         pool_size: int = 10,
     ) -> None:
@@ -179,7 +233,9 @@ class HttpClient:
         self.retries = max(0, int(retries))
         self.retry = retry_policy(self.retries, backoff_s)
         self.session = make_session(self.retry, user_agent, pool_size)
-        self.breaker = CircuitBreaker(breaker_cooldown_s)
+        self.breaker = CircuitBreaker(
+            breaker_cooldown_s, shared_file=breaker_file, shared_cooldown_s=breaker_shared_s
+        )
 
     @property
     def timeouts(self) -> tuple[float, float]:
