@@ -7,13 +7,16 @@ benchmarks, cached in benchmarks/.cache/, never committed) is measured in the sa
 
 1. `source-extractor` with VISQL's settings (`sources.sextractor.run_sextractor`, VISQL's
    first cataloguing step), the baseline;
-2. `viskom run` in a fresh project (SQLite, offline Gaia from the simulator's cone seeded in
-   the cache, GOES offline), every stage on the frame, as the CLI runs it.
+2. `viskom run` in a fresh project (SQLite, offline: the simulator's Gaia cone and a quiet
+   simulated GOES day in the caches), every stage on the frame, as the CLI runs it, once
+   with `catalogue_depth = "full"` (VISQL's 1.5 sigma catalogue) and once with "quicklook"
+   (`--depth` to run one), and the focal-plane numbers of the two compared.
 
 Each runs in its own child process; peak memory is the largest resident set of the child's
 process tree (ru_maxrss of its waited-for children: the largest single worker). Printed:
-both times, `ratio: X` (viskom / source-extractor: the figure to follow over time; issue
-17's target is <= 0.1), peak memory, and each stage's time as the store recorded it.
+both times, `ratio: X` (viskom / source-extractor, of the last depth run: the figure to
+follow over time; issue 17's target is <= 0.1), peak memory, and each stage's time as the
+store recorded it; `--stages`: each stage again alone (wall, CPU, cores busy, memory).
 Then, on four full-size quadrants, astroscrappy (L.A.Cosmic) against the events stage's hit
 detector (bench_cosmics' comparison, timing only). Times are wall-clock on this machine;
 compare ratios, not seconds.
@@ -60,9 +63,10 @@ def _viskom() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "viskom"]
 
 
-def _env() -> dict[str, str]:
+def _env(depth: str = "full") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISKOM_")}
     env.update(VISKOM_GAIA__ONLINE="false", VISKOM_GOES__ONLINE="false")
+    env["VISKOM_CATALOGUE_DEPTH"] = depth
     return env
 
 
@@ -86,6 +90,14 @@ def project(root: Path, frame: Path) -> Path:
     raw = load_settings(cfg).raw_path
     raw.mkdir(parents=True, exist_ok=True)
     os.link(frame, raw / frame.name) if _same_device(frame, raw) else shutil.copy2(frame, raw)
+    settings = load_settings(cfg)
+    from datetime import date, timedelta
+
+    from viskom.sources.simulator.spaceweather import flare_day, write_goes_cache
+
+    day = date(2024, 7, 13)  # the frame's day (seed 7), and the day before for the 24 h panels
+    for d in (day - timedelta(days=1), day):
+        write_goes_cache(settings.goes_cache_path, *flare_day(d, seed=7))
     env = _env()
     for cmd in (["ingest", str(raw)], ["gaia", "seed", *map(str, CACHE.glob("gaia_*.parquet"))]):
         subprocess.run([*_viskom(), *cmd, "--config", str(cfg)], check=True, env=env,
@@ -95,6 +107,22 @@ def project(root: Path, frame: Path) -> Path:
 
 def _same_device(a: Path, folder: Path) -> bool:
     return a.stat().st_dev == folder.stat().st_dev
+
+
+#: The numbers compared between the two catalogue depths (focal plane values).
+COMPARED = ("n_sources", "n_stars", "psf_r2", "psf_e1", "psf_e2", "iq_score", "cr_hits",
+            "xray_candidates", "n_matched", "astrom_sigma_pix", "vis_over_gaia_175",
+            "gaia_aperture_correction")  # fmt: skip
+
+
+def fpa_metrics(cfg: Path) -> dict[str, float]:
+    """The focal-plane value of every metric of the project's one exposure."""
+    from viskom.config import load_settings
+    from viskom.store import Store
+
+    with Store(load_settings(cfg).db_url) as store:
+        rows = store.metrics(units=["FPA"])
+    return {r.metric: r.value for r in rows if r.value is not None}
 
 
 def stage_times(cfg: Path) -> list[tuple[str, str, float]]:
@@ -134,7 +162,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": cpu, "own_mb": own
 """
 
 
-def stage_profile(cfg: Path, workers: int) -> None:
+def stage_profile(cfg: Path, workers: int, depth: str = "full") -> None:
     """Each stage again on the measured frame, alone in a fresh process (its inputs are the
     products of the run): wall time, CPU time (all its processes: wall x cores = all busy)
     and peak memory of the stage's process and of its quadrant workers."""
@@ -147,7 +175,7 @@ def stage_profile(cfg: Path, workers: int) -> None:
             continue
         done = subprocess.run(
             [sys.executable, "-c", _STAGE, str(cfg), stage.name, str(workers)],
-            capture_output=True, text=True, env=_env(),
+            capture_output=True, text=True, env=_env(depth),
         )  # fmt: skip
         if done.returncode:
             print(f"  {stage.name:<18} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -204,26 +232,42 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-astroscrappy", action="store_true")
     ap.add_argument("--stages", action="store_true", help="also each stage alone: cpu, memory")
+    ap.add_argument("--depth", choices=["full", "quicklook", "both"], default="both",
+                    help="catalogue_depth of the run(s); both: compare the numbers")  # fmt: skip
     ap.add_argument("--keep", type=Path, help="work here and keep the project")
     args = ap.parse_args()
     frame = args.frame or full_frame()
     print(f"frame: {frame.name} ({frame.stat().st_size / 1e9:.2f} GB), {os.cpu_count()} CPUs")
     root = args.keep or Path(tempfile.mkdtemp(prefix="viskom-quicklook-", dir=CACHE))
     try:
-        cfg = project(root, frame)
         sex = timed([sys.executable, "-c", _SEX, str(frame)])
         print(f"source-extractor (VISQL settings): {sex['seconds']:.1f} s, "
               f"peak {sex['peak_mb']:.0f} MB; {sex['out'].strip()}")  # fmt: skip
-        run = timed([*_viskom(), "run", "--config", str(cfg), "--workers", str(args.workers)],
-                    env=_env())  # fmt: skip
-        print(f"viskom run (every stage): {run['seconds']:.1f} s, "
-              f"peak {run['peak_mb']:.0f} MB per process")  # fmt: skip
-        print(f"ratio: {run['seconds'] / sex['seconds']:.3f}")
-        print("per stage (store):")
-        for stage, status, seconds in stage_times(cfg):
-            print(f"  {stage:<18} {status:<7} {seconds:6.2f} s")
-        if args.stages:
-            stage_profile(cfg, args.workers)
+        depths = ["full", "quicklook"] if args.depth == "both" else [args.depth]
+        values = {}
+        for depth in depths:
+            cfg = project(root / depth, frame)
+            run = timed([*_viskom(), "run", "--config", str(cfg), "--workers",
+                         str(args.workers)], env=_env(depth))  # fmt: skip
+            print(f"viskom run (every stage, catalogue_depth = {depth}): {run['seconds']:.1f} s,"
+                  f" peak {run['peak_mb']:.0f} MB per process")  # fmt: skip
+            if depth == depths[-1]:
+                print(f"ratio: {run['seconds'] / sex['seconds']:.3f}")
+            else:
+                print(f"ratio ({depth}): {run['seconds'] / sex['seconds']:.3f}")
+            print("per stage (store):")
+            for stage, status, seconds in stage_times(cfg):
+                print(f"  {stage:<18} {status:<7} {seconds:6.2f} s")
+            values[depth] = fpa_metrics(cfg)
+            if args.stages:
+                stage_profile(cfg, args.workers, depth)
+        if len(depths) == 2:
+            full, quick = values["full"], values["quicklook"]
+            print("focal-plane values, full -> quicklook catalogue:")
+            for name in COMPARED:
+                a, b = full.get(name), quick.get(name)
+                change = f"{(b - a) / abs(a):+.2%}" if a and b is not None else ""
+                print(f"  {name:<26} {a!s:>24} -> {b!s:<24} {change}")
         if not args.no_astroscrappy:
             astroscrappy_vs_events(frame)
     finally:

@@ -265,7 +265,7 @@ GRID = {
 }
 
 
-def _run_psf(out: Path, sim_kw: dict, exptime: float, seed: int = 7):
+def _run_psf(out: Path, sim_kw: dict, exptime: float, seed: int = 7, depth: str = "full"):
     sim = simulate_frame(
         out,
         "science",
@@ -279,7 +279,7 @@ def _run_psf(out: Path, sim_kw: dict, exptime: float, seed: int = 7):
         0, sim.name, str(sim.path), "SCIENCE", exptime, str(out / "p"), date_obs=T0.isoformat()
     )
     # small quadrants: keep most stars (the default edge margin is VISQL's)
-    settings = Settings(psf={"edge_margin_px": 20})
+    settings = Settings(psf={"edge_margin_px": 20}, catalogue_depth=depth)
     with Le1Frame(sim.path) as frame:
         run_one(Catalogue(), frame, info, settings)
         result = run_one(PsfMoments(), frame, info, settings)
@@ -290,10 +290,12 @@ def _run_psf(out: Path, sim_kw: dict, exptime: float, seed: int = 7):
     return sim, info, result, stars
 
 
+@pytest.mark.parametrize("depth", ["full", "quicklook"])
 @pytest.mark.parametrize("label", list(GRID))
-def test_psf_over_the_simulator_grid(tmp_path, label) -> None:
+def test_psf_over_the_simulator_grid(tmp_path, label, depth) -> None:
+    """The same truth and tolerances with VISQL's 1.5 sigma catalogue and the quick look's."""
     sim_kw, exptime = GRID[label]
-    sim, _info, result, s = _run_psf(tmp_path, sim_kw, exptime)
+    sim, _info, result, s = _run_psf(tmp_path, sim_kw, exptime, depth=depth)
     assert result.status == "ok", result.outcomes
     truth = _truth_stars(sim)
     good = s["flag"] == 0

@@ -17,6 +17,7 @@ from viskom.le1.frame import Le1Frame, Quadrant
 from viskom.le1.quadrant_map import map_quadrants
 from viskom.le1.wcs import QuadrantWcs
 from viskom.measure.catalogue import (
+    QUICKLOOK_PARAMS,
     ExtractionParams,
     catalogue_metrics,
     extract_sources,
@@ -89,7 +90,9 @@ class Catalogue(Stage):
 
     @classmethod
     def config_of(cls, settings: Any) -> dict[str, Any]:
-        return {**asdict(ExtractionParams()), "engine": settings.catalogue_engine}
+        quick = getattr(settings, "catalogue_depth", "full") == "quicklook"
+        params = QUICKLOOK_PARAMS if quick else ExtractionParams()
+        return {**asdict(params), "engine": settings.catalogue_engine}
 
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         cfg = dict(config)
