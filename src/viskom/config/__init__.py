@@ -280,7 +280,7 @@ class Settings(BaseSettings):
         "full",
         description="full: VISQL's 1.5 sigma catalogue (every source, particle hits too); "
         "quicklook: the bright sources the PSF, hit guards and Gaia need (20 sigma, 8 px), "
-        "2.6x faster on a full frame (README, Performance)",
+        "2.3x faster on a full frame (README, Performance)",
     )
     detector_health: DetectorHealthSettings = Field(default_factory=DetectorHealthSettings)
     psf: PsfSettings = Field(default_factory=PsfSettings)

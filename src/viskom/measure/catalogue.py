@@ -90,7 +90,8 @@ class ExtractionParams:
 #: of total S/N 100 peaks at ~60-80 sigma in a VIS pixel, so at 20 sigma its footprint still
 #: holds ~8 pixels, while most particle hits (a VIS frame's most numerous detections) have
 #: fewer; 16 deblending levels are enough for bright sources. On the full-size simulated
-#: frame: 2.6x faster, 95 of 96 PSF stars found again (benchmarks/bench_quicklook.py).
+#: frame: 2.3x faster (benchmarks/bench_quicklook.py); on 6 of its quadrants 95 of the 96
+#: PSF stars of the full catalogue are found again.
 QUICKLOOK_PARAMS = ExtractionParams(detect_thresh=20.0, detect_minarea=8, deblend_nthresh=16)
 
 
