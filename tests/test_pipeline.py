@@ -143,7 +143,8 @@ def test_ingest_run_metrics_status(project, raw, monkeypatch) -> None:
 
     # Nothing pending: a second run does nothing.
     out = _invoke("run")
-    assert "0 exposures" in out and "50 up to date" in out
+    # 50 measured and 3 found nothing (the mosaic astrometry of 3 small science frames)
+    assert "0 exposures" in out and "53 up to date" in out
 
     # A new stage version re-runs it everywhere.
     monkeypatch.setattr(DetectorHealth, "version", "999")
@@ -180,8 +181,9 @@ def test_stage_failure_is_recorded_and_isolated(project, raw, monkeypatch) -> No
     monkeypatch.setattr(dh, "quadrant_health", broken)
     monkeypatch.setenv("VISKOM_EXECUTOR", "serial")
     out = _invoke("run")
-    # the flat's health plots run (their input is optional) and say there was no table
-    assert "48 stage runs ok, 1 failed, 1 found nothing" in out
+    # the flat's health plots run (their input is optional) and say there was no table; the
+    # mosaic astrometry of the 3 small science frames finds nothing (no sky layout)
+    assert "48 stage runs ok, 1 failed, 4 found nothing" in out
     assert "simulated failure in the flat measurement" in out
     status = _invoke("status")
     assert "failed" in status and "simulated failure" in status
