@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,7 @@ import numpy as np
 from astropy.io import fits
 
 from viskom.sources.astrometry_net.solve import _read_table
-from viskom.sources.astrometry_net.tools import (
-    SOLVE_FIELD,
-    AstrometryNetError,
-    output_tail,
-    require_tool,
-    run_tool,
-)
+from viskom.sources.astrometry_net.tools import SOLVE_FIELD, require_tool, run_solve_field
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +49,6 @@ class ImageSolution:
     seconds: float
     width: int
     height: int
-    log_tail: str = field(default="", repr=False)
 
     def wcs(self) -> Any:
         """The solution as an astropy WCS (SIP included)."""
@@ -167,29 +160,17 @@ def solve_image(
             cmd += ["--parity", parity]
         # --no-verify: the picture's own WCS (from the header pointing) must not be the answer
         cmd += ["--no-verify", "--crpix-center", "--tweak-order", str(int(sip_order))]
-        cmd += ["--cpulimit", f"{cpu:g}"]
-        cmd += ["--new-fits", "none", "--rdls", "none", "--index-xyls", "none"]
-        if ra_hint is not None and dec_hint is not None:
-            radius = 1.0 if radius_hint_deg is None else float(radius_hint_deg)
-            cmd += ["--ra", f"{float(ra_hint) % 360.0:.8f}", "--dec", f"{float(dec_hint):.8f}"]
-            cmd += ["--radius", f"{radius:g}"]
-        wall = float(timeout_s) + min(5.0, float(timeout_s))
-        result = run_tool(cmd, cwd=tmpdir, timeout_s=wall)
-        if result is None:
-            log.warning("mosaic astrometry: solve-field killed, not finished after %.1f s", wall)
+        hint = None if ra_hint is None else (ra_hint, dec_hint, radius_hint_deg)
+        run = run_solve_field(cmd, workdir=tmpdir, out="picture", cpu_s=cpu,
+                              timeout_s=timeout_s, hint=hint)  # fmt: skip
+        if run is None:
+            log.warning("mosaic astrometry: solve-field killed, not finished in %.0f s", timeout_s)
             return None
-        code, out, err = result
-        if code != 0:
-            raise AstrometryNetError(
-                f"{SOLVE_FIELD} failed (exit {code}): {output_tail(err) or output_tail(out)}"
-            )
-        wcs_path = tmpdir / "picture.wcs"
-        if not (tmpdir / "picture.solved").exists() or not wcs_path.exists():
-            said = (out + err).lower()
-            reason = "CPU limit reached" if "time limit reached" in said else "no match"
+        if not run.solved:
+            reason = "CPU limit reached" if run.cpu_limited else "no match"
             log.warning("mosaic astrometry: %s not solved (%s)", image.name, reason)
             return None
-        header = fits.getheader(wcs_path)
+        header = fits.getheader(tmpdir / "picture.wcs")
         n, rms = _match_rms_arcsec(_read_table(tmpdir / "picture.corr"), scale_arcsec)
         match = _read_table(tmpdir / "picture.match")
     has_ids = bool(match) and "INDEXID" in match
@@ -201,5 +182,4 @@ def solve_image(
     return ImageSolution(
         header=cards, n_matched=n, rms_arcsec=rms, index_id=index_used,
         seconds=time.perf_counter() - t_start, width=width, height=height,
-        log_tail=output_tail(out),
     )  # fmt: skip

@@ -32,13 +32,7 @@ from viskom.sources.astrometry_net.fit import (
     remove_visql_distortion,
     solution_from,
 )
-from viskom.sources.astrometry_net.tools import (
-    SOLVE_FIELD,
-    AstrometryNetError,
-    output_tail,
-    require_tool,
-    run_tool,
-)
+from viskom.sources.astrometry_net.tools import SOLVE_FIELD, require_tool, run_solve_field
 
 log = logging.getLogger(__name__)
 
@@ -181,28 +175,18 @@ def solve_star_list(
         cmd += ["--parity", _instrument_parity()]
         cmd += ["--crpix-x", f"{cx:.6f}", "--crpix-y", f"{cy:.6f}"]
         cmd += ["--tweak-order", "2", "--no-remove-lines"]
-        cmd += ["--cpulimit", f"{cpu:g}"]
-        cmd += ["--new-fits", "none", "--rdls", "none", "--index-xyls", "none"]
-        if ra_hint is not None and dec_hint is not None:
-            radius = 1.0 if radius_hint_deg is None else float(radius_hint_deg)
-            cmd += ["--ra", f"{float(ra_hint) % 360.0:.8f}", "--dec", f"{float(dec_hint):.8f}"]
-            cmd += ["--radius", f"{radius:g}"]
-        wall = float(timeout_s) + min(5.0, float(timeout_s))
-        result = run_tool(cmd, cwd=tmpdir, timeout_s=wall)
-        if result is None:
-            log.warning("blind astrometry: solve-field killed, not finished after %.1f s", wall)
+        hint = None if ra_hint is None else (ra_hint, dec_hint, radius_hint_deg)
+        run = run_solve_field(cmd, workdir=tmpdir, out="field", cpu_s=cpu, timeout_s=timeout_s,
+                              hint=hint)  # fmt: skip
+        if run is None:
+            log.warning("blind astrometry: solve-field killed, not finished after %.1f s",
+                        float(timeout_s) + min(5.0, float(timeout_s)))  # fmt: skip
             return None
-        code, out, err = result
-        if code != 0:
-            raise AstrometryNetError(
-                f"{SOLVE_FIELD} failed (exit {code}): {output_tail(err) or output_tail(out)}"
-            )
         wcs_path, corr_path = tmpdir / "field.wcs", tmpdir / "field.corr"
-        if not (tmpdir / "field.solved").exists() or not wcs_path.exists():
-            said = (out + err).lower()
+        if not run.solved:
             reason = (
                 f"CPU limit of {cpu:g} s reached"
-                if "time limit reached" in said
+                if run.cpu_limited
                 else "no match up to solve-field's depth"
             )
             log.warning(

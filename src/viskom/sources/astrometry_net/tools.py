@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 SOLVE_FIELD = "solve-field"
@@ -78,3 +79,46 @@ def run_tool(cmd: Sequence[str], *, cwd: Path, timeout_s: float) -> tuple[int, s
         proc.communicate()
         return None
     return proc.returncode, out, err
+
+
+@dataclass(frozen=True)
+class SolveRun:
+    """What a finished solve-field run said: solved (a `.solved` and a `.wcs` file), whether
+    its CPU limit stopped it, and its wall-clock limit."""
+
+    solved: bool
+    cpu_limited: bool
+    wall_s: float
+
+
+def run_solve_field(
+    cmd: Sequence[str],
+    *,
+    workdir: Path,
+    out: str,
+    cpu_s: float,
+    timeout_s: float,
+    hint: tuple[float, float, float | None] | None = None,
+) -> SolveRun | None:
+    """Run `cmd` (solve-field, its input and options, writing `out`.* into `workdir`) with
+    the options every caller shares: the CPU limit, no new FITS, rdls or index xyls, and the
+    search hint (RA, Dec, radius in deg, default 1). None when it is killed, not finished a
+    few seconds after `timeout_s`; AstrometryNetError (its output's tail) when it fails."""
+    full = [*cmd, "--cpulimit", f"{cpu_s:g}"]
+    full += ["--new-fits", "none", "--rdls", "none", "--index-xyls", "none"]
+    if hint is not None:
+        ra, dec, radius = hint
+        full += ["--ra", f"{float(ra) % 360.0:.8f}", "--dec", f"{float(dec):.8f}"]
+        full += ["--radius", f"{1.0 if radius is None else float(radius):g}"]
+    wall = float(timeout_s) + min(5.0, float(timeout_s))
+    result = run_tool(full, cwd=workdir, timeout_s=wall)
+    if result is None:
+        return None
+    code, stdout, stderr = result
+    if code != 0:
+        raise AstrometryNetError(
+            f"{SOLVE_FIELD} failed (exit {code}): {output_tail(stderr) or output_tail(stdout)}"
+        )
+    solved = (workdir / f"{out}.solved").exists() and (workdir / f"{out}.wcs").exists()
+    limited = "time limit reached" in (stdout + stderr).lower()
+    return SolveRun(solved, limited, wall)
