@@ -82,11 +82,7 @@ class Images(Stage):
             smallest = min(min(p.width, p.height) for p in placements.values())
             config = {**config, "zoom_size": min(int(config["zoom_size"]), smallest)}
         boxes = self._zoom_boxes(exposure.frame_type, inputs, placements, grid, config)
-        # One process, a second thread reading ahead: the pass is bound by reading and
-        # converting the pixels, and two forked workers cost more than they gain (full
-        # frame: 1.07 s with one process, 1.27 s with two; benchmarks/bench_images.py).
-        workers = 1
-        parts, unread = _read_all(frame, list(placements), placements, grid, bin_, boxes, workers)
+        parts, unread = _read_all(frame, list(placements), placements, grid, bin_, boxes)
         for name, why in unread.items():
             outcomes.append(QualityOutcome("unreadable_quadrant", why[:200], name))
         if not parts:
@@ -223,13 +219,16 @@ def _read_all(
     grid: mm.FocalPlaneGrid,
     bin_: int,
     boxes: list[mm.ZoomBox],
-    workers: int,
 ) -> tuple[dict[str, mm.QuadrantImages], dict[str, str]]:
-    """Every quadrant's pass, on the exposure's quadrant workers; a quadrant that cannot be
-    read is left out with its reason (the others are read one by one then)."""
+    """Every quadrant's pass; a quadrant that cannot be read is left out with its reason (the
+    others are read one by one then).
+
+    One process, a second thread reading ahead: the pass is bound by reading and converting
+    the pixels, and two forked workers cost more than they gain (full frame: 1.07 s with one
+    process, 1.27 s with two; benchmarks/bench_images.py)."""
     args = (placements, grid, bin_, boxes)
     try:
-        done = map_quadrants(frame, _quadrant_images, args=args, names=names, workers=workers)
+        done = map_quadrants(frame, _quadrant_images, args=args, names=names, workers=1)
         return done, {}
     except FrameError:
         pass
