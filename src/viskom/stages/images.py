@@ -120,7 +120,7 @@ class Images(Stage):
             box = _centre_box(placements[hottest.extname], grid, "hottest",
                               f"hottest quadrant {hottest.extname}: median "
                               f"{hottest.level_adu:.1f} ADU above its bias", config)  # fmt: skip
-            again = _read_all(frame, [hottest.extname], placements, grid, bin_, [box], 1)[0]
+            again = _read_all(frame, [hottest.extname], placements, grid, bin_, [box])[0]
             boxes.append(box)
             parts[hottest.extname].pieces.update(again.get(hottest.extname, _none).pieces)
         cuts = {}
