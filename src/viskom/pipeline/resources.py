@@ -14,9 +14,10 @@ from is not provenance.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -127,6 +128,20 @@ class GoesSeries:
     missing_protons: list[Any]
 
 
+@contextlib.contextmanager
+def _gaia_index(
+    gaia_radec_g: tuple[np.ndarray, np.ndarray, np.ndarray], index_stars: int
+) -> Iterator[list[Path]]:
+    """astrometry.net index files of the brightest `index_stars` Gaia stars, in a temporary
+    folder removed afterwards."""
+    import tempfile
+
+    from viskom.sources.astrometry_net import build_index
+
+    with tempfile.TemporaryDirectory(prefix="viskom-index-") as tmp:
+        yield build_index(gaia_radec_g, tmp, max_stars=index_stars)
+
+
 class BlindSolver:
     """astrometry.net on an index built from the Gaia cone (`sources.astrometry_net`)."""
 
@@ -147,12 +162,9 @@ class BlindSolver:
         index_stars: int,
     ) -> Any:
         """The solution of the focal-plane star list, or None when none is found."""
-        import tempfile
+        from viskom.sources.astrometry_net import solve_star_list
 
-        from viskom.sources.astrometry_net import build_index, solve_star_list
-
-        with tempfile.TemporaryDirectory(prefix="viskom-index-") as tmp:
-            index = build_index(gaia_radec_g, tmp, max_stars=index_stars)
+        with _gaia_index(gaia_radec_g, index_stars) as index:
             x, y, flux = star_xy_flux
             return solve_star_list(
                 x, y, flux, index, ra_hint=ra_hint, dec_hint=dec_hint,
@@ -173,13 +185,9 @@ class BlindSolver:
         timeout_s: float,
     ) -> Any:
         """The solved WCS of a FITS picture (the mosaic; VISQL's getastrom), or None."""
-        import tempfile
-
-        from viskom.sources.astrometry_net import build_index
         from viskom.sources.astrometry_net.image import solve_image
 
-        with tempfile.TemporaryDirectory(prefix="viskom-index-") as tmp:
-            index = build_index(gaia_radec_g, tmp, max_stars=index_stars)
+        with _gaia_index(gaia_radec_g, index_stars) as index:
             return solve_image(
                 picture, index, scale_arcsec=scale_arcsec, parity=parity, ra_hint=ra_hint,
                 dec_hint=dec_hint, radius_hint_deg=radius_hint_deg, timeout_s=timeout_s,

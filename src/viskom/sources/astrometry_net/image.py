@@ -27,7 +27,13 @@ import numpy as np
 from astropy.io import fits
 
 from viskom.sources.astrometry_net.solve import _read_table
-from viskom.sources.astrometry_net.tools import SOLVE_FIELD, require_tool, run_solve_field
+from viskom.sources.astrometry_net.tools import (
+    SOLVE_FIELD,
+    backend_config,
+    index_paths,
+    require_tool,
+    run_solve_field,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +130,7 @@ def solve_image(
     image = Path(image_path)
     if not image.is_file():
         raise ValueError(f"no picture to solve at {image}")
-    indexes = [Path(p).resolve() for p in index_files]
-    if not indexes:
-        raise ValueError("no index files given")
-    absent = [str(p) for p in indexes if not p.is_file()]
-    if absent:
-        raise ValueError(f"index file(s) not found: {', '.join(absent)}")
+    indexes = index_paths(index_files)
     if not scale_arcsec > 0:
         raise ValueError(f"scale {scale_arcsec!r} arcsec/px must be positive")
     if parity not in (None, "pos", "neg"):
@@ -149,8 +150,7 @@ def solve_image(
             fits.PrimaryHDU(filled).writeto(image)
         del data
         cpu = max(_CPU_FRACTION * float(timeout_s), 0.1)
-        config = tmpdir / "backend.cfg"
-        config.write_text("\n".join([f"cpulimit {cpu:g}", *(f"index {p}" for p in indexes)]) + "\n")
+        config = backend_config(tmpdir, cpu, indexes)
         cmd = [exe, str(image.resolve()), "--config", str(config), "--dir", str(tmpdir)]
         cmd += ["--out", "picture", "--no-plots", "--overwrite", "--temp-dir", str(tmpdir)]
         cmd += ["--downsample", str(int(downsample)), "--scale-units", "arcsecperpix"]

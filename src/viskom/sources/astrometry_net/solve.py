@@ -32,7 +32,13 @@ from viskom.sources.astrometry_net.fit import (
     remove_visql_distortion,
     solution_from,
 )
-from viskom.sources.astrometry_net.tools import SOLVE_FIELD, require_tool, run_solve_field
+from viskom.sources.astrometry_net.tools import (
+    SOLVE_FIELD,
+    backend_config,
+    index_paths,
+    require_tool,
+    run_solve_field,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +133,7 @@ def solve_star_list(
     f = np.ravel(np.asarray(flux, dtype=float))
     if not (x.size == y.size == f.size):
         raise ValueError(f"x, y, flux lengths differ ({x.size}, {y.size}, {f.size})")
-    indexes = [Path(p).resolve() for p in index_files]
-    if not indexes:
-        raise ValueError("no index files given")
-    absent = [str(p) for p in indexes if not p.is_file()]
-    if absent:
-        raise ValueError(f"index file(s) not found: {', '.join(absent)}")
+    indexes = index_paths(index_files)
     if (ra_hint is None) != (dec_hint is None):
         raise ValueError("ra_hint and dec_hint go together")
     if not binning > 0:
@@ -160,11 +161,8 @@ def solve_star_list(
         tmpdir = Path(tmp)
         xyls = tmpdir / "stars.xyls"
         _xylist(xyls, px, py, fs, width, height)
-        config = tmpdir / "backend.cfg"
         cpu = max(_CPU_FRACTION * float(timeout_s), 0.1)
-        lines = [f"cpulimit {cpu:g}"]
-        lines += [f"index {p}" for p in indexes]
-        config.write_text("\n".join(lines) + "\n")
+        config = backend_config(tmpdir, cpu, indexes)
         cmd = [exe, str(xyls), "--config", str(config), "--dir", str(tmpdir), "--out", "field"]
         cmd += ["--no-plots", "--overwrite", "--temp-dir", str(tmpdir)]
         cmd += ["--width", str(width), "--height", str(height)]

@@ -81,6 +81,24 @@ def run_tool(cmd: Sequence[str], *, cwd: Path, timeout_s: float) -> tuple[int, s
     return proc.returncode, out, err
 
 
+def index_paths(index_files: Sequence[str | Path]) -> list[Path]:
+    """The index files as absolute paths; ValueError when none is given or one is missing."""
+    indexes = [Path(p).resolve() for p in index_files]
+    if not indexes:
+        raise ValueError("no index files given")
+    absent = [str(p) for p in indexes if not p.is_file()]
+    if absent:
+        raise ValueError(f"index file(s) not found: {', '.join(absent)}")
+    return indexes
+
+
+def backend_config(folder: Path, cpu_s: float, indexes: Sequence[Path]) -> Path:
+    """A solve-field backend config in `folder` that lists only `indexes`, with a CPU limit."""
+    config = folder / "backend.cfg"
+    config.write_text("\n".join([f"cpulimit {cpu_s:g}", *(f"index {p}" for p in indexes)]) + "\n")
+    return config
+
+
 @dataclass(frozen=True)
 class SolveRun:
     """What a finished solve-field run said: solved (a `.solved` and a `.wcs` file), whether
