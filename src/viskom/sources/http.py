@@ -12,7 +12,6 @@ so that a client does not wait for them again during a cooldown.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -184,14 +183,6 @@ class CircuitBreaker:
                 left = self.shared_cooldown_s - age
                 return f"{entry.get('why', '?')} (failed at {at}; tried again in {left:.0f} s)"
         return None
-
-    def clear(self, key: str) -> None:
-        """`key` answered: forget its failure, here and in the shared file."""
-        self._open.pop(key, None)
-        if self.shared_file is not None and key in (shared := self._shared()):
-            del shared[key]
-            with contextlib.suppress(OSError):
-                write_text_atomic(self.shared_file, json.dumps(shared, indent=1) + "\n")
 
     def _shared(self) -> dict[str, Any]:
         if self.shared_file is None:
