@@ -20,8 +20,8 @@ Two methods (VISQL-SPEC 5.4, 6.4):
   own tracks) of 400-1200 ADU; near-vertical cosmic rays look the same, and their share is
   measured on quiet frames (`xray_baseline`) and removed by `xray_net`.
 
-Positions are 0-based (column, row) in the image passed in. Everything is numpy/scipy on one
-quadrant at a time, no BLAS.
+Positions are 0-based (column, row) in the image passed in. Everything is numpy on one
+quadrant at a time; the pixel loops are compiled (`measure.hit_kernels`, numba), no BLAS.
 """
 
 from __future__ import annotations
@@ -84,45 +84,6 @@ class HitParams:
         return asdict(self)
 
 
-def _sharpness(
-    sig: np.ndarray,
-    var_bg: np.ndarray,
-    idx: np.ndarray,
-    width: int,
-    gain: float,
-    single_ratio: float,
-    pair_ratio: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Is each pixel `idx` of the padded image (pad 2) sharper than any PSF allows?
-
-    Along each of the four directions through the pixel p with neighbours n1, n2 and, beyond
-    the brighter neighbour, o: a single-pixel excess p - (n1 + n2) / single_ratio, and a
-    two-pixel excess (p + max(n1, n2)) - (o + min(n1, n2)) / pair_ratio for a track that
-    straddles two pixel rows. Returns (any excess > 0, largest excess / its noise sigma),
-    the noise from the sky variance `var_bg` plus the pixels' own Poisson noise.
-    """
-    p = sig[idx]
-    var_p = var_bg + np.maximum(p, 0.0) / gain
-    sharp = np.zeros(idx.size, dtype=bool)
-    z = np.full(idx.size, -np.inf, dtype=np.float32)
-    for off in (1, width, width + 1, width - 1):
-        n_plus, n_minus = sig[idx + off], sig[idx - off]
-        excess = p - (n_plus + n_minus) / single_ratio
-        var_n = 2.0 * var_bg + (np.maximum(n_plus, 0.0) + np.maximum(n_minus, 0.0)) / gain
-        sharp |= excess > 0.0
-        z = np.maximum(z, excess / np.sqrt(var_p + var_n / single_ratio**2))
-        plus = n_plus >= n_minus
-        partner = np.where(plus, n_plus, n_minus)
-        other = np.where(plus, n_minus, n_plus)
-        beyond = np.where(plus, sig[idx + 2 * off], sig[idx - 2 * off])
-        excess2 = (p + partner) - (beyond + other) / pair_ratio
-        var_s = var_p + var_bg + np.maximum(partner, 0.0) / gain
-        var_o = 2.0 * var_bg + (np.maximum(beyond, 0.0) + np.maximum(other, 0.0)) / gain
-        sharp |= excess2 > 0.0
-        z = np.maximum(z, excess2 / np.sqrt(var_s + var_o / pair_ratio**2))
-    return sharp, z
-
-
 def detect_hits(
     image: np.ndarray,
     *,
@@ -145,33 +106,22 @@ def detect_hits(
     Returns per-hit columns (HIT_COLUMNS) and `masked_pixels`, `hit_pixels`, `image_pixels`;
     with return_labels, the label image (0 = no hit) and the mask of unmeasured pixels too.
     """
-    from scipy import ndimage  # lazily: start-up time of the CLI
+    from viskom.measure import hit_kernels as kern  # lazily: numba, start-up time of the CLI
 
     p = params or HitParams()
     img = np.ascontiguousarray(image, dtype=np.float32)
     height, width = img.shape
     bkg = sep.Background(img, bw=p.background_mesh_px, bh=p.background_mesh_px, fw=3, fh=3)
-    sky = bkg.back()
-    rms = bkg.rms()
-    sig = img - sky
-    del sky
-    # padded by two pixels (edge values) so every pixel has its neighbours
-    pw = width + 4
-    cand_rc = np.flatnonzero(sig > np.float32(p.seed_sigma) * rms)
-    rows, cols = np.divmod(cand_rc, width)
-    pidx = (rows + 2) * pw + (cols + 2)
-    padf = np.pad(sig, 2, mode="edge").ravel()
-    var_bg = rms.ravel()[cand_rc] ** 2
-    sharp, z = _sharpness(
-        padf,
-        var_bg,
-        pidx,
-        pw,
-        np.float32(gain_e_per_adu),
-        np.float32(p.psf_single_ratio),
-        np.float32(p.psf_pair_ratio),
+    sig, low, cand_rc, sharp, z = kern.significance_and_seeds(
+        img,
+        bkg.back(),
+        bkg.rms(),
+        float(p.seed_sigma),
+        float(p.grow_sigma),
+        float(gain_e_per_adu),
+        float(p.psf_single_ratio),
+        float(p.psf_pair_ratio),
     )
-    del padf
     seed = sharp
     # near catalogued objects (stars, galaxies): the excess must also beat the noise
     if objects is not None and len(objects[0]):
@@ -179,26 +129,22 @@ def detect_hits(
         near = guard.ravel()[cand_rc]
         seed &= ~near | (z > np.float32(p.star_sharp_sigma))
     # masks: hot pixels never seed; saturated areas are not measured
-    masked = np.zeros((height, width), dtype=bool)
+    masked = None
     if saturation_adu is not None and np.isfinite(saturation_adu):
         sat = img >= np.float32(saturation_adu)
         if sat.any():
-            masked = ndimage.binary_dilation(sat, iterations=max(p.saturation_margin_px, 1))
+            masked = kern.dilate(sat, max(p.saturation_margin_px, 1), False)
+            low &= ~masked
+    n_masked = 0 if masked is None else int(masked.sum())
     seeds = cand_rc[seed]
     if hot_pixels is not None and len(hot_pixels):
         seeds = seeds[~np.isin(seeds, np.asarray(hot_pixels, dtype=np.int64))]
-    seeds = seeds[~masked.ravel()[seeds]]
-    hit_mask = np.zeros(height * width, dtype=bool)
-    hit_mask[seeds] = True
-    hit_mask = hit_mask.reshape(height, width)
-    low = (sig > np.float32(p.grow_sigma) * rms) & ~masked
-    if p.grow_steps > 0 and seeds.size:
-        hit_mask = ndimage.binary_dilation(
-            hit_mask, structure=np.ones((3, 3), bool), iterations=p.grow_steps, mask=low
-        )
-    labels, n = ndimage.label(hit_mask, structure=np.ones((3, 3), dtype=int))
+    if masked is not None:
+        seeds = seeds[~masked.ravel()[seeds]]
+    hit_mask = kern.grow(seeds, low, max(int(p.grow_steps), 0))
+    labels, n = kern.label8(hit_mask)
     out = hit_table(labels, n, sig)
-    out["masked_pixels"] = np.int64(masked.sum())
+    out["masked_pixels"] = np.int64(n_masked)
     out["hit_pixels"] = np.int64(hit_mask.sum())
     out["image_pixels"] = np.int64(height * width)
     if diffusion_var_px2 is None:
@@ -213,21 +159,23 @@ def detect_hits(
     others = np.zeros(n + 1, dtype=bool)
     others[1:] = out["kind"] != "xray"
     busy = others[labels]
-    light, n_light = ndimage.label(low & ~hit_mask, structure=np.ones((3, 3), dtype=int))
+    low &= ~hit_mask
+    light, n_light = kern.label8(low)
+    del low
     if n_light:
         big = np.bincount(light.ravel(), minlength=n_light + 1) >= p.object_min_px
         big[0] = False
         busy |= big[light]
     del light
-    near_others = ndimage.binary_dilation(
-        busy, structure=np.ones((3, 3), bool), iterations=p.confusion_px
-    )
-    measured = labels.size - int(masked.sum())
-    out["confusion_fraction"] = float((near_others & ~masked).sum() / measured) if measured else 0.0
+    near_others = kern.dilate(busy, int(p.confusion_px), True)
+    if masked is not None:
+        near_others &= ~masked
+    measured = labels.size - n_masked
+    out["confusion_fraction"] = float(near_others.sum() / measured) if measured else 0.0
     out["touch_probability"] = touch_probability(labels, n)
     if return_labels:
         out["labels"] = labels
-        out["masked"] = masked
+        out["masked"] = np.zeros_like(hit_mask) if masked is None else masked
     return out
 
 
@@ -302,14 +250,14 @@ def touch_probability(
     and tested against the (8-connected) footprint of all hits. With pairs merging, the
     particles are about n_hits / (1 - p / 2) (`particles_from_hits`). Trials: enough for
     ~2000 placements (one on a full quadrant's ~9000 hits), at most 8."""
-    from scipy import ndimage
+    from viskom.measure.hit_kernels import dilate
 
     if n == 0:
         return 0.0
     if trials is None:
         trials = int(min(8, max(1, np.ceil(2000 / n))))
     height, width = labels.shape
-    occupied = ndimage.binary_dilation(labels > 0, structure=np.ones((3, 3), bool))
+    occupied = dilate(labels > 0, 1, True)
     idx = np.flatnonzero(labels)
     lab = labels.ravel()[idx] - 1
     y, x = np.divmod(idx, width)

@@ -1,0 +1,115 @@
+"""The hit detector's compiled loops against independent oracles: scipy.ndimage for labels
+and dilations, and a whole-array numpy formulation of the PSF sharpness test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from viskom.measure.hit_kernels import dilate, grow, label8, significance_and_seeds
+
+BOX = np.ones((3, 3), dtype=bool)
+
+
+def _masks():
+    """Sparse, dense and edge-touching masks, and an empty one."""
+    rng = np.random.default_rng(3)
+    for fraction in (0.02, 0.3, 0.6):
+        yield rng.random((61, 83)) < fraction
+    edge = np.zeros((40, 50), dtype=bool)
+    edge[0, :] = edge[:, -1] = True
+    edge[20, 10:30] = True
+    yield edge
+    yield np.zeros((10, 12), dtype=bool)
+
+
+@pytest.mark.parametrize("mask", list(_masks()))
+def test_label8_is_scipy_label_with_a_3x3_structure(mask):
+    labels, n = label8(mask)
+    expected, n_expected = ndimage.label(mask, structure=BOX)
+    assert n == n_expected
+    np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("mask", list(_masks()))
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_dilate_is_iterated_binary_dilation(mask, radius):
+    box = ndimage.binary_dilation(mask, structure=BOX, iterations=radius) if mask.any() else mask
+    cross = ndimage.binary_dilation(mask, iterations=radius) if mask.any() else mask
+    np.testing.assert_array_equal(dilate(mask, radius, True), box)
+    np.testing.assert_array_equal(dilate(mask, radius, False), cross)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 4])
+def test_grow_is_binary_dilation_within_the_allowed_pixels(steps):
+    rng = np.random.default_rng(steps)
+    allowed = rng.random((70, 90)) < 0.45
+    seeds = np.unique(rng.integers(0, allowed.size, 40))
+    seed_mask = np.zeros(allowed.size, dtype=bool)
+    seed_mask[seeds] = True
+    seed_mask = seed_mask.reshape(allowed.shape)
+    expected = seed_mask
+    if steps:
+        expected = ndimage.binary_dilation(seed_mask, structure=BOX, iterations=steps, mask=allowed)
+    np.testing.assert_array_equal(grow(seeds, allowed, steps), expected)
+
+
+def _numpy_sharpness(sig, rms, seed_sigma, gain, single_ratio, pair_ratio):
+    """The sharpness test on whole arrays (edge-padded by 2): the candidates above seed_sigma,
+    whether one of the four directions has more charge than a PSF allows, and the largest
+    excess over its noise."""
+    width = sig.shape[1]
+    cand = np.flatnonzero(sig > seed_sigma * rms)
+    rows, cols = np.divmod(cand, width)
+    pw = width + 4
+    idx = (rows + 2) * pw + (cols + 2)
+    pad = np.pad(sig, 2, mode="edge").ravel().astype(float)
+    var_bg = rms.ravel()[cand].astype(float) ** 2
+    p = pad[idx]
+    var_p = var_bg + np.maximum(p, 0) / gain
+    sharp = np.zeros(cand.size, dtype=bool)
+    z = np.full(cand.size, -np.inf)
+    for off in (1, pw, pw + 1, pw - 1):
+        n_plus, n_minus = pad[idx + off], pad[idx - off]
+        excess = p - (n_plus + n_minus) / single_ratio
+        var_n = 2 * var_bg + (np.maximum(n_plus, 0) + np.maximum(n_minus, 0)) / gain
+        sharp |= excess > 0
+        z = np.maximum(z, excess / np.sqrt(var_p + var_n / single_ratio**2))
+        plus = n_plus >= n_minus
+        partner = np.where(plus, n_plus, n_minus)
+        other = np.where(plus, n_minus, n_plus)
+        beyond = np.where(plus, pad[idx + 2 * off], pad[idx - 2 * off])
+        excess2 = (p + partner) - (beyond + other) / pair_ratio
+        var_s = var_p + var_bg + np.maximum(partner, 0) / gain
+        var_o = 2 * var_bg + (np.maximum(beyond, 0) + np.maximum(other, 0)) / gain
+        sharp |= excess2 > 0
+        z = np.maximum(z, excess2 / np.sqrt(var_s + var_o / pair_ratio**2))
+    return cand, sharp, z
+
+
+def test_significance_and_seeds_match_the_whole_array_sharpness_test():
+    rng = np.random.default_rng(11)
+    height, width = 80, 100
+    sky = np.full((height, width), 20.0, dtype=np.float32)
+    rms = rng.uniform(3.0, 5.0, (height, width)).astype(np.float32)
+    image = (sky + rng.normal(0, 1, (height, width)) * rms).astype(np.float32)
+    yy, xx = np.mgrid[:height, :width]
+    for x0, y0 in ((30.3, 40.6), (0.2, 10.0), (99.0, 79.0)):  # stars, two on the edges
+        image += (800 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 1.0**2))).astype(
+            np.float32
+        )
+    image[10, 10] += 500  # a single-pixel hit
+    image[60, 20:24] += 300  # a track
+    image[0, 50] += 400  # a hit on the edge
+    sig, low, cand, sharp, z = significance_and_seeds(image, sky, rms, 5.0, 2.5, 3.5, 0.24, 0.055)
+    np.testing.assert_allclose(sig, image - sky, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(low, (image - sky) > 2.5 * rms)
+    ref_cand, ref_sharp, ref_z = _numpy_sharpness(image - sky, rms, 5.0, 3.5, 0.24, 0.055)
+    np.testing.assert_array_equal(cand, ref_cand)
+    np.testing.assert_array_equal(sharp, ref_sharp)
+    np.testing.assert_allclose(z, ref_z, rtol=1e-4, atol=1e-4)
+    flat_sharp = set(cand[sharp].tolist())
+    assert {10 * width + 10, 0 * width + 50} <= flat_sharp  # the hits are sharp
+    r, c = np.divmod(cand[sharp], width)
+    assert not np.any(np.hypot(c - 30.3, r - 40.6) < 1.5)  # the core of the star is not
