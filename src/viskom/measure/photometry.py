@@ -135,6 +135,48 @@ def neighbour_flux(
     return inside, straddle
 
 
+def cutout_neighbour_flux(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    radius: float,
+    *,
+    edge: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`neighbour_flux` with the other sources found in each aperture's own cutout of the
+    bias-subtracted `image` at VISQL's depth (`catalogue.extract_sources`, 1.5 sigma), for a
+    catalogue that does not hold the faint ones (`catalogue_depth = "quicklook"`): their light
+    inside a large aperture would otherwise count as the star's. The detection nearest each
+    (x, y) (0-based) is the star itself; NaN where the cutout leaves the image."""
+    from viskom.measure.catalogue import extract_sources
+
+    n = len(x)
+    inside = np.full(n, np.nan)
+    straddle = np.full(n, np.nan)
+    half = math.ceil(radius + edge) + 8
+    height, width = image.shape
+    for i in range(n):
+        xi, yi = round(float(x[i])), round(float(y[i]))
+        if xi - half < 0 or yi - half < 0 or xi + half >= width or yi + half >= height:
+            continue
+        cut = image[yi - half : yi + half + 1, xi - half : xi + half + 1]
+        found = extract_sources(cut)
+        cx = np.asarray(found["x_image"]) - 1.0
+        cy = np.asarray(found["y_image"]) - 1.0
+        dx, dy = float(x[i]) - (xi - half), float(y[i]) - (yi - half)
+        others = np.ones(cx.size, dtype=bool)
+        if cx.size:
+            d = np.hypot(cx - dx, cy - dy)
+            others[int(np.argmin(d))] = not d.min() <= 1.5
+        got = neighbour_flux(
+            np.array([dx]), np.array([dy]), np.array([float(flux[i])]),
+            cx[others], cy[others], np.asarray(found["flux_auto"])[others], radius, edge=edge,
+        )  # fmt: skip
+        inside[i], straddle[i] = got[0][0], got[1][0]
+    return inside, straddle
+
+
 def aperture_correction_estimate(
     ratios: np.ndarray, *, plausible: tuple[float, float] = (0.8, 1.25), clip: float = 4.0
 ) -> tuple[float, float, int]:

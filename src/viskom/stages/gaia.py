@@ -43,10 +43,13 @@ from viskom.measure.gaia import (
     vis_star_list,
 )
 from viskom.measure.photometry import (
+    APCORR_MARGIN_PX,
+    APCORR_MAX_EDGE_FLUX,
     ApertureCorrection,
     aperture_correction_estimate,
     aperture_correction_stars,
     aperture_flux_ratios,
+    cutout_neighbour_flux,
 )
 from viskom.stages.base import ProductInput, ProductSpec, Stage, StageInputs, StageResult
 
@@ -58,28 +61,48 @@ class _NoMatchError(Exception):
 
 
 def quadrant_aperture_ratios(
-    quad: Quadrant, jobs: Mapping[str, Mapping[str, np.ndarray]], radius_px: float
+    quad: Quadrant,
+    jobs: Mapping[str, Mapping[str, np.ndarray]],
+    radius_px: float,
+    neighbours_in_cutouts: bool = False,
 ) -> np.ndarray:
-    """Large-aperture flux over FLUX_AUTO of one quadrant's chosen stars (catalogue rows)."""
+    """Large-aperture flux over FLUX_AUTO of one quadrant's chosen stars (catalogue rows);
+    with `neighbours_in_cutouts` (a quick-look catalogue, without its faint sources), the
+    other sources' flux in each aperture is found again at VISQL's depth."""
     g = quad.geometry
     bias = quadrant_bias(quad.data, g)[2]
     image = quad.data.astype(np.float32) - np.float32(bias)
     region = (g.image.row0, g.image.row1, g.image.col0, g.image.col1)
-    return aperture_flux_ratios(image, **jobs[quad.extname], radius_px=radius_px, region=region)
+    job = dict(jobs[quad.extname])
+    usable = np.ones(len(job["x"]), dtype=bool)
+    if neighbours_in_cutouts:
+        area = image[g.image.slices]
+        inside, straddle = cutout_neighbour_flux(
+            area, job["x"] - g.image.col0, job["y"] - g.image.row0, job["flux_auto"],
+            radius_px, edge=APCORR_MARGIN_PX,
+        )  # fmt: skip
+        job["subtract"] = inside
+        usable = straddle < APCORR_MAX_EDGE_FLUX
+    ratios = aperture_flux_ratios(image, **job, radius_px=radius_px, region=region)
+    return np.where(usable, ratios, np.nan)
 
 
 def aperture_correction(
     frame: Le1Frame, stars: Mapping[str, np.ndarray], cat: Mapping[str, np.ndarray],
-    radius_px: float, workers: int = 1,
+    radius_px: float, workers: int = 1, neighbours_in_cutouts: bool = False,
 ) -> tuple[float, float, int]:  # fmt: skip
     """Large-aperture / FLUX_AUTO flux of bright, unsaturated PSF stars (other sources inside
     the aperture subtracted): (correction, error, stars), see `aperture_correction_estimate`.
-    """
+    `neighbours_in_cutouts`: see `quadrant_aperture_ratios`."""
     jobs = aperture_correction_stars(stars, cat, radius_px)
     if not jobs:
         return math.nan, math.nan, 0
     ratios = map_quadrants(
-        frame, quadrant_aperture_ratios, args=(jobs, radius_px), names=list(jobs), workers=workers
+        frame,
+        quadrant_aperture_ratios,
+        args=(jobs, radius_px, neighbours_in_cutouts),
+        names=list(jobs),
+        workers=workers,
     )
     return aperture_correction_estimate(np.concatenate(list(ratios.values())))
 
@@ -109,6 +132,15 @@ class GaiaPhotometry(Stage):
         ProductSpec("gaia_colour", "png", "ln(VIS/Gaia) against BP-RP"),
     )
     header_keywords = ("DATE-OBS", "EXPTIME", "RA", "DEC")  # PA optional: blind solve
+
+    @classmethod
+    def config_of(cls, settings: Any) -> dict[str, Any]:
+        """The gaia section; with a quick-look catalogue also the depth (the aperture
+        correction then finds the faint neighbours itself; full-depth hashes unchanged)."""
+        config = super().config_of(settings)
+        if getattr(settings, "catalogue_depth", "full") == "quicklook":
+            config["catalogue_depth"] = "quicklook"
+        return config
 
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         from viskom.present.astrometry import plot_gaia_colour, plot_gaia_dxdy
@@ -149,7 +181,14 @@ class GaiaPhotometry(Stage):
                     "no catalogue for the aperture correction: run the catalogue stage first"
                 )
             apcorr = ApertureCorrection.choose(
-                *aperture_correction(frame, stars, cat, radius_px, exposure.quadrant_workers),
+                *aperture_correction(
+                    frame,
+                    stars,
+                    cat,
+                    radius_px,
+                    exposure.quadrant_workers,
+                    neighbours_in_cutouts=config.get("catalogue_depth") == "quicklook",
+                ),
                 max_error=float(config["aperture_max_error"]),
                 fallback=float(config["aperture_correction_fallback"]),
             )
