@@ -15,13 +15,21 @@ import os
 import time
 import traceback
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from viskom import __version__
 from viskom.le1.frame import Le1Frame
-from viskom.pipeline.failures import PERMANENT, describe_failure, failure_class, short_reason
+from viskom.le1.quadrant_map import die_with_parent
+from viskom.pipeline.failures import (
+    PERMANENT,
+    TRANSIENT,
+    describe_failure,
+    failure_class,
+    short_reason,
+)
 from viskom.pipeline.leases import LeaseKeeper, settings_of_worker, worker_store
 from viskom.pipeline.resources import load_calibration, providers
 from viskom.pipeline.stage_io import remove_products, run_stage
@@ -124,7 +132,9 @@ def _runnable(store: Store, task: Task, exposure_id: int, granted: set[str]) -> 
 
 def run_calls(exposure: ExposureInfo, calls: Sequence[StageCall]) -> Iterator[StageOutcome]:
     """Run `calls` on the exposure's frame (opened once), yielding each stage's outcome as it
-    finishes; a stage whose needed stage failed fails too, with the same failure class."""
+    finishes; a stage whose needed stage failed fails too, with the same failure class. With
+    more than one core for the exposure (`quadrant_workers`), the stages run side by side
+    (`_run_side_by_side`); otherwise one after the other, in this process."""
     frame = None
     open_error: tuple[str, str] | None = None
     try:
@@ -135,47 +145,162 @@ def run_calls(exposure: ExposureInfo, calls: Sequence[StageCall]) -> Iterator[St
         log.warning("%s: cannot open frame: %s", exposure.name, exc)
     failed: dict[str, str] = {}
     try:
+        if frame is not None and exposure.quadrant_workers > 1 and len(calls) > 1:
+            yield from _run_side_by_side(exposure, calls, frame)
+            return
         for call in calls:
-            started = datetime.now(UTC)
-            t0 = time.perf_counter()
-            stage = get_stage(call.stage)
-            broken = [name for name in stage.needs if name in failed]
-            if open_error is not None:
-                cls, why = open_error
-            elif broken:
-                cls = failed[broken[0]]
-                why = f"needs {', '.join(broken)}, which failed"
-            else:
-                cls, why = PERMANENT, _header_blocker(frame, stage)  # type: ignore[arg-type]
-            if open_error is not None or broken or why is not None:
-                failed[call.stage] = cls
-                yield _failed(exposure, call, str(why), started, 0.0, cls)
-                continue
-            try:
-                result = execute_call(stage, call, frame, exposure)
-            except Exception as exc:
-                tb = traceback.extract_tb(exc.__traceback__)
-                where = f"{tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
-                cls, why = describe_failure(exc, where)
-                log.warning("%s %s failed (%s)", exposure.name, call.stage, cls, exc_info=exc)
-                failed[call.stage] = cls
-                yield _failed(exposure, call, why, started, time.perf_counter() - t0, cls)
-                continue
-            yield StageOutcome(
-                exposure.exposure_id,
-                exposure.name,
-                call,
-                result.status,
-                None,
-                started,
-                time.perf_counter() - t0,
-                [(u, m, float(v)) for u, m, v in result.metrics],
-                list(result.outcomes),
-                list(result.written),
-            )
+            yield _run_call(call, frame, exposure, failed, open_error)
     finally:
         if frame is not None:
             frame.close()
+
+
+def _blocked(
+    call: StageCall,
+    frame: Le1Frame | None,
+    exposure: ExposureInfo,
+    failed: dict[str, str],
+    open_error: tuple[str, str] | None = None,
+) -> StageOutcome | None:
+    """The failed outcome of a stage that cannot run (the frame did not open, a stage it
+    needs failed, its header keywords are unusable), recorded in `failed`; else None."""
+    stage = get_stage(call.stage)
+    broken = [name for name in stage.needs if name in failed]
+    if open_error is not None:
+        cls, why = open_error
+    elif broken:
+        cls = failed[broken[0]]
+        why = f"needs {', '.join(broken)}, which failed"
+    else:
+        cls, why = PERMANENT, _header_blocker(frame, stage)  # type: ignore[arg-type]
+    if open_error is None and not broken and why is None:
+        return None
+    failed[call.stage] = cls
+    return _failed(exposure, call, str(why), datetime.now(UTC), 0.0, cls)
+
+
+def _run_call(
+    call: StageCall,
+    frame: Le1Frame | None,
+    exposure: ExposureInfo,
+    failed: dict[str, str],
+    open_error: tuple[str, str] | None = None,
+) -> StageOutcome:
+    """One stage on the opened frame, in this process: its outcome, failures recorded in
+    `failed` (for the stages that need it)."""
+    blocked = _blocked(call, frame, exposure, failed, open_error)
+    if blocked is not None:
+        return blocked
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    stage = get_stage(call.stage)
+    try:
+        result = execute_call(stage, call, frame, exposure)
+    except Exception as exc:
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f"{tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
+        cls, why = describe_failure(exc, where)
+        log.warning("%s %s failed (%s)", exposure.name, call.stage, cls, exc_info=exc)
+        failed[call.stage] = cls
+        return _failed(exposure, call, why, started, time.perf_counter() - t0, cls)
+    return StageOutcome(
+        exposure.exposure_id,
+        exposure.name,
+        call,
+        result.status,
+        None,
+        started,
+        time.perf_counter() - t0,
+        [(u, m, float(v)) for u, m, v in result.metrics],
+        list(result.outcomes),
+        list(result.written),
+    )
+
+
+def _run_side_by_side(
+    exposure: ExposureInfo, calls: Sequence[StageCall], frame: Le1Frame
+) -> Iterator[StageOutcome]:
+    """The stages of one exposure as a graph on its cores: each starts, in a process of its
+    own, once the stages it reads (`Stage.upstream`) among `calls` are done. A
+    `parallel_quadrants` stage (catalogue, events) gets every core and never runs beside
+    another such stage; the others get one core each, as many at a time as there are cores,
+    beside it or each other. So the single-core stages (plots, Gaia, images) fill the cores
+    instead of leaving one idle. A stage process that dies is a transient failure."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    cores = exposure.quadrant_workers
+    ctx = multiprocessing.get_context("fork")
+    in_task = {c.stage for c in calls}
+    pending = list(calls)
+    done: set[str] = set()
+    failed: dict[str, str] = {}
+    running: dict[Any, tuple[StageCall, Any, Any, datetime, float]] = {}
+    try:
+        while pending or running:
+            for call in list(pending):
+                stage = get_stage(call.stage)
+                if any(u in in_task and u not in done for u in stage.upstream):
+                    continue
+                heavy = sum(get_stage(c.stage).parallel_quadrants for c, *_ in running.values())
+                if stage.parallel_quadrants and heavy:
+                    continue
+                if not stage.parallel_quadrants and len(running) - heavy >= cores:
+                    continue
+                pending.remove(call)
+                blocked = _blocked(call, frame, exposure, failed)
+                if blocked is not None:
+                    done.add(call.stage)
+                    yield blocked
+                    continue
+                share = replace(exposure, quadrant_workers=cores if stage.parallel_quadrants else 1)
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_stage_process, args=(send, call, share), daemon=False)
+                proc.start()
+                send.close()
+                running[receive] = (call, proc, receive, datetime.now(UTC), time.perf_counter())
+            if not running:
+                continue
+            ready = wait(list(running) + [r[1].sentinel for r in running.values()])
+            for key in [k for k, r in running.items() if k in ready or r[1].sentinel in ready]:
+                call, proc, receive, started, t0 = running.pop(key)
+                outcome = None
+                try:
+                    if receive.poll():
+                        outcome = receive.recv()
+                except (EOFError, OSError):
+                    outcome = None
+                proc.join()
+                receive.close()
+                if outcome is None:
+                    why = f"the stage's process ended without a result (exit code {proc.exitcode})"
+                    log.warning("%s %s: %s", exposure.name, call.stage, why)
+                    outcome = _failed(exposure, call, why, started, time.perf_counter() - t0,
+                                      TRANSIENT)  # fmt: skip
+                if outcome.status == "failed":
+                    failed[call.stage] = outcome.failure_class or PERMANENT
+                done.add(call.stage)
+                yield outcome
+    finally:
+        for _call, proc, receive, *_ in running.values():
+            proc.terminate()
+            proc.join()
+            receive.close()
+
+
+def _stage_process(send: Any, call: StageCall, exposure: ExposureInfo) -> None:
+    """A stage process of `_run_side_by_side`: the frame opened anew (its own file handle),
+    the stage run, its outcome sent back."""
+    die_with_parent()
+    try:
+        with Le1Frame(exposure.path) as frame:
+            outcome = _run_call(call, frame, exposure, {})
+    except Exception as exc:
+        cls, reason = describe_failure(exc)
+        outcome = _failed(exposure, call, f"cannot open frame: {reason}", datetime.now(UTC),
+                          0.0, cls)  # fmt: skip
+    send.send(outcome)
+    send.close()
 
 
 def execute_call(

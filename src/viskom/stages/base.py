@@ -226,6 +226,9 @@ class Stage(ABC):
     #: Primary header keywords the stage cannot run without: when one is unusable or missing,
     #: the runner records the stage as failed with that reason instead of running it.
     header_keywords: ClassVar[tuple[str, ...]] = ()
+    #: Long and pixel-bound, measuring its quadrants on every core the exposure has: a frame's
+    #: runner runs it alone; the other stages run side by side, one core each.
+    parallel_quadrants: ClassVar[bool] = False
 
     @property
     def needs(self) -> tuple[str, ...]:

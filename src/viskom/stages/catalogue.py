@@ -86,6 +86,7 @@ class Catalogue(Stage):
     version = "2"
     frame_types = frozenset({"SCIENCE", "FLAT", "DARK"})
     external = ("source_extractor",)
+    parallel_quadrants = True
     products = (ProductSpec("catalogue", "parquet", "sources of every quadrant (one row each)"),)
 
     @classmethod

@@ -95,6 +95,7 @@ class Events(Stage):
     config_section = "events"
     config_keys = ("seed_sigma", "grow_sigma", "psf_single_ratio", "psf_pair_ratio",
                    "star_sharp_sigma")  # fmt: skip
+    parallel_quadrants = True
     products = (ProductSpec("hits", "parquet", "particle hits: pixels, charge, shape, kind"),)
     header_keywords = ("EXPTIME",)
 
