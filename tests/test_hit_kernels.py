@@ -1,5 +1,6 @@
 """The hit detector's compiled loops against independent oracles: scipy.ndimage for labels
-and dilations, and a whole-array numpy formulation of the PSF sharpness test."""
+and dilations, and a whole-array numpy formulation of the PSF sharpness test; the events
+stage's per-unit counts against counting each unit's rows by name."""
 
 from __future__ import annotations
 
@@ -113,3 +114,38 @@ def test_significance_and_seeds_match_the_whole_array_sharpness_test():
     assert {10 * width + 10, 0 * width + 50} <= flat_sharp  # the hits are sharp
     r, c = np.divmod(cand[sharp], width)
     assert not np.any(np.hypot(c - 30.3, r - 40.6) < 1.5)  # the core of the star is not
+
+
+def test_unit_metric_rows_count_each_units_rows_in_any_order():
+    """Per quadrant, CCD and FPA counts, against counting each unit's rows by name."""
+    from viskom.measure.cosmics import XrayBaseline, catalogue_classes
+    from viskom.measure.hit_counts import unit_metric_rows
+
+    rng = np.random.default_rng(8)
+    names = ["1-1.E", "1-1.F", "1-1.G", "1-1.H", "2-3.E", "2-3.F"]
+    per_quadrant = {
+        n: {"measured_pixels": 4e6, "hit_pixels": 1e4 * (i + 1), "confusion_fraction": 0.01,
+            "cr_particles": 100.0 + i}
+        for i, n in enumerate(names)
+    }  # fmt: skip
+    n_hits, n_cat = 5000, 3000
+    hits = {
+        "extname": np.array(rng.choice(names + ["6-6.E"], n_hits), dtype=object),  # + unmeasured
+        "kind": rng.choice(["cosmic", "xray", "proton"], n_hits),
+    }
+    cat = {"extname": np.array(rng.choice(names, n_cat), dtype=object)}
+    flux = rng.uniform(100, 5e4, n_cat)
+    radius = rng.uniform(0.3, 3.0, n_cat)
+    classes = catalogue_classes(flux, radius)
+    baseline = XrayBaseline(0.1, 0.01, 5)
+    rows = {(u, m): v for u, m, v in
+            unit_metric_rows(per_quadrant, hits, cat, classes, 560.0, baseline)}  # fmt: skip
+    units = {**{n: [n] for n in names}, "1-1": names[:4], "2-3": names[4:], "FPA": names}
+    for unit, members in units.items():
+        mine = np.isin(hits["extname"].astype(str), members)
+        kinds = hits["kind"][mine]
+        assert rows[(unit, "cr_hits")] == mine.sum()
+        assert rows[(unit, "xray_candidates")] == np.count_nonzero(kinds == "xray")
+        in_cat = np.isin(cat["extname"].astype(str), members)
+        for cls in ("xray", "cosmics", "protons"):
+            assert rows[(unit, f"cat_{cls}")] == np.count_nonzero(classes[cls] & in_cat)

@@ -221,10 +221,24 @@ def unit_metric_rows(
 ) -> list[tuple[str, str, float]]:
     """Per quadrant, CCD and FPA (`unit_groups` of the measured quadrants): the hit counts
     (`count_metrics`) and the counts of VISQL's catalogue `classes` (`cat_<class>`)."""
-    cat_ext = np.asarray(cat["extname"]).astype(str)
+    names = list(per_quadrant)
+    # hits grouped by quadrant once (a unit's hits are its quadrants' slices), the catalogue's
+    # classes counted per quadrant once: no string comparison of every row for every unit
+    hit_code = _codes(hits["extname"], names)
+    order = np.argsort(hit_code, kind="stable")
+    kinds = np.asarray(hits["kind"])[order]
+    bounds = np.searchsorted(hit_code[order], np.arange(len(names) + 1))
+    cat_code = _codes(cat["extname"], names)
+    known = cat_code < len(names)
+    class_counts = {
+        cls: np.bincount(cat_code[known & classes[cls]], minlength=len(names))
+        for cls in ("xray", "cosmics", "protons")
+    }
+    index = {name: i for i, name in enumerate(names)}
     rows: list[tuple[str, str, float]] = []
     for unit, members in unit_groups(per_quadrant).items():
-        sel_hits = np.isin(hits["extname"], members)
+        codes = [index[m] for m in members]
+        unit_kinds = np.concatenate([kinds[bounds[c] : bounds[c + 1]] for c in codes])
         measured = sum(per_quadrant[m]["measured_pixels"] for m in members)
         hit_pixels = sum(per_quadrant[m]["hit_pixels"] for m in members)
         confusion = sum(
@@ -234,7 +248,7 @@ def unit_metric_rows(
         particles = sum(per_quadrant[m]["cr_particles"] for m in members)
         rows += count_metrics(
             unit,
-            hits["kind"][sel_hits],
+            unit_kinds,
             measured,
             hit_pixels,
             exptime,
@@ -242,10 +256,21 @@ def unit_metric_rows(
             confusion,
             particles,
         )
-        sel_cat = np.isin(cat_ext, members)
         for cls in ("xray", "cosmics", "protons"):
-            rows.append((unit, f"cat_{cls}", float(np.count_nonzero(classes[cls] & sel_cat))))
+            rows.append((unit, f"cat_{cls}", float(class_counts[cls][codes].sum())))
     return rows
+
+
+def _codes(extnames: Any, names: list[str]) -> np.ndarray:
+    """Each row's quadrant as its index in `names` (len(names) for a quadrant not in it).
+    Tables hold their quadrants' rows in runs: one lookup per run, not per row."""
+    values = np.asarray(extnames, dtype=object)
+    if not values.size:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    index = {name: i for i, name in enumerate(names)}
+    run_codes = np.array([index.get(str(v), len(names)) for v in values[starts]], dtype=np.int64)
+    return np.repeat(run_codes, np.diff(np.r_[starts, values.size]))
 
 
 def top10_rows(
