@@ -104,7 +104,7 @@ def test_cutout_neighbour_flux_finds_the_faint_neighbours():
 
 
 def test_gaia_provenance_names_the_quicklook_depth_only_when_used():
-    full = GaiaPhotometry.config_of(Settings())
+    full = GaiaPhotometry.config_of(Settings(catalogue_depth="full"))
     quick = GaiaPhotometry.config_of(Settings(catalogue_depth="quicklook"))
     assert "catalogue_depth" not in full
     assert quick == {**full, "catalogue_depth": "quicklook"}
