@@ -1,11 +1,12 @@
 """Array inputs of the pure measurement functions: floats from any array-like, quiet numpy,
 per-quadrant tables joined.
 
-`stack_tables` joins per-quadrant tables into one. `as_float` turns lists, numpy (also
-masked and object) arrays and columns of mixed Python values into a flat float array, NaN
-where a value is missing or not a number, so that the functions of `viskom.measure` (and the
-plots of `viskom.present`) accept table columns as they come. `quiet_numpy` silences numpy's
-warnings for all-NaN slices and invalid values.
+`stack_tables` joins per-quadrant tables into one; `quadrant_codes` numbers their rows'
+quadrants. `as_float` turns lists, numpy (also masked and object) arrays and columns of
+mixed Python values into a flat float array, NaN where a value is missing or not a number,
+so that the functions of `viskom.measure` (and the plots of `viskom.present`) accept table
+columns as they come. `quiet_numpy` silences numpy's warnings for all-NaN slices and
+invalid values.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_float", "quiet_numpy", "stack_tables"]
+__all__ = ["as_float", "quadrant_codes", "quiet_numpy", "stack_tables"]
 
 
 def as_float(values: Any) -> np.ndarray:
@@ -57,3 +58,16 @@ def stack_tables(
     if "extname" in merged:
         merged["extname"] = merged["extname"].astype(str)
     return merged
+
+
+def quadrant_codes(extnames: Any, names: Sequence[str]) -> np.ndarray:
+    """Each row's quadrant as its index in `names` (len(names) for a quadrant not in it).
+    Joined tables hold each quadrant's rows in a run: one lookup per run, not per row (a
+    frame's catalogue has a million rows and 144 quadrants)."""
+    values = np.asarray(extnames, dtype=object)
+    if not values.size:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    index = {str(name): i for i, name in enumerate(names)}
+    run_codes = np.array([index.get(str(v), len(names)) for v in values[starts]], dtype=np.int64)
+    return np.repeat(run_codes, np.diff(np.r_[starts, values.size]))

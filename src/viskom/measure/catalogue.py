@@ -144,17 +144,7 @@ def extract_sources(
     back = bkg.back()
     data -= back
     rms = float(bkg.globalrms)
-    objects = sep.extract(
-        data,
-        p.detect_thresh,
-        err=rms,
-        minarea=p.detect_minarea,
-        filter_kernel=ALLGROUND_FILTER,
-        deblend_nthresh=p.deblend_nthresh,
-        deblend_cont=p.deblend_mincont,
-        clean=p.clean,
-        clean_param=p.clean_param,
-    )
+    objects = _detect(data, p.detect_thresh, rms, p)
     if len(objects) == 0:
         return empty_catalogue()
     x, y = objects["x"], objects["y"]
@@ -238,6 +228,22 @@ def extract_sources(
     }
 
 
+def _detect(data: np.ndarray, thresh: float, rms: float, p: ExtractionParams) -> np.ndarray:
+    """sep's detection at `thresh` x `rms` with the filter, area, deblending and cleaning of
+    `p` on a sky-subtracted image."""
+    return sep.extract(
+        data,
+        thresh,
+        err=rms,
+        minarea=p.detect_minarea,
+        filter_kernel=ALLGROUND_FILTER,
+        deblend_nthresh=p.deblend_nthresh,
+        deblend_cont=p.deblend_mincont,
+        clean=p.clean,
+        clean_param=p.clean_param,
+    )
+
+
 def isophote_shapes(
     data: np.ndarray, x: np.ndarray, y: np.ndarray, rms: float, params: ExtractionParams
 ) -> np.ndarray:
@@ -269,25 +275,15 @@ def _cutout_shape(
     data: np.ndarray, xc: float, yc: float, half: int, rms: float, params: ExtractionParams
 ) -> tuple[tuple[float, ...] | None, bool]:
     """The isophote detection nearest (xc, yc) in a cutout of +-half: ((x, y, a, b, theta,
-    deblended) or
-    None when none lies within 1.5 px, whether it reaches the cutout's edge inside the image)."""
+    deblended), or None when none lies within 1.5 px; whether it reaches the cutout's edge
+    inside the image)."""
     height, width = data.shape
     xi, yi = round(xc), round(yc)
     x0, x1 = max(xi - half, 0), min(xi + half + 1, width)
     y0, y1 = max(yi - half, 0), min(yi + half + 1, height)
     cut = np.ascontiguousarray(data[y0:y1, x0:x1])
-    ref = ExtractionParams()
-    objs = sep.extract(
-        cut,
-        params.shape_thresh,
-        err=rms,
-        minarea=ref.detect_minarea,
-        filter_kernel=ALLGROUND_FILTER,
-        deblend_nthresh=ref.deblend_nthresh,
-        deblend_cont=ref.deblend_mincont,
-        clean=params.clean,
-        clean_param=params.clean_param,
-    )
+    visql = ExtractionParams(clean=params.clean, clean_param=params.clean_param)
+    objs = _detect(cut, float(params.shape_thresh), rms, visql)
     if len(objs) == 0:
         return None, False
     d = np.hypot(objs["x"] - (xc - x0), objs["y"] - (yc - y0))

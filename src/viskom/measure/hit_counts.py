@@ -17,7 +17,7 @@ import numpy as np
 
 from viskom.le1.geometry import parse_extname
 from viskom.le1.wcs import QuadrantWcs
-from viskom.measure.arrays import stack_tables
+from viskom.measure.arrays import quadrant_codes, stack_tables
 from viskom.measure.cosmics import (
     HitParams,
     XrayBaseline,
@@ -224,11 +224,11 @@ def unit_metric_rows(
     names = list(per_quadrant)
     # hits grouped by quadrant once (a unit's hits are its quadrants' slices), the catalogue's
     # classes counted per quadrant once: no string comparison of every row for every unit
-    hit_code = _codes(hits["extname"], names)
+    hit_code = quadrant_codes(hits["extname"], names)
     order = np.argsort(hit_code, kind="stable")
     kinds = np.asarray(hits["kind"])[order]
     bounds = np.searchsorted(hit_code[order], np.arange(len(names) + 1))
-    cat_code = _codes(cat["extname"], names)
+    cat_code = quadrant_codes(cat["extname"], names)
     known = cat_code < len(names)
     class_counts = {
         cls: np.bincount(cat_code[known & classes[cls]], minlength=len(names))
@@ -259,18 +259,6 @@ def unit_metric_rows(
         for cls in ("xray", "cosmics", "protons"):
             rows.append((unit, f"cat_{cls}", float(class_counts[cls][codes].sum())))
     return rows
-
-
-def _codes(extnames: Any, names: list[str]) -> np.ndarray:
-    """Each row's quadrant as its index in `names` (len(names) for a quadrant not in it).
-    Tables hold their quadrants' rows in runs: one lookup per run, not per row."""
-    values = np.asarray(extnames, dtype=object)
-    if not values.size:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    index = {name: i for i, name in enumerate(names)}
-    run_codes = np.array([index.get(str(v), len(names)) for v in values[starts]], dtype=np.int64)
-    return np.repeat(run_codes, np.diff(np.r_[starts, values.size]))
 
 
 def top10_rows(

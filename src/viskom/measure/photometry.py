@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from viskom.measure.arrays import quadrant_codes
 from viskom.measure.robust import mad_sigma
 
 REF_EXPTIME_S = 89.52  # VISQL scales VIS fluxes to the short exposure
@@ -210,14 +211,9 @@ def aperture_correction_stars(
     Each quadrant's columns are the arguments of `aperture_flux_ratios`: x, y (0-based array
     pixels), flux_auto, background and subtract (other sources' flux inside the aperture).
     """
-    ext = np.asarray(cat["extname"]).astype(str)
-    index = {(e, float(x)): i for i, (e, x) in enumerate(zip(ext, cat["x_world"], strict=True))}
-    rows = np.array(
-        [index.get((str(e), float(x)), -1) for e, x in zip(stars["extname"], stars["x_world"],
-                                                           strict=True)],
-        dtype=np.intp,
-    )  # fmt: skip
-    rows = rows[rows >= 0]
+    names = sorted({str(e) for e in np.asarray(stars["extname"], dtype=object)})
+    code = quadrant_codes(cat["extname"], names)  # len(names): a quadrant without PSF stars
+    rows = _rows_of(stars, cat, code, names)
     flux = np.asarray(cat["flux_auto"], float)
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = flux / np.asarray(cat["fluxerr_auto"], float)
@@ -225,9 +221,10 @@ def aperture_correction_stars(
     rows = rows[ok]
     jobs: dict[str, dict[str, np.ndarray]] = {}
     x_all, y_all = np.asarray(cat["x_image"], float), np.asarray(cat["y_image"], float)
-    for name in np.unique(ext[rows]):
-        mine = rows[ext[rows] == name]
-        same = ext == name
+    for c in np.unique(code[rows]):
+        name = names[int(c)]
+        mine = rows[code[rows] == c]
+        same = code == c
         inside, straddle = neighbour_flux(
             x_all[mine], y_all[mine], flux[mine], x_all[same], y_all[same], flux[same],
             radius_px, edge=APCORR_MARGIN_PX,
@@ -243,6 +240,31 @@ def aperture_correction_stars(
                 "subtract": inside[usable],
             }
     return jobs
+
+
+def _rows_of(
+    stars: Mapping[str, np.ndarray],
+    cat: Mapping[str, np.ndarray],
+    code: np.ndarray,
+    names: list[str],
+) -> np.ndarray:
+    """The catalogue rows of the PSF stars (same quadrant, same x_world: the psf stage copies
+    them), found by sorting x_world once; stars not found are left out."""
+    xw = np.asarray(cat["x_world"], float)
+    star_x = np.asarray(stars["x_world"], float)
+    star_code = np.array([names.index(str(e)) for e in stars["extname"]], dtype=np.int64)
+    if not xw.size or not star_x.size:
+        return np.zeros(0, dtype=np.intp)
+    order = np.lexsort((xw, code))  # by quadrant, then x_world
+    keys_code, keys_x = code[order], xw[order]
+    lo = np.searchsorted(keys_code, star_code, side="left")
+    hi = np.searchsorted(keys_code, star_code, side="right")
+    rows = np.full(star_x.size, -1, dtype=np.intp)
+    for i in range(star_x.size):
+        j = lo[i] + np.searchsorted(keys_x[lo[i] : hi[i]], star_x[i])
+        if j < hi[i] and keys_x[j] == star_x[i]:
+            rows[i] = order[j]
+    return rows[rows >= 0]
 
 
 @dataclass(frozen=True)
