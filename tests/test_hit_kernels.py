@@ -130,7 +130,7 @@ def test_unit_metric_rows_count_each_units_rows_in_any_order():
     }  # fmt: skip
     n_hits, n_cat = 5000, 3000
     hits = {
-        "extname": np.array(rng.choice(names + ["6-6.E"], n_hits), dtype=object),  # + unmeasured
+        "extname": np.array(rng.choice([*names, "6-6.E"], n_hits), dtype=object),  # + unmeasured
         "kind": rng.choice(["cosmic", "xray", "proton"], n_hits),
     }
     cat = {"extname": np.array(rng.choice(names, n_cat), dtype=object)}

@@ -101,3 +101,22 @@ def test_a_stage_process_that_dies_is_a_transient_failure(frame, monkeypatch):
     assert "exit code 3" in side["psf"].error
     assert side["gaia"].status == "failed" and side["gaia"].failure_class == "transient"
     assert side["events"].status == "ok"
+
+
+def test_stopping_early_leaves_no_stage_process_behind(frame):
+    """A consumer that stops after the first outcome (an interrupted run) closes the
+    generator: the stage processes still running are ended, none is left."""
+    import multiprocessing
+
+    out, sim = frame
+    settings = Settings(data_root=out / "early", gaia={"online": False}, goes={"online": False})
+    info = ExposureInfo(
+        1, sim.name, str(sim.path), "SCIENCE", 560.52, str(settings.products_path),
+        quadrant_workers=2, date_obs=T0.isoformat(), data_root=str(settings.data_path),
+    )  # fmt: skip
+    outcomes = run_calls(info, list(stage_calls(settings, STAGES).values()))
+    first = next(outcomes)
+    assert first.call.stage in {"detector_health", "catalogue", "space_weather"}
+    assert multiprocessing.active_children()  # the others are still running
+    outcomes.close()
+    assert multiprocessing.active_children() == []
