@@ -238,6 +238,7 @@ def _run_side_by_side(
     running: dict[Any, tuple[StageCall, Any, Any, datetime, float]] = {}
     try:
         while pending or running:
+            waiting = len(pending)
             for call in list(pending):
                 stage = get_stage(call.stage)
                 if any(u in in_task and u not in done for u in stage.upstream):
@@ -260,6 +261,9 @@ def _run_side_by_side(
                 send.close()
                 running[receive] = (call, proc, receive, datetime.now(UTC), time.perf_counter())
             if not running:
+                if len(pending) == waiting:  # nothing started, nothing settled: a cycle
+                    names = ", ".join(c.stage for c in pending)
+                    raise RuntimeError(f"stages that wait for each other: {names}")
                 continue
             ready = wait(list(running) + [r[1].sentinel for r in running.values()])
             for key in [k for k, r in running.items() if k in ready or r[1].sentinel in ready]:
@@ -293,12 +297,14 @@ def _stage_process(send: Any, call: StageCall, exposure: ExposureInfo) -> None:
     the stage run, its outcome sent back."""
     die_with_parent()
     try:
-        with Le1Frame(exposure.path) as frame:
-            outcome = _run_call(call, frame, exposure, {})
+        frame = Le1Frame(exposure.path)
     except Exception as exc:
         cls, reason = describe_failure(exc)
         outcome = _failed(exposure, call, f"cannot open frame: {reason}", datetime.now(UTC),
                           0.0, cls)  # fmt: skip
+    else:
+        with frame:
+            outcome = _run_call(call, frame, exposure, {})
     send.send(outcome)
     send.close()
 
