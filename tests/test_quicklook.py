@@ -109,3 +109,17 @@ def test_gaia_provenance_names_the_quicklook_depth_only_when_used():
     assert "catalogue_depth" not in full
     assert quick == {**full, "catalogue_depth": "quicklook"}
     assert ExtractionParams().shape_thresh is None  # the full depth is VISQL's, untouched
+
+
+def test_the_catalogue_config_at_visqls_depth_has_no_quicklook_keys():
+    """A store measured before the quick-look settings existed is not measured again: at
+    VISQL's depth the catalogue's configuration (its provenance) is what it was, and both
+    depths' configurations give back their extraction settings."""
+    from viskom.stages.catalogue import Catalogue
+
+    full = Catalogue.config_of(Settings(catalogue_depth="full"))
+    quick = Catalogue.config_of(Settings(catalogue_depth="quicklook"))
+    assert not {"shape_thresh", "shape_box_px", "shape_sharp_min", "thin_rmax_a"} & set(full)
+    for config, params in ((full, ExtractionParams()), (quick, QUICKLOOK_PARAMS)):
+        settings = {k: v for k, v in config.items() if k != "engine"}
+        assert ExtractionParams(**settings) == params

@@ -93,7 +93,15 @@ class Catalogue(Stage):
     def config_of(cls, settings: Any) -> dict[str, Any]:
         quick = getattr(settings, "catalogue_depth", "full") == "quicklook"
         params = QUICKLOOK_PARAMS if quick else ExtractionParams()
-        return {**asdict(params), "engine": settings.catalogue_engine}
+        config = asdict(params)
+        # the quick-look-only settings are left out at VISQL's depth: a store measured before
+        # they existed is not measured again for settings that change nothing there
+        if params.shape_thresh is None:
+            for key in ("shape_thresh", "shape_box_px", "shape_sharp_min"):
+                config.pop(key)
+        if params.thin_rmax_a == ExtractionParams.thin_rmax_a:
+            config.pop("thin_rmax_a")
+        return {**config, "engine": settings.catalogue_engine}
 
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         cfg = dict(config)
