@@ -45,7 +45,10 @@ from viskom.sources.simulator.catalogue import (
 )
 
 RA0, DEC0 = 56.2, -55.7  # VISQL's example field
-FAST = {"timeout_s": 0.2, "retries": 1, "backoff_s": 0.0}
+#: Short enough for the hanging-service tests, long enough that the fake services' answers
+#: (a VOTable written by astropy) do not time out on a loaded 2-core machine: at 0.2 s a TAP
+#: answer once did, and the client's legitimate retry broke a count of calls.
+FAST = {"timeout_s": 1.0, "retries": 1, "backoff_s": 0.0}
 
 # VizieR's FIELD attributes of I/355/gaiadr3: datatype, width, precision, unit, ucd.
 VIZIER_FIELDS = {
