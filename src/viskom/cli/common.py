@@ -53,8 +53,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def json_clean(value: Any) -> Any:
-    """NaN and infinities as null, at any depth (store.products' rule, imported on use)."""
-    from viskom.store.products import json_clean as clean
+    """NaN and infinities as null, at any depth (the store's rule for JSON products)."""
+    from viskom.store.records import json_clean as clean
 
     return clean(value)
 

@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from viskom.le1.geometry import DEFAULT_OVERSCAN_X, DEFAULT_PRESCAN_X
-
 #: Bump when the checks change: registration re-reads exposures checked by an older version.
 HEADER_CHECK_VERSION = 1
 
@@ -428,6 +426,8 @@ class QuadrantHeader:
         overscan_x = c.integer("OVRSCANX", 0, max(naxis1, 1))
         overscan_y = c.integer("OVRSCANY", 0, max(naxis2, 1))
         if naxis1 > 0 and (prescan_x is not None or overscan_x is not None):
+            from viskom.le1.geometry import DEFAULT_OVERSCAN_X, DEFAULT_PRESCAN_X  # numpy
+
             px = DEFAULT_PRESCAN_X if prescan_x is None else prescan_x
             ox = DEFAULT_OVERSCAN_X if overscan_x is None else overscan_x
             if naxis1 - px - ox < 1:

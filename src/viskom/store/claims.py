@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .models import ClaimRow, StageRunRow
-from .records import as_utc
+from .records import Claim, as_utc
 
 _CHUNK = 500
 
@@ -57,25 +57,6 @@ def run_mark(run: Any) -> str | None:
     finished = run.finished_at
     when = as_utc(finished).isoformat() if finished is not None else "-"
     return f"{when}|{run.config_hash}|{run.status}"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A held claim as `viskom status` shows it."""
-
-    key: str
-    stage: str
-    exposure_id: int | None
-    owner: str
-    host: str | None
-    pid: int | None
-    claimed_at: datetime | None
-    heartbeat_at: datetime | None
-    expires_at: datetime | None
-
-    def expired(self, now: datetime) -> bool:
-        """Whether the lease has run out (its holder stopped beating)."""
-        return self.expires_at is None or as_utc(self.expires_at) <= as_utc(now)
 
 
 def exposure_key(exposure_id: int, stage: str) -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 
 from .models import ExposureRow, FetchedFileRow
+from .records import FetchedFile
 
 FETCH_STATES = ("fetched", "failed", "not_found")
 
@@ -28,23 +28,6 @@ class FetchOutcome:
     size_bytes: int | None = None
     sha256: str | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class FetchedFile:
-    """A stored fetch record (see `fetched_files`)."""
-
-    name: str
-    archive: str
-    url: str
-    state: str
-    path: str | None
-    size_bytes: int | None
-    sha256: str | None
-    fetched_at: datetime | None
-    attempts: int
-    error: str | None
-    tried_at: datetime
 
 
 class FetchQueries:

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from viskom.store.atomic import atomic_path, write_text_atomic
+from viskom.store.records import json_clean
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,17 +62,6 @@ def write_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
     return path
-
-
-def json_clean(value: Any) -> Any:
-    """NaN and infinities become null, at any depth (strict JSON, readable by any reader)."""
-    if isinstance(value, Mapping):
-        return {k: json_clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_json(data: Mapping, path: Path) -> Path:

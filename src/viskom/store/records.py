@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -262,3 +263,50 @@ def validate_run(run: StageRun) -> None:
             f"failure_class must be None or one of {sorted(FAILURE_CLASSES)}, "
             f"got {run.failure_class!r}"
         )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A held claim as `viskom status` shows it."""
+
+    key: str
+    stage: str
+    exposure_id: int | None
+    owner: str
+    host: str | None
+    pid: int | None
+    claimed_at: datetime | None
+    heartbeat_at: datetime | None
+    expires_at: datetime | None
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the lease has run out (its holder stopped beating)."""
+        return self.expires_at is None or as_utc(self.expires_at) <= as_utc(now)
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """A stored fetch record (see `fetched_files`)."""
+
+    name: str
+    archive: str
+    url: str
+    state: str
+    path: str | None
+    size_bytes: int | None
+    sha256: str | None
+    fetched_at: datetime | None
+    attempts: int
+    error: str | None
+    tried_at: datetime
+
+
+def json_clean(value: Any) -> Any:
+    """NaN and infinities become null, at any depth (strict JSON, readable by any reader)."""
+    if isinstance(value, Mapping):
+        return {k: json_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
