@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from viskom.pipeline.pending import measured_ids
 from viskom.pipeline.register import sha256_of
-from viskom.store import DONE_STATUSES
 from viskom.store.atomic import atomic_path
 
 _COPY_CHUNK = 1 << 22
@@ -56,23 +56,12 @@ def copy_verified(source: Path, folder: Path, expected_sha256: str) -> Path:
     return target
 
 
-def measured_ids(tasks: Any, runs: dict[tuple[int, str], Any]) -> set[int]:
-    """Ids of exposures that every applicable stage has measured, from the planner's
-    `tasks` (what `viskom run` would do: none of them pending) and the current `runs`
-    (none failed)."""
-    pending = {t.exposure_id for t in tasks}
-    measured: dict[int, bool] = {}
-    for (exposure_id, _stage), run in runs.items():
-        measured[exposure_id] = measured.get(exposure_id, True) and run.status in DONE_STATUSES
-    return {e for e, done in measured.items() if done and e not in pending}
-
-
 def measured_exposures(store: Any, settings: Any) -> set[int]:
     """Ids of registered exposures that every applicable stage has measured."""
     from viskom.pipeline.runner import plan
 
     tasks, _skipped, _blocked = plan(store, settings, workers=1)
-    return measured_ids(tasks, store.stage_runs())
+    return measured_ids({t.exposure_id for t in tasks}, store.stage_runs())
 
 
 def move_measured(settings: Any, store: Any, now: datetime | None = None) -> MoveReport:

@@ -17,12 +17,17 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from viskom.pipeline.executors import Executor
 from viskom.pipeline.failures import TRANSIENT, describe_failure
 from viskom.pipeline.leases import holding, new_token, settings_of_worker, share_store, worker_store
+from viskom.pipeline.pending import (
+    pending_reason,
+    pending_work,
+    retry_due,
+)
 from viskom.pipeline.work import (
     StageCall,
     StageOutcome,
@@ -39,7 +44,7 @@ from viskom.pipeline.worker import (
     run_one,
 )
 from viskom.stages import STAGES, QualityOutcome, Stage
-from viskom.store import DONE_STATUSES, StageRun, Store
+from viskom.store import DONE_STATUSES, Store
 from viskom.store.claims import ClaimRequest, exposure_key, run_mark
 
 log = logging.getLogger(__name__)
@@ -68,72 +73,7 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)  # calibration products and the like
 
 
-# -- deciding what is pending -----------------------------------------------------------------
-
-
-def pending_reason(
-    run: StageRun | None,
-    call: StageCall,
-    now: datetime,
-    *,
-    force: bool = False,
-    retry_failed: bool = False,
-    retry_wait: Callable[[int], float] | None = None,
-) -> str | None:
-    """Why the stage must run (again) on this exposure, or None when its result stands;
-    `retry_wait(attempts)`: the backoff of transient failures (the settings' `[run]`)."""
-    if force:
-        return "forced (--force)"
-    if run is None:
-        return "never ran"
-    if run.stage_version != call.version:
-        return f"stage version {run.stage_version} -> {call.version}"
-    if run.config_hash != call.config_hash:
-        return "what it depends on changed: " + describe_change(run, call)
-    if run.status in DONE_STATUSES:
-        return None
-    if retry_failed:
-        return "failed before; --retry-failed"
-    if run.failure_class == "transient" and (retry_due(run, retry_wait) or now) <= now:
-        return f"retry after a transient failure (attempt {(run.attempts or 1) + 1})"
-    return None
-
-
-def retry_due(run: StageRun, retry_wait: Callable[[int], float] | None) -> datetime | None:
-    """When a transient failure may be tried again: its end plus the backoff the current
-    settings give for its number of attempts (else the time stored with it)."""
-    if retry_wait is not None and run.finished_at is not None:
-        return run.finished_at + timedelta(seconds=float(retry_wait(run.attempts or 1)))
-    return run.retry_after
-
-
-def describe_change(run: StageRun, call: StageCall, limit: int = 4) -> str:
-    """What differs between the settings a stored run used and the current ones."""
-    if not run.config:
-        return f"configuration {run.config_hash[:8]} -> {call.config_hash[:8]}"
-    changes: list[str] = []
-    old_cfg = run.config.get("config", {}) or {}
-    for key in sorted(set(old_cfg) | set(call.config)):
-        old, new = old_cfg.get(key, "unset"), call.config.get(key, "unset")
-        if old != new:
-            changes.append(f"[{call.stage}] {key} {_short(old)} -> {_short(new)}")
-    old_up = {k: tuple(v) for k, v in (run.config.get("upstream") or {}).items()}
-    for name in sorted(set(old_up) | set(call.upstream)):
-        if old_up.get(name) != call.upstream.get(name):
-            changes.append(f"stage {name} it reads changed")
-    old_cal = run.calibrations or {}
-    for name in sorted(set(old_cal) | set(call.calibrations)):
-        if old_cal.get(name) != call.calibrations.get(name):
-            changes.append(f"calibration {name} changed")
-    if not changes:
-        return f"configuration {run.config_hash[:8]} -> {call.config_hash[:8]}"
-    more = f" (+{len(changes) - limit} more)" if len(changes) > limit else ""
-    return "; ".join(changes[:limit]) + more
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:39] + "\u2026"
+# -- deciding what is pending (`pipeline.pending`, shared with `viskom status`) ----------------
 
 
 def plan(
@@ -157,41 +97,10 @@ def plan(
         wanted = set(exposures)
         registered = [e for e in registered if e.name in wanted]
     runs = store.stage_runs([e.id for e in registered])
-    planned: list[tuple[Any, list[str]]] = []
-    skipped = blocked = 0
-    for exp in registered:
-        names: list[str] = []
-        for stage in stages:
-            if not stage.applies_to(exp.frame_type) or (
-                only is not None and stage.name not in only
-            ):
-                continue
-            call = calls_by_stage[stage.name]
-            reason = pending_reason(
-                runs.get((exp.id, stage.name)), call, planned_at,
-                force=force, retry_failed=retry_failed, retry_wait=settings.run.retry_wait_s,
-            )  # fmt: skip
-            if reason is None and any(up in names for up in stage.upstream):
-                # a stage it reads runs again (a retried failure, a new calibration): its
-                # products are rewritten, so this reader must read them again too
-                reason = "a stage it reads runs again"
-            if reason is None:
-                skipped += 1
-                continue
-            ready = all(
-                name in names
-                or (
-                    runs.get((exp.id, name)) is not None
-                    and runs[(exp.id, name)].status in DONE_STATUSES
-                )
-                for name in stage.needs
-            )
-            if ready:
-                names.append(stage.name)
-            else:
-                blocked += 1
-        if names:
-            planned.append((exp, names))
+    planned, skipped, blocked = pending_work(
+        registered, runs, stages, calls_by_stage, planned_at,
+        force=force, retry_failed=retry_failed, retry_wait=settings.run.retry_wait_s, only=only,
+    )  # fmt: skip
     # Few pending exposures (a frame just landed): let stages spread its quadrants over the
     # idle workers, so the answer comes sooner. Many: one process per exposure.
     n_workers = workers if workers is not None else int(getattr(settings, "workers", 1))
