@@ -1,7 +1,8 @@
 """The `viskom` command: parses, calls the layers (config, pipeline service, store), prints.
 
-Commands live in `pipeline_cmds` (init, sim, ingest, run, demo), `query` (metrics, status,
-products, iq) and `external` (gaia-match, gaia, goes, movie); `common` has what they share.
+Commands live in `pipeline_cmds` (init, sim, ingest, run, demo), `query` (metrics,
+products, iq), `status_cmd` (status) and `external` (gaia-match, gaia, goes, movie);
+`common` has what they share.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from viskom.cli import (
     pipeline_cmds,
     query,
     site_cmd,
+    status_cmd,
     watch_cmd,
 )
 from viskom.cli.common import out
@@ -58,7 +60,7 @@ for command in (pipeline_cmds.init, pipeline_cmds.sim, pipeline_cmds.ingest, pip
     app.command()(command)
 app.command()(query.metrics)
 app.command()(query.products)
-app.command()(query.status)
+app.command()(status_cmd.status)
 app.command()(query.iq)
 app.command("gaia-match")(external.gaia_match)
 gaia_app = typer.Typer(

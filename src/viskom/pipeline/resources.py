@@ -73,6 +73,20 @@ def calibration_identity(name: str, settings: Any) -> Any:
     raise KeyError(f"unknown calibration {name!r} ({', '.join(CALIBRATIONS)})")
 
 
+def calibration_files(settings: Any) -> list[Path]:
+    """The files whose presence or content the calibration identities depend on: a cached
+    identity (`viskom status`'s) holds while none of them changed."""
+    from viskom.pipeline.calibration import (
+        hot_pixel_map_path,
+        relative_gains_path,
+        xray_baseline_path,
+    )
+
+    products = settings.products_path
+    gains = settings.gaia_gains_path or relative_gains_path(products)
+    return [hot_pixel_map_path(products), Path(gains), xray_baseline_path(products)]
+
+
 def load_calibration(name: str, identity: Any, exposure: ExposureInfo, root: Path) -> Any:
     """The calibration's content for one exposure: the hot-pixel map {extname: flat indices},
     the X-ray baseline of the exposure's frame type (or None), the relative gains mapping;
