@@ -15,7 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from viskom.cli import app
+from viskom.cli.status_report import quick_status_args
 from viskom.config import load_settings, write_default_config
 from viskom.pipeline.pending import StagePlan, pending_work
 from viskom.pipeline.runner import plan
@@ -64,7 +67,7 @@ def _run(exposure_id: int, stage: str, status: str = "ok", **overrides) -> Stage
 def filled(store: Store) -> Store:
     """A store with what status shows: days and types, undated, invalid and unknown frames,
     header warnings, ok/empty/failed runs, a geometry flag, outcomes, claims, fetches."""
-    warning = {"keyword": "GAIN", "value": "x", "problem": "not a number", "extname": "1-1.E"}
+    warning = {"keyword": "GAIN", "value": "x", "reason": "is not a number", "extname": "1-1.E"}
     exposures = [
         store.register_exposure(_record("EUC_B"))[0],
         store.register_exposure(_record("EUC_A", date_obs=T0 + timedelta(hours=1)))[0],
@@ -253,6 +256,13 @@ def test_status_is_the_same_through_a_fresh_and_a_cached_view(
     fresh = _status_json(config, env)
     cached = _status_json(config, env)
     assert fresh == cached
+    through_typer = CliRunner().invoke(app, ["status", "--format", "json", "-c", str(config)])
+    assert through_typer.exit_code == 0, through_typer.output
+    assert json.loads(through_typer.stdout) == fresh
+    table = subprocess.run([VISKOM, "status", f"--config={config}"], capture_output=True,
+                           text=True, env=env)  # fmt: skip
+    assert table.returncode == 0 and "detector_health" in table.stdout
+    assert "EUC_BAD: truncated FITS" in table.stdout and "GAIN = x is not a number" in table.stdout
     settings = load_settings(config)
     tasks, _skipped, _blocked = plan(filled, settings, workers=1)
     pending = {s.name: 0 for s in STAGES}
@@ -267,3 +277,35 @@ def test_status_is_the_same_through_a_fresh_and_a_cached_view(
         fresh["fetched"]["fetched"] == 1 and fresh["fetched"]["failed"][0]["file"] == "EUC_Q.fits"
     )
     assert sum(c["live"] for c in fresh["claims"]) == 1 and len(fresh["claims"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["status"], (None, "table")),
+        (["status", "--json"], (None, "json")),
+        (["status", "--format", "json", "--config", "a.toml"], ("a.toml", "json")),
+        (["status", "--format=table", "--config=b.toml", "-c", "c.toml"], ("c.toml", "table")),
+        (["status", "--format", "csv", "--json"], (None, "json")),  # --json wins, as in typer
+        (["status", "--format", "csv"], None),  # typer says what is wrong
+        (["status", "--why", "EUC_A"], None),
+        (["status", "--help"], None),
+        (["status", "--config"], None),
+        (["status", "-c=a.toml"], None),
+        (["status", "extra"], None),
+        (["run"], None),
+        ([], None),
+    ],
+)
+def test_the_script_answers_only_the_plain_forms(args, expected) -> None:
+    assert quick_status_args(args) == expected
+
+
+def test_both_paths_give_the_same_error(tmp_path: Path) -> None:
+    missing = tmp_path / "none.toml"
+    script = subprocess.run([VISKOM, "status", "--config", str(missing)], capture_output=True,
+                            text=True)  # fmt: skip
+    typed = CliRunner().invoke(app, ["status", "--config", str(missing)])
+    assert script.returncode == typed.exit_code == 2
+    assert f"error: settings file {missing} does not exist" in script.stderr
+    assert f"settings file {missing} does not exist" in typed.output

@@ -1,88 +1,32 @@
 """The `viskom` command: parses, calls the layers (config, pipeline service, store), prints.
 
-Commands live in `pipeline_cmds` (init, sim, ingest, run, demo), `query` (metrics,
-products, iq), `status_cmd` (status) and `external` (gaia-match, gaia, goes, movie);
-`common` has what they share.
+`main` is the installed script. The typer application (`app`, in `cli.commands`) is imported only
+when needed: `viskom status` in its plain forms (`--json`, `--format`, `--config`) is answered
+by `cli.status_report` without typer, whose option parsing alone (it builds every option
+through pydantic) costs ~0.15 s of the half second a status may take.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
-from viskom import __version__
-from viskom.cli import (
-    alerts_cmd,
-    external,
-    fetch_cmd,
-    map_cmd,
-    pipeline_cmds,
-    query,
-    site_cmd,
-    status_cmd,
-    watch_cmd,
-)
-from viskom.cli.common import out
-
-app = typer.Typer(
-    name="viskom",
-    help="Quick-look monitor for the VIS camera of Euclid: fetch, register, measure, present.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+import sys
+from typing import Any
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        out.print(f"viskom {__version__}")
-        raise typer.Exit()
+def main() -> None:
+    """The `viskom` script."""
+    from viskom.cli.status_report import quick_status, quick_status_args
+
+    wanted = quick_status_args(sys.argv[1:])
+    if wanted is not None:
+        sys.exit(quick_status(*wanted))
+    from viskom.cli.commands import app
+
+    app()
 
 
-@app.callback()
-def _main(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version"),
-    ] = False,
-) -> None:
-    """Quick-look monitor for the VIS camera of Euclid: fetch, register, measure, present."""
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from viskom.cli.commands import app
 
-
-@app.command()
-def version() -> None:
-    """Print viskom's version."""
-    out.print(__version__)
-
-
-for command in (pipeline_cmds.init, pipeline_cmds.sim, pipeline_cmds.ingest, pipeline_cmds.run):
-    app.command()(command)
-app.command()(query.metrics)
-app.command()(query.products)
-app.command()(status_cmd.status)
-app.command()(query.iq)
-app.command("gaia-match")(external.gaia_match)
-gaia_app = typer.Typer(
-    help="Gaia DR3: fill and inspect the tile cache (VizieR, ESA TAP, local catalogues).",
-    no_args_is_help=True,
-)
-gaia_app.command("cone")(external.gaia_cone)
-gaia_app.command("seed")(external.gaia_seed)
-app.add_typer(gaia_app, name="gaia")
-goes_app = typer.Typer(
-    help="GOES space weather: X-ray (XRS) fluxes and >=10 MeV protons.", no_args_is_help=True
-)
-goes_app.command("show")(external.goes_show)
-goes_app.command("protons")(external.goes_protons)
-app.add_typer(goes_app, name="goes")
-app.command()(external.movie)
-app.command()(pipeline_cmds.demo)
-app.command()(watch_cmd.watch)
-app.command()(fetch_cmd.fetch)
-app.command("map")(map_cmd.map_)
-app.command()(site_cmd.site)
-app.command()(site_cmd.serve)
-app.add_typer(alerts_cmd.app, name="alerts")
-
-__all__ = ["app"]
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from viskom.cli.common import ConfigOption, console, fail, load, open_store, out, parse_time
+from viskom.cli.status_report import outcome_lines
 
 
 def init(
@@ -88,32 +89,6 @@ def ingest(
     for name, problems in report.header_warnings:
         for line in summarise_problems(problems):
             console.print(f"  [yellow]header[/yellow] {name}: {escape(line)}")
-
-
-def outcome_lines(rows: list[tuple[str, str, str, str, str]], limit: int = 0) -> list[str]:
-    """(exposure, stage, code, unit, message) as lines, one per exposure, stage and code:
-    "EXP psf no_stellar_locus (FPA): message", units folded when there are several;
-    `limit` > 0 keeps that many lines per (stage, code) and says how many more there are."""
-    groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
-    for exposure, stage, code, unit, message in rows:
-        groups.setdefault((exposure, stage, code), []).append((unit, message))
-    lines, shown, hidden = [], {}, {}
-    for (exposure, stage, code), items in groups.items():
-        n = shown.get((stage, code), 0)
-        if limit and n >= limit:
-            hidden[(stage, code)] = hidden.get((stage, code), 0) + 1
-            continue
-        shown[(stage, code)] = n + 1
-        if len(items) == 1:
-            unit, message = items[0]
-            lines.append(f"{exposure} {stage} {code} ({unit}): {message}")
-            continue
-        units = [u for u, _ in items]
-        listed = ", ".join(units[:4]) + (" ..." if len(units) > 4 else "")
-        lines.append(f"{exposure} {stage} {code}: {len(units)} units ({listed}): {items[0][1]}")
-    for (stage, code), n in hidden.items():
-        lines.append(f"... {stage} {code} on {n} more exposure(s) (`viskom status --json`)")
-    return lines
 
 
 def run(
