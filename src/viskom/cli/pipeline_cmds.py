@@ -175,7 +175,7 @@ def demo(
     workers: Annotated[int | None, typer.Option(min=1, help="parallel workers")] = None,
 ) -> None:
     """Simulate a small day of frames, ingest them, run the pipeline and show the status."""
-    from viskom.cli.query import status
+    from viskom.cli.status_cmd import status
     from viskom.demo import prepare_demo
 
     directory = directory.resolve()
