@@ -707,3 +707,24 @@ def test_maps_are_redrawn_only_when_their_stars_change(world: World, tmp_path: P
         assert day in redrawn and "iceplot_FPA_x_560.52.png" in redrawn
         assert not any(n.startswith("iceplot_FPA_wk") for n in redrawn)
         assert not any("2024-04-02" in n for n in redrawn)
+
+
+def test_month_products_drawn_side_by_side_are_the_same_files(world: World) -> None:
+    """With two workers the month products are drawn in two forked processes (each with
+    its own store connection): the same files, byte for byte, as on one core."""
+    import hashlib
+
+    from viskom.pipeline.aggregate import update_month_products
+
+    def digests(paths: list[Path]) -> dict[str, str]:
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+    one = digests(update_month_products(
+        world.store, world.settings.model_copy(update={"workers": 1}), ["2024-04"]
+    ))  # fmt: skip
+    two = digests(update_month_products(
+        world.store, world.settings.model_copy(update={"workers": 2}), ["2024-04"]
+    ))  # fmt: skip
+    assert two == one
+    assert any(p.endswith(".png") for p in one) and any(p.endswith(".csv") for p in one)
+    assert any("gaia" in p for p in one) and len(one) >= 8
