@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from viskom.measure.hit_kernels import dilate, grow, label8, significance_and_seeds
+from viskom.measure.hit_kernels import (
+    busy_pixels,
+    dilate,
+    grow,
+    label8,
+    label8_sizes,
+    significance_and_seeds,
+)
 
 BOX = np.ones((3, 3), dtype=bool)
 
@@ -31,6 +38,39 @@ def test_label8_is_scipy_label_with_a_3x3_structure(mask):
     expected, n_expected = ndimage.label(mask, structure=BOX)
     assert n == n_expected
     np.testing.assert_array_equal(labels, expected)
+
+
+def _isolated_pixels() -> np.ndarray:
+    """2,500 single-pixel components: more than the kernels' first allocation (1,024)."""
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[::2, ::2] = True
+    return mask
+
+
+@pytest.mark.parametrize("mask", [*_masks(), _isolated_pixels()])
+def test_label8_sizes_are_the_pixel_counts_of_scipy_s_components(mask):
+    expected, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    labels, m, sizes = label8_sizes(mask)
+    assert m == n and np.array_equal(labels, expected)
+    assert np.array_equal(
+        sizes, np.bincount(expected.ravel(), minlength=n + 1) * (np.arange(n + 1) > 0)
+    )
+
+
+@pytest.mark.parametrize("min_px", [1, 3, 10])
+def test_busy_pixels_are_numpy_s_gathers_and_union(min_px):
+    rng = np.random.default_rng(min_px)
+    hits, n = ndimage.label(rng.random((70, 90)) > 0.9, structure=np.ones((3, 3)))
+    flagged = np.zeros(n + 1, dtype=bool)
+    flagged[1:] = rng.random(n) > 0.5
+    light, n_light, sizes = label8_sizes((rng.random((70, 90)) > 0.7) & (hits == 0))
+    big = np.bincount(light.ravel(), minlength=n_light + 1) >= min_px
+    big[0] = False
+    expected = flagged[hits] | big[light]
+    assert np.array_equal(
+        busy_pixels(hits.astype(np.int32), flagged, light, sizes, min_px), expected
+    )
+    assert expected.any() and not expected.all()
 
 
 @pytest.mark.parametrize("mask", list(_masks()))

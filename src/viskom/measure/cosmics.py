@@ -158,14 +158,10 @@ def detect_hits(
     # object_min_px pixels), where a new X-ray event would merge with it and be lost
     others = np.zeros(n + 1, dtype=bool)
     others[1:] = out["kind"] != "xray"
-    busy = others[labels]
     low &= ~hit_mask
-    light, n_light = kern.label8(low)
+    light, _n_light, sizes = kern.label8_sizes(low)
     del low
-    if n_light:
-        big = np.bincount(light.ravel(), minlength=n_light + 1) >= p.object_min_px
-        big[0] = False
-        busy |= big[light]
+    busy = kern.busy_pixels(labels, others, light, sizes, int(p.object_min_px))
     del light
     near_others = kern.dilate(busy, int(p.confusion_px), True)
     if masked is not None:

@@ -125,16 +125,30 @@ def grow(seeds: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
 def label8(mask: np.ndarray):
     """8-connected components of `mask`, numbered 1..n in raster order of their first pixel
     (scipy.ndimage.label with a 3x3 structure). Returns (labels int32, n)."""
+    labels, n, _sizes = label8_sizes(mask)
+    return labels, n
+
+
+@njit(cache=True, nogil=True)
+def label8_sizes(mask: np.ndarray):
+    """`label8`, and the number of pixels of each component (index 0: none, always 0),
+    counted while labelling instead of in another pass over the image."""
     height, width = mask.shape
     labels = np.zeros((height, width), dtype=np.int32)
     stack = np.empty(1024, dtype=np.int64)
+    sizes = np.zeros(1024, dtype=np.int64)
     n = 0
     for r0 in range(height):
         for c0 in range(width):
             if not mask[r0, c0] or labels[r0, c0]:
                 continue
             n += 1
+            if n == sizes.size:
+                more = np.zeros(2 * sizes.size, dtype=np.int64)
+                more[:n] = sizes[:n]
+                sizes = more
             labels[r0, c0] = n
+            count = 1
             stack[0] = r0 * width + c0
             top = 1
             while top:
@@ -144,13 +158,31 @@ def label8(mask: np.ndarray):
                     for cc in range(max(c - 1, 0), min(c + 2, width)):
                         if mask[rr, cc] and not labels[rr, cc]:
                             labels[rr, cc] = n
+                            count += 1
                             if top == stack.size:
                                 bigger = np.empty(2 * stack.size, dtype=np.int64)
                                 bigger[:top] = stack
                                 stack = bigger
                             stack[top] = rr * width + cc
                             top += 1
-    return labels, n
+            sizes[n] = count
+    return labels, n, sizes[: n + 1].copy()
+
+
+@njit(cache=True, nogil=True)
+def busy_pixels(
+    labels: np.ndarray, flagged: np.ndarray, light: np.ndarray, sizes: np.ndarray, min_px: int
+) -> np.ndarray:
+    """Pixels of a flagged hit (`flagged[labels]`) or of a component of `light` with at
+    least `min_px` pixels (`sizes` from `label8_sizes`), in one pass: the two gathers and
+    the union that numpy makes as three full-image arrays."""
+    height, width = labels.shape
+    out = np.empty((height, width), dtype=np.bool_)
+    for r in range(height):
+        for c in range(width):
+            k = light[r, c]
+            out[r, c] = flagged[labels[r, c]] or (k > 0 and sizes[k] >= min_px)
+    return out
 
 
 @njit(cache=True, nogil=True)
