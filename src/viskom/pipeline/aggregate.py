@@ -1,5 +1,8 @@
 """Month aggregates, remade after a run for the months whose exposures changed.
 
+Imported only when they are remade (`service.run_period_products`); the plotting modules
+are imported with it, so the processes that draw side by side start with them loaded.
+
 Per month: the IQ table (CSV: exposure, r2, e1, e2, score, the other moments, n_stars,
 date_obs, exptime), the IQ timeline and the PSF month summary (PNG), in
 `<products>/months/YYYY-MM/`.
@@ -13,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from viskom.measure.iq import IQReference
+from viskom.pipeline.gaia_period import write_gaia_period_products
+from viskom.pipeline.gaia_timeline import write_ice_timeline
 from viskom.pipeline.iq import EXTRA_COLUMNS, IQ_COLUMNS, iq_rows_from_store
 from viskom.pipeline.spaceweather import period_rows, write_period_products
+from viskom.present.iq_plots import plot_iq_timeline, plot_psf_month_summary
 from viskom.store import Store
 from viskom.store.products import month_dir, write_csv, write_figure
 
@@ -29,11 +35,6 @@ def update_month_products(store: Store, settings: Any, months: Iterable[str]) ->
     the files written. The products are independent figures and tables: with more than
     one worker (`workers`) they are drawn side by side, in forked processes that open the
     store anew (`_draw_in_processes`), instead of ~6 s of matplotlib on one core."""
-    # imported here, before any fork: a drawing process starts with them loaded
-    from viskom.pipeline.gaia_period import write_gaia_period_products  # noqa: F401
-    from viskom.pipeline.gaia_timeline import write_ice_timeline  # noqa: F401
-    from viskom.present.iq_plots import plot_iq_timeline  # noqa: F401
-
     months = sorted(set(months))
     if not months:
         return []
@@ -49,10 +50,6 @@ def update_month_products(store: Store, settings: Any, months: Iterable[str]) ->
 def _month_job(store: Store, settings: Any, job: tuple[str, str | None]) -> list[Path]:
     """One product group: of a month ('gaia', 'health', 'space_weather', 'iq') or the
     all-time ice trend ('ice', None)."""
-    from viskom.pipeline.gaia_period import write_gaia_period_products
-    from viskom.pipeline.gaia_timeline import write_ice_timeline
-    from viskom.present.iq_plots import plot_iq_timeline, plot_psf_month_summary
-
     kind, month = job
     if kind == "ice":
         return write_ice_timeline(store, settings, ice_dir(settings.products_path))
