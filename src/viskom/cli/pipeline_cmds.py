@@ -103,6 +103,14 @@ def run(
     scheduler: Annotated[
         str | None, typer.Option(help="with dask: an existing cluster, e.g. tcp://host:8786")
     ] = None,
+    month_products: Annotated[
+        bool | None,
+        typer.Option(
+            "--month-products/--no-month-products",
+            help="make the month products now / not in this run (default: when [run] "
+            "period_every_s has passed since they were last made)",
+        ),
+    ] = None,
 ) -> None:
     """Run every pending stage on every registered exposure (incremental), then the month
     products of the months measured anew."""
@@ -131,6 +139,7 @@ def run(
             done = run_pending(
                 settings, pool, store=store, force=force, retry_failed=retry_failed,
                 exposures=exposure, workers=n_workers, progress=progress,
+                month_products=month_products,
             )  # fmt: skip
         finally:
             pool.close()
@@ -158,11 +167,9 @@ def run(
         )
     for name, stage, error in summary.failures:
         console.print(f"  [red]failed[/red] {name} {stage}: {error}")
-    periods = done.periods
-    if periods.error:
-        console.print(f"[red]month products failed:[/red] {periods.error}")
-    elif periods.months:
-        console.print(f"month products: {len(periods.paths)} files for {periods.months}")
+    periods_line = done.periods.line()
+    if periods_line:
+        console.print(escape(periods_line), style="red" if done.periods.error else None)
     if done.alerts.exposures or done.alerts.error:
         console.print(done.alerts.line())
     if done.site is not None:

@@ -215,6 +215,12 @@ class RunSettings(BaseModel):
         300.0, ge=0.0, description="wait at most this for calibrations or period products "
         "that another run is making",
     )  # fmt: skip
+    period_every_s: float = Field(
+        0.0, ge=0.0, description="make the month products (tables, plots, ice trend) at most "
+        "this often: 0 after every run that measured something; e.g. 1800 for `viskom watch` "
+        "at the survey's cadence, the months measured meanwhile wait (said by `viskom run` and "
+        "the watch log) and are made by the first run after that",
+    )  # fmt: skip
 
     def retry_wait_s(self, attempts: int) -> float:
         """Seconds before the next try after `attempts` consecutive transient failures."""

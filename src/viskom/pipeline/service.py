@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,23 @@ class PeriodProducts:
     months: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     error: str | None = None
+    #: set when the months wait for `[run] period_every_s`: when they are due
+    deferred_until: datetime | None = None
+    made: bool = True  # False: the run left them for later
+
+    def line(self) -> str | None:
+        """What the run did about them, in one line (None: nothing was measured anew)."""
+        if self.error:
+            return f"month products failed: {self.error}"
+        if self.deferred_until is not None:
+            return (f"month products of {', '.join(self.months)} wait until "
+                    f"{self.deferred_until:%Y-%m-%d %H:%M} UTC ([run] period_every_s)")  # fmt: skip
+        if self.months and not self.made:
+            return (f"month products of {', '.join(self.months)} not made in this run "
+                    "(`viskom run --month-products` makes them)")  # fmt: skip
+        if self.months:
+            return f"month products: {len(self.paths)} files for {self.months}"
+        return None
 
 
 @dataclass
@@ -71,10 +88,15 @@ def run_pending(
     workers: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    month_products: bool | None = None,
 ) -> PendingRun:
     """Measure everything pending, evaluate the alerts of what was measured (`[alerts]`,
     never fatal), then the period products of the months measured anew, then bring the
     dashboard up to date (`[site] update`, never fatal).
+
+    The period products are made when `[run] period_every_s` has passed since they were last
+    made (`month_products` True: now; False: not in this run); until then the months wait,
+    and `periods.deferred_until` says when they are due.
 
     The executor defaults to the settings' (`executor`, `workers`); the store to the
     settings' database. A failing period product never undoes the run's measurements.
@@ -100,7 +122,11 @@ def run_pending(
         margin = timedelta(seconds=60)  # records that were committing as that build began
         months = set(summary.months) | store.months_measured_since(since and since - margin)
         periods = PeriodProducts(months=sorted(months))
-        if months:
+        due = period_due(since, store.now(), settings.run.period_every_s)
+        if month_products is False or (month_products is None and due is not None):
+            periods.made = False
+            periods.deferred_until = due if months and month_products is None else None
+        elif months:
             order = PeriodTask(settings, store.url, tuple(sorted(months)))
             (_, got), *_ = list(executor.map_unordered(period_task, [order]))
             if isinstance(got, BaseException):
@@ -114,6 +140,15 @@ def run_pending(
         if own_executor:
             executor.close()
     return PendingRun(summary, periods, alerts, site)
+
+
+def period_due(last: datetime | None, now: datetime, every_s: float) -> datetime | None:
+    """When the period products may be made again, or None if now: `every_s` after the
+    last making (`last`, None for never; 0 s: always now)."""
+    if last is None or every_s <= 0:
+        return None
+    due = last + timedelta(seconds=every_s)
+    return due if now < due else None
 
 
 def run_period_products(

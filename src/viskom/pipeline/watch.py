@@ -130,6 +130,9 @@ class CycleReport:
             periods = self.run.periods
             if periods.error:
                 parts.append(f"period products failed: {periods.error}")
+            elif periods.deferred_until is not None:
+                parts.append(f"month products of {', '.join(periods.months)} due "
+                             f"{periods.deferred_until:%H:%M} UTC")  # fmt: skip
             else:
                 parts.append(f"{len(periods.paths)} period files")
             alerts = self.run.alerts
