@@ -14,6 +14,7 @@ from viskom.measure.hit_kernels import (
     grow,
     label8,
     label8_sizes,
+    labelled_pixels,
     significance_and_seeds,
 )
 
@@ -54,6 +55,33 @@ def test_label8_sizes_are_the_pixel_counts_of_scipy_s_components(mask):
     assert m == n and np.array_equal(labels, expected)
     assert np.array_equal(
         sizes, np.bincount(expected.ravel(), minlength=n + 1) * (np.arange(n + 1) > 0)
+    )
+
+
+@pytest.mark.parametrize("mask", list(_masks()))
+def test_labelled_pixels_are_flatnonzero_and_the_labels_there(mask):
+    labels, _n, sizes = label8_sizes(mask)
+    idx, lab = labelled_pixels(labels, int(sizes.sum()))
+    expected = np.flatnonzero(labels)
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_array_equal(lab, labels.ravel()[expected].astype(np.int64) - 1)
+
+
+def test_hit_statistics_are_the_same_with_the_pixels_given():
+    """hit_table and touch_probability from the caller's pixel list and footprint (as
+    detect_hits gives them) equal those they find themselves."""
+    from viskom.measure.cosmics import hit_table, touch_probability
+
+    rng = np.random.default_rng(11)
+    mask = rng.random((90, 70)) < 0.08
+    labels, n, sizes = label8_sizes(mask)
+    sig = rng.normal(50.0, 20.0, mask.shape).astype(np.float32)
+    pixels = labelled_pixels(labels, int(sizes.sum()))
+    alone, given = hit_table(labels, n, sig), hit_table(labels, n, sig, pixels)
+    for column in alone:
+        np.testing.assert_array_equal(alone[column], given[column], err_msg=column)
+    assert touch_probability(labels, n) == touch_probability(
+        labels, n, pixels=pixels, footprint=mask
     )
 
 

@@ -74,6 +74,18 @@ def test_extract_sources_leaves_its_input_alone(quadrants):
     np.testing.assert_array_equal(image, quadrants[0])
 
 
+def test_overwrite_measures_the_same_without_a_copy(quadrants):
+    """`overwrite=True` subtracts the sky in the caller's array (the catalogue stage's own
+    copy): the same catalogue, column for column."""
+    kept = extract_sources(quadrants[0], gain_e_per_adu=3.5, params=QUICKLOOK_PARAMS)
+    given = quadrants[0].copy()
+    reused = extract_sources(given, gain_e_per_adu=3.5, params=QUICKLOOK_PARAMS, overwrite=True)
+    assert set(kept) == set(reused)
+    for column in kept:
+        np.testing.assert_array_equal(kept[column], reused[column], err_msg=column)
+    assert not np.array_equal(given, quadrants[0])  # the sky went from the array itself
+
+
 def _gauss(shape, x0, y0, flux, sigma=0.8):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     g = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))

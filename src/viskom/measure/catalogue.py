@@ -127,14 +127,18 @@ def extract_sources(
     gain_e_per_adu: float | None = None,
     saturation_adu: float | None = None,
     params: ExtractionParams | None = None,
+    overwrite: bool = False,
 ) -> dict[str, np.ndarray]:
     """Detect and measure sources on a bias-subtracted image area (ADU, any float dtype).
 
     `saturation_adu` is the saturation level above bias: sources whose peak reaches it
-    get FLAGS bit 4. Returns a dict of equal-length columns (`CATALOGUE_COLUMNS`).
+    get FLAGS bit 4. `overwrite`: a C-ordered float32 `image` may have its sky subtracted in
+    place (no copy of the quadrant). Returns a dict of equal-length columns
+    (`CATALOGUE_COLUMNS`).
     """
     p = params or ExtractionParams()
-    data = np.array(image, dtype=np.float32, order="C")  # a copy: the sky is subtracted in place
+    # the sky is subtracted in place: a copy unless the caller gives its own array away
+    data = np.array(image, dtype=np.float32, order="C", copy=None if overwrite else True)
     # sep allocates its pixel stack on every call: size it to the image, not to the maximum.
     sep.set_extract_pixstack(max(300_000, int(p.pixstack_fraction * data.size)))
     sep.set_sub_object_limit(4096)

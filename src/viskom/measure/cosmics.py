@@ -142,10 +142,12 @@ def detect_hits(
     if masked is not None:
         seeds = seeds[~masked.ravel()[seeds]]
     hit_mask = kern.grow(seeds, low, max(int(p.grow_steps), 0))
-    labels, n = kern.label8(hit_mask)
-    out = hit_table(labels, n, sig)
+    labels, n, hit_sizes = kern.label8_sizes(hit_mask)
+    # the hits' pixels, listed once for the table and the touch statistics
+    pixels = kern.labelled_pixels(labels, int(hit_sizes.sum()))
+    out = hit_table(labels, n, sig, pixels)
     out["masked_pixels"] = np.int64(n_masked)
-    out["hit_pixels"] = np.int64(hit_mask.sum())
+    out["hit_pixels"] = np.int64(pixels[0].size)
     out["image_pixels"] = np.int64(height * width)
     if diffusion_var_px2 is None:
         diffusion_var_px2, _ = diffusion_variance(out["var_minor_px2"], out["length_px"], p)
@@ -168,7 +170,7 @@ def detect_hits(
         near_others &= ~masked
     measured = labels.size - n_masked
     out["confusion_fraction"] = float(near_others.sum() / measured) if measured else 0.0
-    out["touch_probability"] = touch_probability(labels, n)
+    out["touch_probability"] = touch_probability(labels, n, pixels=pixels, footprint=hit_mask)
     if return_labels:
         out["labels"] = labels
         out["masked"] = np.zeros_like(hit_mask) if masked is None else masked
@@ -239,13 +241,20 @@ def psf_limits(
 
 
 def touch_probability(
-    labels: np.ndarray, n: int, trials: int | None = None, seed: int = 0
+    labels: np.ndarray,
+    n: int,
+    trials: int | None = None,
+    seed: int = 0,
+    *,
+    pixels: tuple[np.ndarray, np.ndarray] | None = None,
+    footprint: np.ndarray | None = None,
 ) -> float:
     """Chance that a particle's deposit touches another's (and the two count as one hit),
     measured with the image's own hits: each hit's footprint is placed at random positions
     and tested against the (8-connected) footprint of all hits. With pairs merging, the
     particles are about n_hits / (1 - p / 2) (`particles_from_hits`). Trials: enough for
-    ~2000 placements (one on a full quadrant's ~9000 hits), at most 8."""
+    ~2000 placements (one on a full quadrant's ~9000 hits), at most 8. `pixels` (flat
+    indices, 0-based labels) and `footprint` (labels > 0), when the caller has them."""
     from viskom.measure.hit_kernels import dilate
 
     if n == 0:
@@ -253,9 +262,8 @@ def touch_probability(
     if trials is None:
         trials = int(min(8, max(1, np.ceil(2000 / n))))
     height, width = labels.shape
-    occupied = dilate(labels > 0, 1, True)
-    idx = np.flatnonzero(labels)
-    lab = labels.ravel()[idx] - 1
+    occupied = dilate(labels > 0 if footprint is None else footprint, 1, True)
+    idx, lab = _labelled(labels) if pixels is None else pixels
     y, x = np.divmod(idx, width)
     y0 = np.full(n, height)
     x0 = np.full(n, width)
@@ -302,11 +310,21 @@ def _disks(objects: tuple[np.ndarray, np.ndarray, np.ndarray], height: int, widt
     return guard
 
 
-def hit_table(labels: np.ndarray, n: int, sig: np.ndarray) -> dict[str, np.ndarray]:
-    """Per connected component: charge-weighted centroid, pixel count, charge, peak, length."""
-    flat = labels.ravel()
-    idx = np.flatnonzero(flat)
-    lab = flat[idx] - 1
+def _labelled(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the labelled pixels and their 0-based labels."""
+    idx = np.flatnonzero(labels)
+    return idx, labels.ravel()[idx].astype(np.int64) - 1
+
+
+def hit_table(
+    labels: np.ndarray,
+    n: int,
+    sig: np.ndarray,
+    pixels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per connected component: charge-weighted centroid, pixel count, charge, peak, length.
+    `pixels`: the labelled pixels' flat indices and 0-based labels, when the caller has them."""
+    idx, lab = _labelled(labels) if pixels is None else pixels
     v = sig.ravel()[idx].astype(np.float64)
     y, x = np.divmod(idx, labels.shape[1])
     w = np.maximum(v, 0.0)

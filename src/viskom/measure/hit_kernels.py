@@ -170,6 +170,24 @@ def label8_sizes(mask: np.ndarray):
 
 
 @njit(cache=True, nogil=True)
+def labelled_pixels(labels: np.ndarray, total: int):
+    """Flat indices (raster order) and 0-based labels of the `total` labelled pixels of
+    `labels`: what np.flatnonzero and a gather give, in one pass without the count pass."""
+    width = labels.shape[1]
+    idx = np.empty(total, dtype=np.int64)
+    lab = np.empty(total, dtype=np.int64)
+    k = 0
+    for r in range(labels.shape[0]):
+        for c in range(width):
+            v = labels[r, c]
+            if v:
+                idx[k] = r * width + c
+                lab[k] = v - 1
+                k += 1
+    return idx[:k], lab[:k]
+
+
+@njit(cache=True, nogil=True)
 def busy_pixels(
     labels: np.ndarray, flagged: np.ndarray, light: np.ndarray, sizes: np.ndarray, min_px: int
 ) -> np.ndarray:

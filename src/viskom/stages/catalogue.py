@@ -41,7 +41,9 @@ def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np
         gain_e_per_adu=quad.header.gain_e_per_adu,
         saturation_adu=None if saturation is None else saturation - bias,
         params=params,
+        overwrite=True,  # `image` is this function's own copy
     )
+    del image
     cat["x_image"] = cat["x_image"] + g.image.col0
     cat["y_image"] = cat["y_image"] + g.image.row0
     n = len(cat["number"])
