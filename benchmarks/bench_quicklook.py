@@ -15,8 +15,9 @@ benchmarks, cached in benchmarks/.cache/, never committed) is measured in the sa
 Each runs in its own child process; peak memory is the largest resident set of the child's
 process tree (ru_maxrss of its waited-for children: the largest single worker). Printed:
 both times, `ratio: X` (viskom / source-extractor, of the last depth run: the figure to
-follow over time; issue 17's target is <= 0.1), peak memory, and each stage's time as the
-store recorded it; `--stages`: each stage again alone (wall, CPU, cores busy, memory).
+follow over time; issue 17's target is <= 0.1), peak memory, each stage's time as the
+store recorded it and the run's timeline (start-up, stages, alerts, month products, site);
+`--stages`: each stage again alone (wall, CPU, cores busy, memory).
 Then, on four full-size quadrants, astroscrappy (L.A.Cosmic) against the events stage's hit
 detector (bench_cosmics' comparison, timing only). Times are wall-clock on this machine;
 compare ratios, not seconds.
@@ -41,11 +42,11 @@ from bench_detector_health import CACHE, full_frame
 
 _CHILD = r"""
 import json, resource, subprocess, sys, time
-t0 = time.perf_counter()
+t0, started = time.perf_counter(), time.time()
 done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
 dt = time.perf_counter() - t0
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(json.dumps({"seconds": dt, "code": done.returncode, "peak_mb": kids,
+print(json.dumps({"seconds": dt, "code": done.returncode, "peak_mb": kids, "started": started,
                   "out": done.stdout[-3000:], "err": done.stderr[-3000:]}))
 """
 
@@ -103,6 +104,27 @@ def project(root: Path, frame: Path) -> Path:
         subprocess.run([*_viskom(), *cmd, "--config", str(cfg)], check=True, env=env,
                        capture_output=True)  # fmt: skip
     return cfg
+
+
+def run_phases(cfg: Path, started: float, seconds: float) -> list[tuple[str, float]]:
+    """Where a run's wall time went, from the store's clocks (SQLite: this machine's): from
+    the start to the first stage, the stages, then alerts, month products and site (each
+    from its claim to the next one's), up to the run's end."""
+    from viskom.config import load_settings
+    from viskom.store import Store
+
+    with Store(load_settings(cfg).db_url) as store:
+        runs = list(store.stage_runs().values())
+        claims = {k: store.claim_started(k) for k in ("alerts", "period", "site")}
+    t0 = min(r.started_at for r in runs if r.started_at).timestamp()
+    t1 = max(r.finished_at for r in runs if r.finished_at).timestamp()
+    marks = [("start-up, calibrations, plan", started), ("stages", t0), ("stages to alerts", t1)]
+    names = {"alerts": "alerts", "period": "month products", "site": "site, to the end"}
+    marks += [(names[k], when.timestamp()) for k, when in claims.items()
+              if when is not None and when.timestamp() >= t1]  # fmt: skip
+    marks.sort(key=lambda m: m[1])
+    ends = [m[1] for m in marks[1:]] + [started + seconds]
+    return [(name, end - begin) for (name, begin), end in zip(marks, ends, strict=True)]
 
 
 def _same_device(a: Path, folder: Path) -> bool:
@@ -258,6 +280,9 @@ def main() -> None:
             print("per stage (store):")
             for stage, status, seconds in stage_times(cfg):
                 print(f"  {stage:<18} {status:<7} {seconds:6.2f} s")
+            print("timeline of the run (store clocks):")
+            for phase, seconds in run_phases(cfg, run["started"], run["seconds"]):
+                print(f"  {phase:<30} {seconds:6.2f} s")
             values[depth] = fpa_metrics(cfg)
             if args.stages:
                 stage_profile(cfg, args.workers, depth)
