@@ -135,3 +135,54 @@ def test_the_catalogue_config_at_visqls_depth_has_no_quicklook_keys():
     for config, params in ((full, ExtractionParams()), (quick, QUICKLOOK_PARAMS)):
         settings = {k: v for k, v in config.items() if k != "engine"}
         assert ExtractionParams(**settings) == params
+
+
+def test_events_provenance_names_the_quicklook_depth_only_when_used():
+    """The events stage and its plots know the catalogue's depth (VISQL's classes need the
+    1.5 sigma one); a store measured at VISQL's depth keeps its provenance."""
+    from viskom.stages.event_plots import EventPlots
+    from viskom.stages.events import Events
+
+    for stage in (Events, EventPlots):
+        full = stage.config_of(Settings(catalogue_depth="full"))
+        quick = stage.config_of(Settings(catalogue_depth="quicklook"))
+        assert "catalogue_depth" not in full
+        assert quick == {**full, "catalogue_depth": "quicklook"}
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_quicklook_catalogue_gives_no_visql_classes_and_says_so(tmp_path):
+    """VISQL's catalogue classes count small faint sources: from a 20 sigma catalogue they
+    would be a fraction of the truth reported as a measurement. At the quick-look depth the
+    events stage leaves them out with the outcome `shallow_catalogue`, keeps its own hit
+    counts (the same as at VISQL's depth within the guards' few per cent), and the event maps
+    say why they are empty; at VISQL's depth the classes are there."""
+    from viskom.pipeline.work import ExposureInfo
+    from viskom.pipeline.worker import run_one
+    from viskom.stages.catalogue import Catalogue
+    from viskom.stages.event_plots import EventPlots
+    from viskom.stages.events import Events
+
+    when = datetime(2024, 7, 13, 3, 0, tzinfo=UTC)
+    sim = simulate_frame(tmp_path, "science", seed=31, date_obs=when, exptime=560.0,
+                         config=SimConfig(geometry="small"), obs_id=2601)  # fmt: skip
+    fpa, outcomes = {}, {}
+    for depth in ("full", "quicklook"):
+        info = ExposureInfo(0, sim.name, str(sim.path), "SCIENCE", 560.0,
+                            str(tmp_path / depth), date_obs=when.isoformat())  # fmt: skip
+        settings = Settings(catalogue_depth=depth)
+        with Le1Frame(sim.path) as frame:
+            run_one(Catalogue(), frame, info, settings)
+            result = run_one(Events(), frame, info, settings)
+            plots = run_one(EventPlots(), frame, info, settings)
+        assert result.status == "ok" and plots.status == "ok"
+        fpa[depth] = {m: v for u, m, v in result.metrics if u == "FPA"}
+        outcomes[depth] = {o.code for o in result.outcomes}
+        assert info.product("cosmiX", "png").stat().st_size > 0
+    visql = {"cat_xray", "cat_cosmics", "cat_protons", "xray_top10count", "proton_top10count"}
+    assert visql <= set(fpa["full"]) and fpa["full"]["cat_cosmics"] > 0
+    assert not visql & set(fpa["quicklook"])
+    assert "shallow_catalogue" in outcomes["quicklook"]
+    assert "shallow_catalogue" not in outcomes["full"]
+    for metric in ("cr_hits", "xray_candidates"):
+        assert fpa["quicklook"][metric] == pytest.approx(fpa["full"][metric], rel=0.05, abs=3)

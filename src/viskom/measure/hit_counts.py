@@ -215,12 +215,13 @@ def unit_metric_rows(
     per_quadrant: Mapping[str, Mapping[str, Any]],
     hits: Mapping[str, np.ndarray],
     cat: Mapping[str, np.ndarray],
-    classes: Mapping[str, np.ndarray],
+    classes: Mapping[str, np.ndarray] | None,
     exptime: float,
     baseline: XrayBaseline | None,
 ) -> list[tuple[str, str, float]]:
     """Per quadrant, CCD and FPA (`unit_groups` of the measured quadrants): the hit counts
-    (`count_metrics`) and the counts of VISQL's catalogue `classes` (`cat_<class>`)."""
+    (`count_metrics`) and the counts of VISQL's catalogue `classes` (`cat_<class>`; none
+    when `classes` is None: a catalogue too shallow for them)."""
     names = list(per_quadrant)
     # hits grouped by quadrant once (a unit's hits are its quadrants' slices), the catalogue's
     # classes counted per quadrant once: no string comparison of every row for every unit
@@ -228,12 +229,14 @@ def unit_metric_rows(
     order = np.argsort(hit_code, kind="stable")
     kinds = np.asarray(hits["kind"])[order]
     bounds = np.searchsorted(hit_code[order], np.arange(len(names) + 1))
-    cat_code = quadrant_codes(cat["extname"], names)
-    known = cat_code < len(names)
-    class_counts = {
-        cls: np.bincount(cat_code[known & classes[cls]], minlength=len(names))
-        for cls in ("xray", "cosmics", "protons")
-    }
+    class_counts = {}
+    if classes is not None:
+        cat_code = quadrant_codes(cat["extname"], names)
+        known = cat_code < len(names)
+        class_counts = {
+            cls: np.bincount(cat_code[known & classes[cls]], minlength=len(names))
+            for cls in ("xray", "cosmics", "protons")
+        }
     index = {name: i for i, name in enumerate(names)}
     rows: list[tuple[str, str, float]] = []
     for unit, members in unit_groups(per_quadrant).items():
@@ -256,8 +259,8 @@ def unit_metric_rows(
             confusion,
             particles,
         )
-        for cls in ("xray", "cosmics", "protons"):
-            rows.append((unit, f"cat_{cls}", float(class_counts[cls][codes].sum())))
+        for cls, counts in class_counts.items():
+            rows.append((unit, f"cat_{cls}", float(counts[codes].sum())))
     return rows
 
 

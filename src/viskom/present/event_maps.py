@@ -180,8 +180,12 @@ def plot_event_map(
     title: str,
     *,
     readout_s: float = READOUT_S,
+    unmeasured: str | None = None,
 ) -> Figure:
     """Map of event counts per 250x250 (X-rays, protons) or 200x200 px bin (all cosmics).
+
+    `unmeasured`: why the class cannot be counted from this catalogue (a quick-look one): the
+    map is drawn empty with that reason instead of counts that would look like a measurement.
 
     Log colour scale (viridis; VISQL's was jet), from vmin to vmax times
     expfactor = (exptime + readout/2)/560:
@@ -197,6 +201,8 @@ def plot_event_map(
         y = _as_float(y_world)
         if x.shape != y.shape:
             raise ValueError(f"x_world ({x.size}) and y_world ({y.size}) differ in length")
+        if unmeasured is not None:
+            x = y = np.zeros(0)
         known_exptime = np.isfinite(finite_positive(exptime_s))
         factor = exposure_factor(exptime_s, readout_s)
         counts, edges = _map_histogram(x, y, spec["nbins"])
@@ -236,11 +242,14 @@ def plot_event_map(
         )
         figure_title(fig, title, fontsize=10.5)
 
-        if n_in == 0:
+        if unmeasured is not None:
+            no_data(ax, unmeasured, fontsize=9)
+        elif n_in == 0:
             where = "in the catalogue" if x.size == 0 else "with a position\non the map"
             no_data(ax, f"{spec['none']} {where}")
-        corner_text(ax, f"{n_in:,} events" + (f" ({n_out:,} off map)" if n_out else ""))
-        corner_text(ax, f"top10count = {t10:.1f}", loc="upper right")
+        if unmeasured is None:
+            corner_text(ax, f"{n_in:,} events" + (f" ({n_out:,} off map)" if n_out else ""))
+            corner_text(ax, f"top10count = {t10:.1f}", loc="upper right")
         exp_text = (
             f"colour range × {factor:.2f} = (EXPTIME + {readout_s:g}/2) / {REFERENCE_EXPTIME_S:g}"
             if known_exptime

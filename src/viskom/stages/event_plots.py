@@ -17,6 +17,12 @@ from viskom.le1.frame import Le1Frame
 from viskom.measure.cosmics import catalogue_classes
 from viskom.stages.base import ProductInput, ProductSpec, Stage, StageInputs, StageResult
 
+#: What VISQL's class maps say at the quick-look catalogue depth (20 sigma sources only).
+UNMEASURED = (
+    "not measured: the quick-look catalogue (catalogue_depth = quicklook) holds the sources "
+    "above 20 sigma only; the hit finder's counts are in the hit histograms"
+)
+
 #: product name of each VISQL map
 MAP_PRODUCTS = {"xray": "cosmiX", "cosmics": "cosmics", "protons": "protons"}
 
@@ -35,6 +41,13 @@ class EventPlots(Stage):
         ProductSpec("hit_histograms", "png", "hit size, length and charge histograms"),
     )  # fmt: skip
 
+    @classmethod
+    def config_of(cls, settings: Any) -> dict[str, Any]:
+        # named only at the quick-look depth: stores drawn at VISQL's depth stay up to date
+        if getattr(settings, "catalogue_depth", "full") == "quicklook":
+            return {"catalogue_depth": "quicklook"}
+        return {}
+
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         from viskom.present.event_maps import plot_event_map, plot_rf_diagram
         from viskom.present.hit_histograms import plot_hit_histograms
@@ -46,8 +59,11 @@ class EventPlots(Stage):
         title = f"{exposure.name}  {when}"
         classes = catalogue_classes(cat["flux_auto"], cat["flux_radius"])
         xw, yw = np.asarray(cat["x_world"], float), np.asarray(cat["y_world"], float)
+        unmeasured = UNMEASURED if config.get("catalogue_depth") == "quicklook" else None
         figures = {
-            p: plot_event_map(xw[classes[kind]], yw[classes[kind]], kind, exptime, title)
+            p: plot_event_map(
+                xw[classes[kind]], yw[classes[kind]], kind, exptime, title, unmeasured=unmeasured
+            )
             for kind, p in MAP_PRODUCTS.items()
         }
         figures["rf"] = plot_rf_diagram(cat["flux_radius"], cat["flux_auto"], title)

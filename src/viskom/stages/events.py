@@ -50,6 +50,14 @@ from viskom.stages.base import (
     usable_quadrants,
 )
 
+#: Why VISQL's catalogue classes are not given at the quick-look catalogue depth.
+SHALLOW_CATALOGUE = (
+    "catalogue_depth = quicklook: the catalogue holds the sources above 20 sigma only, so "
+    "VISQL's catalogue classes (cat_xray, cat_cosmics, cat_protons, xray_top10count, "
+    "proton_top10count) are not measured; the hit finder's counts (cr_hits, xray_candidates, "
+    "proton_events ...) are"
+)
+
 
 def quadrant_hits(
     quad: Quadrant,
@@ -99,12 +107,22 @@ class Events(Stage):
     products = (ProductSpec("hits", "parquet", "particle hits: pixels, charge, shape, kind"),)
     header_keywords = ("EXPTIME",)
 
+    @classmethod
+    def config_of(cls, settings: Any) -> dict[str, Any]:
+        config = super().config_of(settings)
+        # named only at the quick-look depth: stores measured at VISQL's depth stay up to date
+        if getattr(settings, "catalogue_depth", "full") == "quicklook":
+            config["catalogue_depth"] = "quicklook"
+        return config
+
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         exposure = inputs.exposure
         if exposure.exptime is None or not np.isfinite(exposure.exptime):
             raise ValueError("no valid EXPTIME: hit rates per cm2 per s cannot be computed")
         cat = inputs.product("catalogue")
         hits_config = dict(config)
+        # VISQL's classes are small, faint catalogue sources: a 20 sigma catalogue lacks most
+        visql_classes = hits_config.pop("catalogue_depth", "full") != "quicklook"
         locus, stars = frame_locus(cat)
         single, pair, n_psf_stars = frame_psf_limits(cat, HitParams(**hits_config), stars)
         hits_config.update(psf_single_ratio=single, psf_pair_ratio=pair)
@@ -125,7 +143,9 @@ class Events(Stage):
         merged = merge_hit_tables(r["table"] for r in per_quadrant.values())
         merged["kind"], diffusion, n_tracks = classify_frame_hits(merged, HitParams(**hits_config))
         baseline = inputs.calibration("xray_baseline")
-        classes = catalogue_classes(cat["flux_auto"], cat["flux_radius"])  # VISQL's
+        classes = (
+            catalogue_classes(cat["flux_auto"], cat["flux_radius"]) if visql_classes else None
+        )  # VISQL's
         exptime = float(exposure.exptime)
         metrics = unit_metric_rows(per_quadrant, merged, cat, classes, exptime, baseline)
         hot_masked = float(sum(r["hot_pixels_masked"] for r in per_quadrant.values()))
@@ -140,10 +160,13 @@ class Events(Stage):
         ]
         if baseline is not None:
             metrics.append(("FPA", "xray_baseline_ratio", baseline.ratio))
-        metrics += top10_rows(cat, classes)
         outcomes = header_outcomes + [
             QualityOutcome("bad_header_value", why, ext) for ext, why in sorted(skipped.items())
         ]
+        if classes is not None:
+            metrics += top10_rows(cat, classes)
+        else:
+            outcomes.append(QualityOutcome("shallow_catalogue", SHALLOW_CATALOGUE))
         if baseline is None:
             outcomes.append(
                 QualityOutcome(
