@@ -230,3 +230,46 @@ def test_a_copy_that_differs_is_not_kept(tmp_path) -> None:
     assert list((tmp_path / "second").iterdir()) == []  # no copy, no temporary left
     assert copy_verified(source, tmp_path / "second", good).read_bytes() == source.read_bytes()
     assert source.exists()  # the original goes only once the store points at the copy
+
+
+def test_fetched_frames_are_not_hashed_again(served, archive, monkeypatch) -> None:
+    """The download's SHA-256 (of the bytes as written) is the registered checksum: ingest
+    does not read a just-fetched frame a second time to hash it."""
+    import viskom.pipeline.register as register
+
+    cfg, _names = served
+    monkeypatch.setenv("EUCLID_ARCHIVE_USER", "vis")
+    monkeypatch.setenv("EUCLID_ARCHIVE_PASSWORD", "n0t-printed")
+
+    def no_second_read(path: Path, chunk: int = 1 << 22) -> str:
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(register, "sha256_of", no_second_read)
+    args = ["fetch", "--config", str(cfg), "--start", "2024-07-01", "--end", "2024-07-20"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "2 new" in done.output
+    settings = load_settings(cfg)
+    with Store(settings.db_url) as store:
+        exposures = store.list_exposures(state="registered")
+    assert len(exposures) == 2
+    for e in exposures:
+        assert e.checksum == hashlib.sha256(Path(e.path).read_bytes()).hexdigest()
+
+
+def test_a_known_checksum_of_a_changed_file_is_not_used(tmp_path) -> None:
+    """A checksum handed to ingest holds only for the size and mtime it was taken at."""
+    from viskom.pipeline.register import KnownChecksum, ingest
+
+    path = simulate_frame(tmp_path / "raw", "bias", seed=64, date_obs=T0,
+                          config=SimConfig(geometry="small")).path  # fmt: skip
+    st = path.stat()
+    true = hashlib.sha256(path.read_bytes()).hexdigest()
+    key = str(path.resolve())
+    with Store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        ingest(store, [path], checksums={key: KnownChecksum(st.st_size, st.st_mtime_ns, "f" * 64)})
+        assert store.list_exposures()[0].checksum == "f" * 64  # trusted: the file is as it was
+    with Store(f"sqlite:///{tmp_path / 'b.db'}") as store:
+        stale = KnownChecksum(st.st_size, st.st_mtime_ns - 1, "f" * 64)
+        ingest(store, [path], checksums={key: stale})
+        assert store.list_exposures()[0].checksum == true  # touched since: hashed again

@@ -126,7 +126,7 @@ def fetch(
     is missing, record every outcome, register what arrived. Once `stop` is set no new
     download starts (those under way finish: they would resume anyway)."""
     from viskom.pipeline.housekeeping import move_measured
-    from viskom.pipeline.register import ingest
+    from viskom.pipeline.register import KnownChecksum, ingest
 
     cfg = settings.archive
     auth = credentials()
@@ -143,5 +143,10 @@ def fetch(
     report = downloader.fetch(files)
     store.record_fetches(cfg.kind, outcomes(files, report))
     arrived = [a.path for a in report.arrived]
-    registered = ingest(store, arrived, rules_path=settings.rules_path) if arrived else None
+    # the downloads' SHA-256 (of the bytes as written): the frames are not read again for it
+    sums = {str(a.path.resolve()): KnownChecksum(a.size, a.mtime_ns, a.sha256)
+            for a in report.arrived if a.mtime_ns is not None}  # fmt: skip
+    registered = (
+        ingest(store, arrived, rules_path=settings.rules_path, checksums=sums) if arrived else None
+    )
     return FetchResult(len(files), report, registered, moved)

@@ -19,7 +19,7 @@ checks are read again on the next ingest.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -54,11 +54,14 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def describe_file(path: Path, rules: tuple[Rule, ...] | None = None) -> ExposureRecord:
-    """An exposure record for one file: header summary, frame type, or why it is invalid."""
+def describe_file(
+    path: Path, rules: tuple[Rule, ...] | None = None, checksum: str | None = None
+) -> ExposureRecord:
+    """An exposure record for one file: header summary, frame type, or why it is invalid.
+    `checksum`: the file's SHA-256 when the caller already has it (a verified download)."""
     name = exposure_name(path)
     size = path.stat().st_size
-    checksum = sha256_of(path)
+    checksum = checksum or sha256_of(path)
     base = {"name": name, "path": str(path.resolve()), "size_bytes": size, "checksum": checksum}
     try:
         frame = Le1Frame(path)
@@ -108,8 +111,13 @@ def ingest(
     *,
     rules_path: Path | None = None,
     progress: Callable[[Path], None] | None = None,
+    checksums: Mapping[str, KnownChecksum] | None = None,
 ) -> IngestReport:
-    """Register every frame file under `paths`; bad files are recorded, never fatal."""
+    """Register every frame file under `paths`; bad files are recorded, never fatal.
+
+    `checksums`: SHA-256 sums the caller computed while writing files (`fetch`: the bytes as
+    downloaded), by resolved path; used only while the file has the size and mtime they were
+    taken at, so that a just-downloaded frame is not read a second time to be hashed."""
     rules = load_rules(str(rules_path) if rules_path else None)
     report = IngestReport()
     for path in find_frame_files(paths):
@@ -140,7 +148,7 @@ def ingest(
             report.duplicates.append((name, f"{path} duplicates {known.path}; kept the latter"))
             continue
         try:
-            record = describe_file(path, rules)
+            record = describe_file(path, rules, _known_checksum(path, checksums))
         except Exception as exc:  # any unreadable file is recorded, never fatal
             record = ExposureRecord(
                 name=name,
@@ -157,6 +165,24 @@ def ingest(
         _tally_problem(report, name, record.state, record.frame_type, record.reason)
         _tally_warnings(report, name, record.header_warnings)
     return report
+
+
+@dataclass(frozen=True)
+class KnownChecksum:
+    """A file's SHA-256 and the size and mtime (ns) it was taken at."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+def _known_checksum(path: Path, checksums: Mapping[str, KnownChecksum] | None) -> str | None:
+    """The caller's SHA-256 of `path` if the file is still as it was when it was taken."""
+    known = (checksums or {}).get(str(path.resolve()))
+    if known is None:
+        return None
+    st = path.stat()
+    return known.sha256 if (st.st_size, st.st_mtime_ns) == (known.size, known.mtime_ns) else None
 
 
 def _tally_warnings(report: IngestReport, name: str, stored: list[dict] | None) -> None:

@@ -49,6 +49,7 @@ class Arrived:
     size: int
     sha256: str
     transferred: int
+    mtime_ns: int | None = None  # of the file as it arrived: its SHA-256 holds while unchanged
 
 
 @dataclass
@@ -305,7 +306,10 @@ class Downloader:
             name += ".gz"  # kept as the archive serves it, named for what it is
         target = self.folder / name
         promote(part, target)
-        return "new", Arrived(name, target, size, verifier.sha256.hexdigest(), size - before)
+        mtime_ns = target.stat().st_mtime_ns
+        return "new", Arrived(
+            name, target, size, verifier.sha256.hexdigest(), size - before, mtime_ns
+        )
 
 
 def _names(name: str) -> tuple[str, ...]:
