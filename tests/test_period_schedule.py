@@ -98,3 +98,33 @@ def test_month_products_wait_for_their_interval(store_url: str, tmp_path: Path) 
         assert forced.periods.made and forced.periods.months == ["2025-03"]
         assert forced.periods.paths and forced.periods.error is None
         assert store.claim_started(PERIOD_CLAIM) > made_at
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_build_is_not_made_again_for_the_records_it_saw(store_url: str, tmp_path: Path) -> None:
+    """Records finished within the margin before a build began count as new for the next
+    run (they may have been committing); the records that build saw, passed back by the same
+    process (`viskom watch`), do not. A new frame's month is made again."""
+    settings = Settings(data_root=tmp_path / "data", database_url=store_url)
+    raw = tmp_path / "raw"
+    with Store(store_url) as store:
+        ingest(store, [_bias(raw, 3, T0)])
+        first = run_pending(settings, SerialExecutor(), store=store, workers=1)
+        assert first.periods.made and first.periods.months == ["2025-03"]
+        assert first.periods.covered  # this run's records, finished just before the build
+        names = {name for name, _stage, _done in first.periods.covered}
+        assert names == {e.name for e in store.list_exposures()}
+
+        blind = run_pending(settings, SerialExecutor(), store=store, workers=1)
+        assert blind.summary.stages_ok == 0
+        assert blind.periods.months == ["2025-03"]  # without the covered set: made again
+        covered = blind.periods.covered
+        assert covered
+
+        told = run_pending(settings, SerialExecutor(), store=store, workers=1, covered=covered)
+        assert told.periods.months == [] and told.periods.paths == []
+
+        ingest(store, [_bias(raw, 4, T0 + timedelta(minutes=5))])
+        new = run_pending(settings, SerialExecutor(), store=store, workers=1, covered=covered)
+        assert new.summary.stages_ok > 0 and new.periods.months == ["2025-03"]
+        assert new.periods.made and new.periods.paths

@@ -31,6 +31,8 @@ _DATE = re.compile(r"\d{4}-\d{2}(?:-\d{2})?")  # a month or a day in a file name
 _SEPARATORS = re.compile(r"[_-]{2,}")
 PERIOD_STAGE = "period"
 PERIOD_CLAIM = "period"  # one claim: the month products and the all-time trends together
+#: records that finished this long before a period build began may still have been committing
+PERIOD_MARGIN = timedelta(seconds=60)
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +46,9 @@ class PeriodProducts:
     #: set when the months wait for `[run] period_every_s`: when they are due
     deferred_until: datetime | None = None
     made: bool = True  # False: the run left them for later
+    #: (exposure, stage, finished_at) of the records finished within the margin before the
+    #: build began that it saw: the next run of this process need not make them again
+    covered: frozenset[tuple[str, str, datetime]] = frozenset()
 
     def line(self) -> str | None:
         """What the run did about them, in one line (None: nothing was measured anew)."""
@@ -89,6 +94,7 @@ def run_pending(
     progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     month_products: bool | None = None,
+    covered: Iterable[tuple[str, str, datetime]] = (),
 ) -> PendingRun:
     """Measure everything pending, evaluate the alerts of what was measured (`[alerts]`,
     never fatal), then the period products of the months measured anew, then bring the
@@ -96,7 +102,10 @@ def run_pending(
 
     The period products are made when `[run] period_every_s` has passed since they were last
     made (`month_products` True: now; False: not in this run); until then the months wait,
-    and `periods.deferred_until` says when they are due.
+    and `periods.deferred_until` says when they are due. `covered`: the `periods.covered` of
+    this process's previous run (`viskom watch`), so that the records its build saw do not
+    make the months again (without it, records finished within a minute before the last
+    build began count as new: the build may have begun while they were committing).
 
     The executor defaults to the settings' (`executor`, `workers`); the store to the
     settings' database. A failing period product never undoes the run's measurements.
@@ -119,8 +128,12 @@ def run_pending(
         # the months measured anew by this run, and by any run since the period products
         # were last made (a run killed before making them, a retried task, a busy claim)
         since = store.claim_started(PERIOD_CLAIM)
-        margin = timedelta(seconds=60)  # records that were committing as that build began
-        months = set(summary.months) | store.months_measured_since(since and since - margin)
+        months = set(summary.months) | store.months_measured_since(since)
+        if since is not None:  # records that may have been committing as that build began
+            seen = set(covered)
+            months |= {month for name, stage, done, month in
+                       store.measured_between(since - PERIOD_MARGIN, since)
+                       if (name, stage, done) not in seen}  # fmt: skip
         periods = PeriodProducts(months=sorted(months))
         due = period_due(since, store.now(), settings.run.period_every_s)
         if month_products is False or (month_products is None and due is not None):
@@ -174,6 +187,12 @@ def run_period_products(
             if not got:
                 result.error = "another run kept the period products busy; left for later"
                 return result
+            began = store.claim_started(PERIOD_CLAIM)
+            if began is not None:  # what is committed now, the build below reads
+                result.covered = frozenset(
+                    (name, stage, done)
+                    for name, stage, done, _ in store.measured_between(began - PERIOD_MARGIN, began)
+                )
             try:
                 result.paths = list(update_month_products(store, settings, months))
                 record_period_files(store, settings, result.paths)

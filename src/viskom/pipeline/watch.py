@@ -187,6 +187,8 @@ class Watcher:
         self.cycles = 0
         self.failures = 0  # consecutive cycles that failed (or found no folder at all)
         self._looks: dict[str, _Look] = {}
+        #: the records the last period build of this loop saw (`service.run_pending`)
+        self._covered: frozenset = frozenset()
 
     # -- one cycle -------------------------------------------------------------------------
 
@@ -209,8 +211,11 @@ class Watcher:
                     report.stopped = True
                 else:
                     report.run = run_pending(
-                        self.settings, store=store, should_stop=self.stop_event.is_set
-                    )
+                        self.settings, store=store, should_stop=self.stop_event.is_set,
+                        covered=self._covered,
+                    )  # fmt: skip
+                    if report.run.periods.made and report.run.periods.months:
+                        self._covered = report.run.periods.covered
                     report.stopped = self.stop_event.is_set()
             finally:
                 store.close()

@@ -94,6 +94,25 @@ class ReportQueries:
         with self._reader() as session, session.begin():
             return {as_utc(d).strftime("%Y-%m") for d in session.scalars(stmt)}
 
+    def measured_between(
+        self, start: datetime, end: datetime
+    ) -> list[tuple[str, str, datetime, str]]:
+        """(exposure, stage, finished_at, 'YYYY-MM') of the stage runs of dated exposures that
+        finished in (start, end]: the records near a period build's start, which it may or
+        may not have seen."""
+        stmt = (
+            select(ExposureRow.name, StageRunRow.stage, StageRunRow.finished_at,
+                   ExposureRow.date_obs)
+            .join(StageRunRow, StageRunRow.exposure_id == ExposureRow.id)
+            .where(ExposureRow.date_obs.is_not(None))
+            .where(StageRunRow.finished_at > start, StageRunRow.finished_at <= end)
+        )  # fmt: skip
+        with self._reader() as session, session.begin():
+            return [
+                (name, stage, as_utc(done), as_utc(when).strftime("%Y-%m"))
+                for name, stage, done, when in session.execute(stmt)
+            ]
+
     def exposures_with_header_warnings(self) -> list[Exposure]:
         """Exposures whose registration found unusable header values, by date_obs, name."""
         stmt = (
