@@ -186,3 +186,21 @@ def test_a_quicklook_catalogue_gives_no_visql_classes_and_says_so(tmp_path):
     assert "shallow_catalogue" not in outcomes["full"]
     for metric in ("cr_hits", "xray_candidates"):
         assert fpa["quicklook"][metric] == pytest.approx(fpa["full"][metric], rel=0.05, abs=3)
+
+
+def test_an_unmeasured_event_map_says_why_and_counts_nothing():
+    """The quick-look depth's VISQL maps: the reason in the plot, no counts or top-10 figure
+    that would read as a measurement (the events given are ignored)."""
+    from viskom.present.event_maps import plot_event_map
+
+    x = np.array([0.01, 0.02, 0.1])
+    counted = plot_event_map(x, x, "xray", 560.0, "t")
+    empty = plot_event_map(x, x, "xray", 560.0, "t", unmeasured="not measured: too shallow")
+
+    def texts(fig):
+        return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+
+    assert "3 events" in texts(counted) and "top10count" in texts(counted)
+    assert "not measured" in texts(empty) and "shallow" in texts(empty)
+    assert "3 events" not in texts(empty) and "0 events" not in texts(empty)
+    assert "top10count" not in texts(empty)

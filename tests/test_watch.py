@@ -204,9 +204,12 @@ def test_cycle_ingests_and_measures(project, frames, store_url) -> None:
         assert len(rows) == 1 and 3.0 < rows[0].value < 5.5
         assert store.get_exposure(name).state == "registered"
     assert w.delay_after(report) == 5
+    assert report.run.periods.made and report.run.periods.months  # the frame's month
     again = w.cycle()
     assert again.ok and again.new == [] and again.known == 1
     assert again.run.summary.stages_ok == 0 and again.run.summary.skipped == 3
+    # the loop knows its build saw the frame: the month is not made a second time
+    assert again.run.periods.months == [] and again.run.periods.paths == []
 
 
 def test_half_written_file_waits_for_its_end(project, frames, monkeypatch) -> None:

@@ -138,7 +138,7 @@ def extract_sources(
     """
     p = params or ExtractionParams()
     # the sky is subtracted in place: a copy unless the caller gives its own array away
-    data = np.array(image, dtype=np.float32, order="C", copy=None if overwrite else True)
+    data = (np.asarray if overwrite else np.array)(image, dtype=np.float32, order="C")
     # sep allocates its pixel stack on every call: size it to the image, not to the maximum.
     sep.set_extract_pixstack(max(300_000, int(p.pixstack_fraction * data.size)))
     sep.set_sub_object_limit(4096)

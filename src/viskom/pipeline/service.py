@@ -179,6 +179,7 @@ def run_period_products(
     store = store or open_store(settings)
     run = settings.run
     try:
+        before = store.claim_started(PERIOD_CLAIM)
         # one run at a time rewrites them; another waits, then rewrites with its own months
         with holding(
             store, PERIOD_CLAIM, PERIOD_STAGE, new_token(),
@@ -187,17 +188,25 @@ def run_period_products(
             if not got:
                 result.error = "another run kept the period products busy; left for later"
                 return result
+            # and the months measured while this run waited for the claim (or decided)
+            if before is not None:
+                months = sorted(set(months) | store.months_measured_since(before - PERIOD_MARGIN))
+                result.months = months
             began = store.claim_started(PERIOD_CLAIM)
-            if began is not None:  # what is committed now, the build below reads
+            if began is not None:  # what is committed now, of the months the build reads
                 result.covered = frozenset(
                     (name, stage, done)
-                    for name, stage, done, _ in store.measured_between(began - PERIOD_MARGIN, began)
+                    for name, stage, done, month in store.measured_between(
+                        began - PERIOD_MARGIN, began
+                    )
+                    if month in months
                 )
             try:
                 result.paths = list(update_month_products(store, settings, months))
                 record_period_files(store, settings, result.paths)
             except Exception as exc:  # reported, never fatal for the run's measurements
                 result.error = short_reason(f"{type(exc).__name__}: {exc}")
+                result.covered = frozenset()
                 log.warning("period products failed", exc_info=exc)
     finally:
         if own:

@@ -214,8 +214,9 @@ class Watcher:
                         self.settings, store=store, should_stop=self.stop_event.is_set,
                         covered=self._covered,
                     )  # fmt: skip
-                    if report.run.periods.made and report.run.periods.months:
-                        self._covered = report.run.periods.covered
+                    periods = report.run.periods
+                    if periods.made and periods.months and not periods.error:
+                        self._covered = periods.covered
                     report.stopped = self.stop_event.is_set()
             finally:
                 store.close()
