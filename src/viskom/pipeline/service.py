@@ -188,9 +188,10 @@ def run_period_products(
             if not got:
                 result.error = "another run kept the period products busy; left for later"
                 return result
-            # and the months measured while this run waited for the claim (or decided)
+            # and the months measured since the caller counted them (while it decided, or
+            # waited for the claim): after the last build began, as the caller counted
             if before is not None:
-                months = sorted(set(months) | store.months_measured_since(before - PERIOD_MARGIN))
+                months = sorted(set(months) | store.months_measured_since(before))
                 result.months = months
             began = store.claim_started(PERIOD_CLAIM)
             if began is not None:  # what is committed now, of the months the build reads
