@@ -229,6 +229,10 @@ class Stage(ABC):
     #: Long and pixel-bound, measuring its quadrants on every core the exposure has: a frame's
     #: runner runs it alone; the other stages run side by side, one core each.
     parallel_quadrants: ClassVar[bool] = False
+    #: What it measures depends on the catalogue's depth: at `catalogue_depth = "quicklook"`
+    #: its configuration names it (`catalogue_depth`); at VISQL's depth it is left out, so
+    #: that stores measured before the quick look existed keep their provenance hashes.
+    reads_catalogue_depth: ClassVar[bool] = False
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -261,12 +265,16 @@ class Stage(ABC):
     @classmethod
     def config_of(cls, settings: Any) -> dict[str, Any]:
         """The settings this stage depends on (hashed into its provenance): its section, or
-        the `config_keys` of it; override to add keys from elsewhere."""
-        if cls.config_section is None:
-            return {}
-        section = getattr(settings, cls.config_section).model_dump(mode="json")
-        if cls.config_keys is not None:
-            section = {k: section[k] for k in cls.config_keys}
+        the `config_keys` of it, and the quick-look depth (`reads_catalogue_depth`); override
+        to add keys from elsewhere."""
+        section: dict[str, Any] = {}
+        if cls.config_section is not None:
+            section = getattr(settings, cls.config_section).model_dump(mode="json")
+            if cls.config_keys is not None:
+                section = {k: section[k] for k in cls.config_keys}
+        quick = getattr(settings, "catalogue_depth", "full") == "quicklook"
+        if cls.reads_catalogue_depth and quick:
+            section["catalogue_depth"] = "quicklook"
         return section
 
     @abstractmethod

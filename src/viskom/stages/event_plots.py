@@ -40,13 +40,7 @@ class EventPlots(Stage):
         ProductSpec("rf", "png", "radius-flux diagram of the catalogue"),
         ProductSpec("hit_histograms", "png", "hit size, length and charge histograms"),
     )  # fmt: skip
-
-    @classmethod
-    def config_of(cls, settings: Any) -> dict[str, Any]:
-        # named only at the quick-look depth: stores drawn at VISQL's depth stay up to date
-        if getattr(settings, "catalogue_depth", "full") == "quicklook":
-            return {"catalogue_depth": "quicklook"}
-        return {}
+    reads_catalogue_depth = True  # VISQL's class maps need VISQL's depth
 
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         from viskom.present.event_maps import plot_event_map, plot_rf_diagram

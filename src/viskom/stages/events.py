@@ -106,14 +106,7 @@ class Events(Stage):
     parallel_quadrants = True
     products = (ProductSpec("hits", "parquet", "particle hits: pixels, charge, shape, kind"),)
     header_keywords = ("EXPTIME",)
-
-    @classmethod
-    def config_of(cls, settings: Any) -> dict[str, Any]:
-        config = super().config_of(settings)
-        # named only at the quick-look depth: stores measured at VISQL's depth stay up to date
-        if getattr(settings, "catalogue_depth", "full") == "quicklook":
-            config["catalogue_depth"] = "quicklook"
-        return config
+    reads_catalogue_depth = True  # VISQL's catalogue classes need VISQL's depth
 
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         exposure = inputs.exposure

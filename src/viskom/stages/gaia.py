@@ -132,15 +132,8 @@ class GaiaPhotometry(Stage):
         ProductSpec("gaia_colour", "png", "ln(VIS/Gaia) against BP-RP"),
     )
     header_keywords = ("DATE-OBS", "EXPTIME", "RA", "DEC")  # PA optional: blind solve
-
-    @classmethod
-    def config_of(cls, settings: Any) -> dict[str, Any]:
-        """The gaia section; with a quick-look catalogue also the depth (the aperture
-        correction then finds the faint neighbours itself; full-depth hashes unchanged)."""
-        config = super().config_of(settings)
-        if getattr(settings, "catalogue_depth", "full") == "quicklook":
-            config["catalogue_depth"] = "quicklook"
-        return config
+    #: with a quick-look catalogue the aperture correction finds the faint neighbours itself
+    reads_catalogue_depth = True
 
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
         from viskom.present.astrometry import plot_gaia_colour, plot_gaia_dxdy
