@@ -93,7 +93,9 @@ def test_zero_point_and_colour_terms(measured):
     """Zero point within 0.5% and colour terms within 0.01 of the injected relation.
 
     All frames' star tables stacked (a single small frame has ~40 stars with G < 19.5);
-    every frame's own fit must also be within 2% / 0.05.
+    every frame's own fit must also be within 3 standard errors: its intercept c0 (at BP-RP 0,
+    extrapolated below the bluest star at ~0.4) has one of 0.009 on a ~95-star frame
+    (measured), so 0.03, and VIS/G at the pivot colour 1.75, the trended figure, within 1 %.
     """
     rows = []
     for f in measured["frames"]:
@@ -101,8 +103,12 @@ def test_zero_point_and_colour_terms(measured):
         rows.append(s)
         p = f["truth"]["photometry"]
         m = f["metrics"]
-        assert m[("FPA", "gaia_colour_c0")] == pytest.approx(p["c0"], abs=0.02)
+        assert m[("FPA", "gaia_colour_c0")] == pytest.approx(p["c0"], abs=0.03)
         assert m[("FPA", "gaia_colour_c1")] == pytest.approx(p["c1"], abs=0.05)
+        fitted = sum(m[("FPA", f"gaia_colour_c{k}")] * 1.75**k for k in range(3))
+        assert np.exp(fitted) == pytest.approx(
+            np.exp(p["c0"] + p["c1"] * 1.75 + p["c2"] * 3.0625), rel=0.01
+        )
         assert 1.0 < m[("FPA", "gaia_aperture_correction")] < 1.05
     from viskom.measure.gaia import fit_colour_relation
 

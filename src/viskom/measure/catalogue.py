@@ -95,6 +95,12 @@ class ExtractionParams:
     shape_thresh: float | None = None
     shape_box_px: int = 12
     shape_sharp_min: float = 0.24
+    #: Particle hits left out of the detection (None: none are): pixels sharper than any PSF
+    #: by the hit detector's single- and two-pixel tests at these ratios (its seeds,
+    #: `sharp_hit_mask`) are masked, so that the detection does not deblend, clean and
+    #: measure thousands of hits no quick-look consumer wants.
+    hit_mask_single_ratio: float | None = None
+    hit_mask_pair_ratio: float = 0.0
 
 
 #: The quick-look detection (`catalogue_depth = "quicklook"`): what the PSF, the hit guards
@@ -110,8 +116,21 @@ class ExtractionParams:
 #: VIS/Gaia. The resolved sources' ellipses are therefore measured again at 1.5 sigma
 #: (`shape_thresh`), in cutouts: bright stars' FLUX_AUTO then agrees with the full catalogue's
 #: to 0.1 % in the median (99.6 % of them within 1 %), for ~0.1 s per full quadrant.
+#: Particle hits, ~4,450 of a full quadrant's ~4,600 detections at 20 sigma, are masked before
+#: the detection (`hit_mask_single_ratio`) at a quarter of the VIS PSF's own minimum
+#: ratios (~0.48 and ~0.11): half the hit detector's default limits. On dense small frames
+#: over a grid of PSFs (Moffat 2.5 and 1.5, Gaussian; R2 1.2-1.95 px2) the masked detection
+#: finds as many bright stars as the unmasked one, or more (hits no longer blend with them),
+#: and 4-8 % of its detections away from stars and galaxies (tests/test_quicklook.py); on the
+#: full-size frame ~100 detections per quadrant instead of ~4,600, the catalogue 2x faster.
 QUICKLOOK_PARAMS = ExtractionParams(
-    detect_thresh=20.0, detect_minarea=8, deblend_nthresh=16, shape_thresh=1.5, thin_rmax_a=3.0
+    detect_thresh=20.0,
+    detect_minarea=8,
+    deblend_nthresh=16,
+    shape_thresh=1.5,
+    thin_rmax_a=3.0,
+    hit_mask_single_ratio=0.12,
+    hit_mask_pair_ratio=0.0275,
 )
 
 
@@ -146,9 +165,13 @@ def extract_sources(
         data, bw=p.back_size, bh=p.back_size, fw=p.back_filtersize, fh=p.back_filtersize
     )
     back = bkg.back()
+    hits = None
+    if p.hit_mask_single_ratio is not None:
+        hits = sharp_hit_mask(data, back, bkg.rms(), p)
     data -= back
     rms = float(bkg.globalrms)
-    objects = _detect(data, p.detect_thresh, rms, p)
+    objects = _detect(data, p.detect_thresh, rms, p, mask=hits)
+    del hits
     if len(objects) == 0:
         return empty_catalogue()
     x, y = objects["x"], objects["y"]
@@ -232,9 +255,47 @@ def extract_sources(
     }
 
 
-def _detect(data: np.ndarray, thresh: float, rms: float, p: ExtractionParams) -> np.ndarray:
+def sharp_hit_mask(
+    image: np.ndarray,
+    sky: np.ndarray,
+    sky_rms: np.ndarray,
+    params: ExtractionParams,
+) -> np.ndarray:
+    """Pixels of particle hits no PSF can make (boolean, the image's shape): the hit detector's
+    seeds (`measure.cosmics.detect_hits`: above its seed sigma, and failing its single- or
+    two-pixel PSF test at `params.hit_mask_*_ratio`), `image` before the `sky` is subtracted.
+    The seeds are not grown: growing into a neighbouring star's wings cost sharp PSFs' stars
+    (R2 1.2 px2: 13 % of them), while the seeds alone lose none and still remove ~95 % of the
+    hits' detections."""
+    from viskom.measure import hit_kernels as kern  # lazily: numba, start-up time of the CLI
+    from viskom.measure.cosmics import HitParams
+
+    hp = HitParams()
+    _sig, _low, candidates, sharp, _z = kern.significance_and_seeds(
+        image,
+        sky,
+        sky_rms,
+        float(hp.seed_sigma),
+        float(hp.grow_sigma),
+        1.0,  # the gain weighs the significances `_z` only
+        float(params.hit_mask_single_ratio),
+        float(params.hit_mask_pair_ratio),
+    )
+    del _sig, _low
+    mask = np.zeros(image.shape, dtype=bool)
+    mask.ravel()[candidates[sharp]] = True
+    return mask
+
+
+def _detect(
+    data: np.ndarray,
+    thresh: float,
+    rms: float,
+    p: ExtractionParams,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
     """sep's detection at `thresh` x `rms` with the filter, area, deblending and cleaning of
-    `p` on a sky-subtracted image."""
+    `p` on a sky-subtracted image, `mask`ed pixels left out."""
     return sep.extract(
         data,
         thresh,
@@ -245,6 +306,7 @@ def _detect(data: np.ndarray, thresh: float, rms: float, p: ExtractionParams) ->
         deblend_cont=p.deblend_mincont,
         clean=p.clean,
         clean_param=p.clean_param,
+        mask=mask,
     )
 
 
