@@ -278,3 +278,48 @@ def test_the_hit_mask_is_the_hit_detectors_seeds():
     star[30:52, 34:56] = True
     assert not (mask & star & (image - sky > QUICKLOOK_PARAMS.detect_thresh * rms)).any()
     assert mask.sum() < 5  # noise peaks above 5 sigma are rare: 4096 pixels
+
+
+def test_what_touches_a_masked_hit_is_flagged_and_no_star_of_the_locus():
+    """A star with a one-pixel hit beside its core is still detected, flagged
+    `FLAG_HIT_MASKED` (its flux holds the hit's charge, and the hit finder's PSF limits leave
+    it out); an untouched star is not flagged; at VISQL's depth nothing is."""
+    from viskom.measure.catalogue import FLAG_HIT_MASKED
+    from viskom.measure.stars import HIT_MASKED
+
+    assert HIT_MASKED == FLAG_HIT_MASKED
+    rng = np.random.default_rng(8)
+    image = rng.normal(0.0, 3.0, (96, 96)).astype(np.float32)
+    image += _gauss(image.shape, 30.3, 30.6, 3.0e4) + _gauss(image.shape, 66.4, 64.2, 3.0e4)
+    image[31, 32] += 3000.0  # a hit on the first star's wing, 1.8 px from its centre
+    cat = extract_sources(image, gain_e_per_adu=3.5, params=QUICKLOOK_PARAMS)
+    hit = np.hypot(cat["x_image"] - 31.3, cat["y_image"] - 31.6) < 1.5
+    clean = np.hypot(cat["x_image"] - 67.4, cat["y_image"] - 65.2) < 1.5
+    assert hit.sum() == 1 and clean.sum() == 1
+    assert cat["flags"][hit][0] & FLAG_HIT_MASKED
+    assert not cat["flags"][clean][0] & FLAG_HIT_MASKED
+    full = extract_sources(image, gain_e_per_adu=3.5)
+    assert not np.any(full["flags"] & FLAG_HIT_MASKED)
+
+
+def test_the_hit_finders_psf_limits_leave_out_stars_beside_a_masked_hit():
+    """Stars flagged `FLAG_HIT_MASKED` look sharper than the PSF (a hit beside the core): the
+    PSF limits are half the 1st percentile of the other stars' ratios, as if they were not
+    there; unflagged, the same stars would drag the limits to a tenth."""
+    from viskom.measure.catalogue import FLAG_HIT_MASKED
+    from viskom.measure.cosmics import HitParams
+    from viskom.measure.hit_counts import frame_psf_limits
+
+    rng = np.random.default_rng(4)
+    single = np.r_[rng.normal(0.5, 0.01, 300), np.full(10, 0.02)]
+    pair = np.r_[rng.normal(0.11, 0.003, 300), np.full(10, 0.004)]
+    flags = np.r_[np.zeros(300, int), np.full(10, FLAG_HIT_MASKED)]
+    cat = {"sharp_single": single, "sharp_pair": pair, "flags": flags,
+           "flux_radius": np.ones(310)}  # fmt: skip
+    stars = np.ones(310, dtype=bool)
+    limit_single, limit_pair, n = frame_psf_limits(cat, HitParams(), stars)
+    assert n == 300
+    assert limit_single == pytest.approx(0.5 * np.percentile(single[:300], 1))
+    assert limit_pair == pytest.approx(0.5 * np.percentile(pair[:300], 1))
+    unflagged = frame_psf_limits({**cat, "flags": np.zeros(310, int)}, HitParams(), stars)
+    assert unflagged[0] < 0.1 * limit_single and unflagged[2] == 310

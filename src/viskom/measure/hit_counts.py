@@ -31,6 +31,7 @@ from viskom.measure.cosmics import (
     xray_net,
 )
 from viskom.measure.stars import (
+    HIT_MASKED,
     LocusResult,
     locus_of_catalogue,
     particle_like,
@@ -96,6 +97,8 @@ def frame_psf_limits(
         return float(params.psf_single_ratio), float(params.psf_pair_ratio), 0
     if stars is None:
         stars = frame_locus(cat)[1]
+    if "flags" in cat:  # a hit beside a star's core makes it look sharper than the PSF
+        stars = stars & ((np.asarray(cat["flags"]).astype(np.int64) & HIT_MASKED) == 0)
     return psf_limits(cat["sharp_single"][stars], cat["sharp_pair"][stars], params)
 
 
