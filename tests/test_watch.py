@@ -319,12 +319,11 @@ def test_loop_backs_off_and_stops_at_once(project, caplog) -> None:
     assert len(failed) >= 4 and all("(backoff)" in r.getMessage() for r in failed[:-1])
     # from one cycle's start to the next: 0.2 * 2, then 0.2 * 4 capped at 0.8 (the lower
     # bounds are the backoff; the upper ones leave room for a loaded machine). Each line is
-    # logged when its cycle ends, so a cycle's own time ("(0.3 s)": the first one imports
-    # the database driver) is added back to the gap that follows it, to get start to start.
-    took = [float(re.search(r"\((\d+\.\d+) s\); next in", r.getMessage()).group(1))
-            for r in failed]  # fmt: skip
-    pairs = zip(itertools.pairwise(failed), took[:-1], strict=True)
-    gaps = [b.created - a.created + t for (a, b), t in pairs]
+    # logged when its cycle ends, after the cycle's own time ("(0.3 s)": the first one imports
+    # the database driver): start to start is the gap between the lines + ta - tb.
+    took = [float(re.search(r"\((\d+\.\d+) s\);", r.getMessage()).group(1)) for r in failed]
+    pairs = zip(itertools.pairwise(failed), itertools.pairwise(took), strict=True)
+    gaps = [b.created - a.created + ta - tb for (a, b), (ta, tb) in pairs]
     assert 0.3 < gaps[0] < 1.0 and 0.7 < gaps[1] < 1.6 and 0.7 < gaps[2] < 1.6, gaps
     assert lines[-1] == "stopped"
 

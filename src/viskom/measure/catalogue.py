@@ -35,6 +35,9 @@ FLAG_APERTURE_INCOMPLETE = 16
 #: photometry holds the hit's charge, or what is left of a hit around its masked pixels.
 #: Never set at VISQL's depth. The hit finder's PSF limits leave these out
 #: (`measure.hit_counts.frame_psf_limits`): a hit beside a core looks sharper than a PSF.
+#: sep leaves masked pixels out of what it measures on the detection, so PEAK (and the
+#: saturation flag taken from it) is the source's own, without the hit; FLUX_AUTO, measured
+#: on the unmasked pixels, holds the hit's charge.
 FLAG_HIT_MASKED = 256
 
 #: Columns of a quadrant catalogue, in order.
@@ -107,7 +110,7 @@ class ExtractionParams:
     #: `sharp_hit_mask`) are masked, so that the detection does not deblend, clean and
     #: measure thousands of hits no quick-look consumer wants.
     hit_mask_single_ratio: float | None = None
-    hit_mask_pair_ratio: float = 0.0
+    hit_mask_pair_ratio: float = 0.0275
 
 
 #: The quick-look detection (`catalogue_depth = "quicklook"`): what the PSF, the hit guards
@@ -129,7 +132,7 @@ class ExtractionParams:
 #: over a grid of PSFs (Moffat 2.5 and 1.5, Gaussian; R2 1.2-1.95 px2) the masked detection
 #: finds as many bright stars as the unmasked one, or more (hits no longer blend with them),
 #: while of the detections that are no star or galaxy (particle hits) 3-11 % are left
-#: (tests/test_quicklook.py); on
+#: (3-6 % with the VIS PSF and the sharp Gaussian, which tests/test_quicklook.py runs); on
 #: the full-size frame ~170 detections per quadrant instead of ~4,600, `extract_sources`
 #: 2x faster and the catalogue stage 2.7x (29 CPU-s against 80).
 QUICKLOOK_PARAMS = ExtractionParams(
@@ -281,8 +284,8 @@ def sharp_hit_mask(
     seeds (`measure.cosmics.detect_hits`: above its seed sigma, and failing its single- or
     two-pixel PSF test at `params.hit_mask_*_ratio`), `image` before the `sky` is subtracted.
     The seeds are not grown: growing into a neighbouring star's wings cost sharp PSFs' stars
-    (R2 1.2 px2: 13 % of them), while the seeds alone lose none and still remove ~95 % of the
-    hits' detections."""
+    (two pixels, R2 1.2 px2: 27 % of the bright ones), while the seeds alone lose none and
+    still remove 89-97 % of the hits' detections."""
     from viskom.measure import hit_kernels as kern  # lazily: numba, start-up time of the CLI
     from viskom.measure.cosmics import HitParams
 
@@ -313,8 +316,8 @@ def _detect(
 ) -> Any:
     """sep's detection at `thresh` x `rms` with the filter, area, deblending and cleaning of
     `p` on a sky-subtracted image, `mask`ed pixels left out; with `segments`, (objects, the
-    segmentation map: object number + 1 per pixel) when there is a mask, (objects, None)
-    without one."""
+    segmentation map: each object's pixels hold its index + 1, its NUMBER) when there is a
+    mask, (objects, None) without one."""
     if segments:
         if mask is None:
             return _detect(data, thresh, rms, p), None
