@@ -27,10 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_demo(src: Path, folder: Path) -> float:
-    """`viskom demo folder` with the package in `src` first on the path; seconds taken."""
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    env = {k: v for k, v in env.items() if not k.startswith("VISKOM_")}
+def run_demo(src: Path, folder: Path, settings: dict[str, str] | None = None) -> float:
+    """`viskom demo folder` with the package in `src` first on the path, no `VISKOM_*`
+    variable but `settings`; seconds taken."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISKOM_")}
+    env.update(PYTHONPATH=str(src), **(settings or {}))
     t0 = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", "from viskom.cli import app; app()", "demo", str(folder)],

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from compare_demo_metrics import metrics_table
+from compare_demo_metrics import metrics_table, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,21 +31,6 @@ FOLLOWED = (
     "xray_candidates", "proton_events", "vis_over_gaia_175", "gaia_aperture_correction",
     "gaia_colour_c0", "n_matched",
 )  # fmt: skip
-
-
-def run_demo(folder: Path, depth: str) -> float:
-    """`viskom demo folder` at the catalogue `depth`; seconds taken."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISKOM_")}
-    env.update(PYTHONPATH=str(REPO / "src"), VISKOM_CATALOGUE_DEPTH=depth)
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", "from viskom.cli import app; app()", "demo", str(folder)],
-        env=env, cwd=folder.parent, capture_output=True, text=True,
-    )  # fmt: skip
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"the demo at depth {depth} failed (exit {done.returncode})")
-    return time.perf_counter() - t0
 
 
 def changes(full: dict, quick: dict) -> list[str]:
@@ -91,7 +73,10 @@ def main() -> int:
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="viskom-depths-"))
     work.mkdir(parents=True, exist_ok=True)
-    seconds = {depth: run_demo(work / depth, depth) for depth in ("full", "quicklook")}
+    seconds = {
+        depth: run_demo(REPO / "src", work / depth, {"VISKOM_CATALOGUE_DEPTH": depth})
+        for depth in ("full", "quicklook")
+    }
     full = metrics_table(work / "full" / "data" / "viskom.db")
     quick = metrics_table(work / "quicklook" / "data" / "viskom.db")
     if args.keep is None:

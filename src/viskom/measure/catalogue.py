@@ -318,22 +318,8 @@ def _detect(
     `p` on a sky-subtracted image, `mask`ed pixels left out; with `segments`, (objects, the
     segmentation map: each object's pixels hold its index + 1, its NUMBER) when there is a
     mask, (objects, None) without one."""
-    if segments:
-        if mask is None:
-            return _detect(data, thresh, rms, p), None
-        return sep.extract(
-            data,
-            thresh,
-            err=rms,
-            minarea=p.detect_minarea,
-            filter_kernel=ALLGROUND_FILTER,
-            deblend_nthresh=p.deblend_nthresh,
-            deblend_cont=p.deblend_mincont,
-            clean=p.clean,
-            clean_param=p.clean_param,
-            mask=mask,
-            segmentation_map=True,
-        )
+    if segments and mask is None:
+        return _detect(data, thresh, rms, p), None
     return sep.extract(
         data,
         thresh,
@@ -345,6 +331,7 @@ def _detect(
         clean=p.clean,
         clean_param=p.clean_param,
         mask=mask,
+        segmentation_map=segments,
     )
 
 
