@@ -31,10 +31,13 @@ FLAG_SATURATED = 4
 FLAG_TRUNCATED = 8
 FLAG_APERTURE_INCOMPLETE = 16
 #: viskom's own FLAGS bit (SExtractor's stop at 128): the detection touches pixels masked as
-#: particle hits (`ExtractionParams.hit_mask_single_ratio`): a star with a hit on it, whose
+#: particle hits (`ExtractionParams.hit_mask_fraction`): a star with a hit on it, whose
 #: photometry holds the hit's charge, or what is left of a hit around its masked pixels.
 #: Never set at VISQL's depth. The hit finder's PSF limits leave these out
 #: (`measure.hit_counts.frame_psf_limits`): a hit beside a core looks sharper than a PSF.
+#: The stellar locus search and the star selection keep them, as VISQL's catalogue, where a
+#: hit merges into a star, would (leaving them out of the search cost 2-5 % of the
+#: selection's completeness; the PSF stage rejects hits in a star's core itself).
 #: sep leaves masked pixels out of what it measures on the detection, so PEAK (and the
 #: saturation flag taken from it) is the source's own, without the hit; FLUX_AUTO, measured
 #: on the unmasked pixels, holds the hit's charge.
@@ -106,11 +109,11 @@ class ExtractionParams:
     shape_box_px: int = 12
     shape_sharp_min: float = 0.24
     #: Particle hits left out of the detection (None: none are): pixels sharper than any PSF
-    #: by the hit detector's single- and two-pixel tests at these ratios (its seeds,
-    #: `sharp_hit_mask`) are masked, so that the detection does not deblend, clean and
-    #: measure thousands of hits no quick-look consumer wants.
-    hit_mask_single_ratio: float | None = None
-    hit_mask_pair_ratio: float = 0.0275
+    #: by the hit detector's single- and two-pixel tests at this fraction of its default PSF
+    #: limits (`HitParams.psf_single_ratio`, `psf_pair_ratio`; its seeds, `sharp_hit_mask`)
+    #: are masked, so that the detection does not deblend, clean and measure thousands of
+    #: hits no quick-look consumer wants.
+    hit_mask_fraction: float | None = None
 
 
 #: The quick-look detection (`catalogue_depth = "quicklook"`): what the PSF, the hit guards
@@ -127,8 +130,8 @@ class ExtractionParams:
 #: (`shape_thresh`), in cutouts: bright stars' FLUX_AUTO then agrees with the full catalogue's
 #: to 0.1 % in the median (99.6 % of them within 1 %), for ~0.1 s per full quadrant.
 #: Particle hits, ~4,450 of a full quadrant's ~4,600 detections at 20 sigma, are masked before
-#: the detection (`hit_mask_single_ratio`) at a quarter of the VIS PSF's own minimum
-#: ratios (~0.48 and ~0.11): half the hit detector's default limits. On dense small frames
+#: the detection (`hit_mask_fraction`) at half the hit detector's default PSF limits, a
+#: quarter of the VIS PSF's own minimum ratios (~0.48 and ~0.11). On dense small frames
 #: over a grid of PSFs (Moffat 2.5 and 1.5, Gaussian; R2 1.2-1.95 px2) the masked detection
 #: finds as many bright stars as the unmasked one, or more (hits no longer blend with them),
 #: while of the detections that are no star or galaxy (particle hits) 3-11 % are left
@@ -141,8 +144,7 @@ QUICKLOOK_PARAMS = ExtractionParams(
     deblend_nthresh=16,
     shape_thresh=1.5,
     thin_rmax_a=3.0,
-    hit_mask_single_ratio=0.12,
-    hit_mask_pair_ratio=0.0275,
+    hit_mask_fraction=0.5,
 )
 
 
@@ -178,7 +180,7 @@ def extract_sources(
     )
     back = bkg.back()
     hits = None
-    if p.hit_mask_single_ratio is not None:
+    if p.hit_mask_fraction is not None:
         hits = sharp_hit_mask(data, back, bkg.rms(), p)
     data -= back
     rms = float(bkg.globalrms)
@@ -282,7 +284,8 @@ def sharp_hit_mask(
 ) -> np.ndarray:
     """Pixels of particle hits no PSF can make (boolean, the image's shape): the hit detector's
     seeds (`measure.cosmics.detect_hits`: above its seed sigma, and failing its single- or
-    two-pixel PSF test at `params.hit_mask_*_ratio`), `image` before the `sky` is subtracted.
+    two-pixel PSF test at `params.hit_mask_fraction` of its default limits), `image` before
+    the `sky` is subtracted.
     The seeds are not grown: growing into a neighbouring star's wings cost sharp PSFs' stars
     (two pixels, R2 1.2 px2: 27 % of the bright ones), while the seeds alone lose none and
     still remove 89-97 % of the hits' detections."""
@@ -297,8 +300,8 @@ def sharp_hit_mask(
         float(hp.seed_sigma),
         float(hp.grow_sigma),
         1.0,  # the gain weighs the significances `_z` only
-        float(params.hit_mask_single_ratio),
-        float(params.hit_mask_pair_ratio),
+        float(params.hit_mask_fraction) * float(hp.psf_single_ratio),
+        float(params.hit_mask_fraction) * float(hp.psf_pair_ratio),
     )
     del _sig, _low
     mask = np.zeros(image.shape, dtype=bool)

@@ -18,6 +18,7 @@ import numpy as np
 from viskom.le1.geometry import parse_extname
 from viskom.le1.wcs import QuadrantWcs
 from viskom.measure.arrays import quadrant_codes, stack_tables
+from viskom.measure.catalogue import FLAG_HIT_MASKED
 from viskom.measure.cosmics import (
     HitParams,
     XrayBaseline,
@@ -31,7 +32,6 @@ from viskom.measure.cosmics import (
     xray_net,
 )
 from viskom.measure.stars import (
-    HIT_MASKED,
     LocusResult,
     locus_of_catalogue,
     particle_like,
@@ -98,7 +98,7 @@ def frame_psf_limits(
     if stars is None:
         stars = frame_locus(cat)[1]
     if "flags" in cat:  # a hit beside a star's core makes it look sharper than the PSF
-        stars = stars & ((np.asarray(cat["flags"]).astype(np.int64) & HIT_MASKED) == 0)
+        stars = stars & ((np.asarray(cat["flags"]).astype(np.int64) & FLAG_HIT_MASKED) == 0)
     return psf_limits(cat["sharp_single"][stars], cat["sharp_pair"][stars], params)
 
 

@@ -220,13 +220,6 @@ def select_visql_box(
 
 #: SExtractor FLAGS bit 8: truncated at the image border (its radius is not the PSF's).
 SEXTRACTOR_TRUNCATED = 8
-#: viskom's FLAGS bit 256 (`measure.catalogue.FLAG_HIT_MASKED`, quick-look catalogues only):
-#: particle-hit pixels in or beside the footprint. The locus search and the star selection
-#: keep these, as VISQL's catalogue, where a hit merges into a star, would (leaving them out
-#: of the search cost 2-5 % of the selection's completeness; the PSF stage rejects hits in
-#: a star's core itself); the hit finder's PSF limits leave them out
-#: (`measure.hit_counts.frame_psf_limits`): a hit beside a core looks sharper than any PSF.
-HIT_MASKED = 256
 
 
 def _window_counts(sorted_ln_r: np.ndarray, centres: np.ndarray, half: float) -> np.ndarray:

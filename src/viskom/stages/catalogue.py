@@ -103,9 +103,8 @@ class Catalogue(Stage):
                 config.pop(key)
         if params.thin_rmax_a == ExtractionParams.thin_rmax_a:
             config.pop("thin_rmax_a")
-        if params.hit_mask_single_ratio is None:
-            for key in ("hit_mask_single_ratio", "hit_mask_pair_ratio"):
-                config.pop(key)
+        if params.hit_mask_fraction is None:
+            config.pop("hit_mask_fraction")
         return {**config, "engine": settings.catalogue_engine}
 
     def run(self, frame: Le1Frame, inputs: StageInputs, config: Mapping[str, Any]) -> StageResult:
