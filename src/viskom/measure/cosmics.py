@@ -111,11 +111,14 @@ def detect_hits(
     p = params or HitParams()
     img = np.ascontiguousarray(image, dtype=np.float32)
     height, width = img.shape
-    bkg = sep.Background(img, bw=p.background_mesh_px, bh=p.background_mesh_px, fw=3, fh=3)
-    sig, low, cand_rc, sharp, z = kern.significance_and_seeds(
+    from viskom.measure.sky import sky_mesh, spline_tables
+
+    # SExtractor's sky (as sep's), evaluated row by row inside the kernel: no sky maps
+    mesh = sky_mesh(img, p.background_mesh_px, 3)
+    sig, low, cand_rc, sharp, z = kern.significance_and_seeds_on_mesh(
         img,
-        bkg.back(),
-        bkg.rms(),
+        *spline_tables(mesh),
+        mesh.mesh_px,
         float(p.seed_sigma),
         float(p.grow_sigma),
         float(gain_e_per_adu),
@@ -161,10 +164,8 @@ def detect_hits(
     others = np.zeros(n + 1, dtype=bool)
     others[1:] = out["kind"] != "xray"
     low &= ~hit_mask
-    light, _n_light, sizes = kern.label8_sizes(low)
+    busy = kern.busy_pixels(labels, others, low, int(p.object_min_px))
     del low
-    busy = kern.busy_pixels(labels, others, light, sizes, int(p.object_min_px))
-    del light
     near_others = kern.dilate(busy, int(p.confusion_px), True)
     if masked is not None:
         near_others &= ~masked

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from viskom.measure.sky import sky_row
+
 
 @njit(cache=True, nogil=True)
 def significance_and_seeds(
@@ -28,66 +30,130 @@ def significance_and_seeds(
     """Sky-subtracted image, the pixels above `grow_sigma` (the growth mask) and the seed
     candidates: pixels above `seed_sigma` with, along one of the four directions through them,
     more charge than any PSF allows (`cosmics._sharpness`, edges padded by their own values).
-    Returns (sig, low, candidate flat indices, sharp, z)."""
+    `sky` and `rms` are maps of the image's shape. Returns (sig, low, candidate flat
+    indices, sharp, z)."""
     height, width = image.shape
     sig = np.empty((height, width), dtype=np.float32)
-    low = np.zeros((height, width), dtype=np.bool_)
+    low = np.empty((height, width), dtype=np.bool_)
+    cand = np.empty(max(height * width // 64, 1024), dtype=np.int64)
+    cand_rms = np.empty(cand.size, dtype=np.float32)
+    n = 0
     for r in range(height):
-        for c in range(width):
-            s = image[r, c] - sky[r, c]
-            sig[r, c] = s
-            low[r, c] = s > grow_sigma * rms[r, c]
-    n_cand = 0
+        cand, cand_rms, n = _significance_row(
+            image[r], sky[r], rms[r], r, sig[r], low[r], seed_sigma, grow_sigma, cand, cand_rms, n
+        )
+    sharp, z = _seed_tests(sig, cand[:n], cand_rms[:n], gain, single_ratio, pair_ratio)
+    return sig, low, cand[:n].copy(), sharp, z
+
+
+@njit(cache=True, nogil=True)
+def significance_and_seeds_on_mesh(
+    image: np.ndarray,
+    back: np.ndarray,
+    d_back: np.ndarray,
+    rms: np.ndarray,
+    d_rms: np.ndarray,
+    mesh_px: int,
+    seed_sigma: float,
+    grow_sigma: float,
+    gain: float,
+    single_ratio: float,
+    pair_ratio: float,
+):
+    """`significance_and_seeds` with the sky and its noise given as SExtractor's meshes and
+    their spline tables (`measure.sky.spline_tables`), evaluated row by row: no full-size
+    sky or noise map is made."""
+    height, width = image.shape
+    sig = np.empty((height, width), dtype=np.float32)
+    low = np.empty((height, width), dtype=np.bool_)
+    cand = np.empty(max(height * width // 64, 1024), dtype=np.int64)
+    cand_rms = np.empty(cand.size, dtype=np.float32)
+    sky_line = np.empty(width, dtype=np.float32)
+    rms_line = np.empty(width, dtype=np.float32)
+    node = np.empty(back.shape[1], dtype=np.float32)
+    dnode = np.empty(back.shape[1], dtype=np.float32)
+    n = 0
     for r in range(height):
-        for c in range(width):
-            if sig[r, c] > seed_sigma * rms[r, c]:
-                n_cand += 1
-    cand = np.empty(n_cand, dtype=np.int64)
-    sharp = np.zeros(n_cand, dtype=np.bool_)
-    z = np.empty(n_cand, dtype=np.float32)
+        sky_row(r, back, d_back, mesh_px, node, dnode, sky_line)
+        sky_row(r, rms, d_rms, mesh_px, node, dnode, rms_line)
+        cand, cand_rms, n = _significance_row(
+            image[r], sky_line, rms_line, r, sig[r], low[r], seed_sigma, grow_sigma,
+            cand, cand_rms, n,
+        )  # fmt: skip
+    sharp, z = _seed_tests(sig, cand[:n], cand_rms[:n], gain, single_ratio, pair_ratio)
+    return sig, low, cand[:n].copy(), sharp, z
+
+
+@njit(cache=True, nogil=True)
+def _significance_row(
+    image, sky, rms, r, sig, low, seed_sigma, grow_sigma, cand, cand_rms, n
+):  # fmt: skip
+    """One row: sig = image - sky, low = above grow_sigma; the pixels above seed_sigma
+    appended to the candidates (flat index, noise), the arrays doubled when full."""
+    width = image.size
+    for c in range(width):
+        s = image[c] - sky[c]
+        sig[c] = s
+        low[c] = s > grow_sigma * rms[c]
+        if s > seed_sigma * rms[c]:
+            if n == cand.size:
+                more = np.empty(2 * cand.size, dtype=np.int64)
+                more[:n] = cand
+                cand = more
+                more_rms = np.empty(2 * cand_rms.size, dtype=np.float32)
+                more_rms[:n] = cand_rms
+                cand_rms = more_rms
+            cand[n] = r * width + c
+            cand_rms[n] = rms[c]
+            n += 1
+    return cand, cand_rms, n
+
+
+@njit(cache=True, nogil=True)
+def _seed_tests(sig, cand, cand_rms, gain, single_ratio, pair_ratio):
+    """For each candidate: whether it is sharper than any PSF along one of the four
+    directions (single- or two-pixel test), and its best significance of that excess."""
+    height, width = sig.shape
+    sharp = np.zeros(cand.size, dtype=np.bool_)
+    z = np.empty(cand.size, dtype=np.float32)
     dirs = ((0, 1), (1, 0), (1, 1), (1, -1))
-    k = 0
-    for r in range(height):
-        for c in range(width):
-            if not sig[r, c] > seed_sigma * rms[r, c]:
-                continue
-            p = sig[r, c]
-            var_bg = rms[r, c] * rms[r, c]
-            var_p = var_bg + max(p, 0.0) / gain
-            is_sharp = False
-            best = -np.inf
-            for dy, dx in dirs:
-                ry1 = min(max(r + dy, 0), height - 1)
-                cx1 = min(max(c + dx, 0), width - 1)
-                ry2 = min(max(r - dy, 0), height - 1)
-                cx2 = min(max(c - dx, 0), width - 1)
-                n_plus = sig[ry1, cx1]
-                n_minus = sig[ry2, cx2]
-                excess = p - (n_plus + n_minus) / single_ratio
-                var_n = 2.0 * var_bg + (max(n_plus, 0.0) + max(n_minus, 0.0)) / gain
-                if excess > 0.0:
-                    is_sharp = True
-                best = max(best, excess / np.sqrt(var_p + var_n / single_ratio**2))
-                if n_plus >= n_minus:
-                    partner, other = n_plus, n_minus
-                    by = min(max(r + 2 * dy, 0), height - 1)
-                    bx = min(max(c + 2 * dx, 0), width - 1)
-                else:
-                    partner, other = n_minus, n_plus
-                    by = min(max(r - 2 * dy, 0), height - 1)
-                    bx = min(max(c - 2 * dx, 0), width - 1)
-                beyond = sig[by, bx]
-                excess2 = (p + partner) - (beyond + other) / pair_ratio
-                var_s = var_p + var_bg + max(partner, 0.0) / gain
-                var_o = 2.0 * var_bg + (max(beyond, 0.0) + max(other, 0.0)) / gain
-                if excess2 > 0.0:
-                    is_sharp = True
-                best = max(best, excess2 / np.sqrt(var_s + var_o / pair_ratio**2))
-            cand[k] = r * width + c
-            sharp[k] = is_sharp
-            z[k] = best
-            k += 1
-    return sig, low, cand, sharp, z
+    for k in range(cand.size):
+        r, c = divmod(cand[k], width)
+        p = sig[r, c]
+        var_bg = cand_rms[k] * cand_rms[k]
+        var_p = var_bg + max(p, 0.0) / gain
+        is_sharp = False
+        best = -np.inf
+        for dy, dx in dirs:
+            ry1 = min(max(r + dy, 0), height - 1)
+            cx1 = min(max(c + dx, 0), width - 1)
+            ry2 = min(max(r - dy, 0), height - 1)
+            cx2 = min(max(c - dx, 0), width - 1)
+            n_plus = sig[ry1, cx1]
+            n_minus = sig[ry2, cx2]
+            excess = p - (n_plus + n_minus) / single_ratio
+            var_n = 2.0 * var_bg + (max(n_plus, 0.0) + max(n_minus, 0.0)) / gain
+            if excess > 0.0:
+                is_sharp = True
+            best = max(best, excess / np.sqrt(var_p + var_n / single_ratio**2))
+            if n_plus >= n_minus:
+                partner, other = n_plus, n_minus
+                by = min(max(r + 2 * dy, 0), height - 1)
+                bx = min(max(c + 2 * dx, 0), width - 1)
+            else:
+                partner, other = n_minus, n_plus
+                by = min(max(r - 2 * dy, 0), height - 1)
+                bx = min(max(c - 2 * dx, 0), width - 1)
+            beyond = sig[by, bx]
+            excess2 = (p + partner) - (beyond + other) / pair_ratio
+            var_s = var_p + var_bg + max(partner, 0.0) / gain
+            var_o = 2.0 * var_bg + (max(beyond, 0.0) + max(other, 0.0)) / gain
+            if excess2 > 0.0:
+                is_sharp = True
+            best = max(best, excess2 / np.sqrt(var_s + var_o / pair_ratio**2))
+        sharp[k] = is_sharp
+        z[k] = best
+    return sharp, z
 
 
 @njit(cache=True, nogil=True)
@@ -189,17 +255,44 @@ def labelled_pixels(labels: np.ndarray, total: int):
 
 @njit(cache=True, nogil=True)
 def busy_pixels(
-    labels: np.ndarray, flagged: np.ndarray, light: np.ndarray, sizes: np.ndarray, min_px: int
+    labels: np.ndarray, flagged: np.ndarray, light: np.ndarray, min_px: int
 ) -> np.ndarray:
-    """Pixels of a flagged hit (`flagged[labels]`) or of a component of `light` with at
-    least `min_px` pixels (`sizes` from `label8_sizes`), in one pass: the two gathers and
-    the union that numpy makes as three full-image arrays."""
+    """Pixels of a flagged hit (`flagged[labels]`) or of an 8-connected component of `light`
+    with at least `min_px` pixels: scipy's labelling of `light`, its sizes, two gathers and
+    a union, in one pass that keeps no label image (each component's pixels are listed while
+    it is filled, and marked if it is large enough)."""
     height, width = labels.shape
     out = np.empty((height, width), dtype=np.bool_)
     for r in range(height):
         for c in range(width):
-            k = light[r, c]
-            out[r, c] = flagged[labels[r, c]] or (k > 0 and sizes[k] >= min_px)
+            out[r, c] = flagged[labels[r, c]]
+    seen = np.zeros((height, width), dtype=np.bool_)
+    comp = np.empty(1024, dtype=np.int64)
+    for r0 in range(height):
+        for c0 in range(width):
+            if not light[r0, c0] or seen[r0, c0]:
+                continue
+            seen[r0, c0] = True
+            comp[0] = r0 * width + c0
+            count = 1
+            k = 0
+            while k < count:  # the component's list is also the queue of the fill
+                r, c = divmod(comp[k], width)
+                k += 1
+                for rr in range(max(r - 1, 0), min(r + 2, height)):
+                    for cc in range(max(c - 1, 0), min(c + 2, width)):
+                        if light[rr, cc] and not seen[rr, cc]:
+                            seen[rr, cc] = True
+                            if count == comp.size:
+                                bigger = np.empty(2 * comp.size, dtype=np.int64)
+                                bigger[:count] = comp
+                                comp = bigger
+                            comp[count] = rr * width + cc
+                            count += 1
+            if count >= min_px:
+                for j in range(count):
+                    r, c = divmod(comp[j], width)
+                    out[r, c] = True
     return out
 
 
