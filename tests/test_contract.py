@@ -177,6 +177,7 @@ def test_products_table_records_every_file(science, tmp_path, store_url) -> None
         assert summary.stages_ok == 2 and summary.stages_failed == 0
         recorded = {(p.exposure, p.stage, p.kind): p for p in store.products()}
         assert set(recorded) == {(science.name, "catalogue", "catalogue"),
+                                 (science.name, "catalogue", "sky"),
                                  (science.name, "detector_health", "health")}  # fmt: skip
         product = recorded[(science.name, "catalogue", "catalogue")]
         path = settings.data_path / product.path
@@ -185,7 +186,7 @@ def test_products_table_records_every_file(science, tmp_path, store_url) -> None
         assert product.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
         # Forced again: the row is replaced, not added.
         run_pipeline(store, settings, SerialExecutor(), stages=stages, workers=1, force=True)
-        assert len(store.products()) == 2
+        assert len(store.products()) == 3
         assert [p.kind for p in store.products(stages=["detector_health"])] == ["health"]
         # rolled up by the runner: CCD and FPA medians of the quadrants
         rows = store.metrics(metrics=["read_noise_adu"])

@@ -7,15 +7,24 @@ threshold could feel. The hit kernel's row-by-row sky is checked against the ful
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import sep
 
+from viskom.measure.cosmics import detect_hits
 from viskom.measure.hit_kernels import (
     significance_and_seeds,
     significance_and_seeds_on_mesh,
 )
-from viskom.measure.sky import sky_maps, sky_mesh, spline_tables
+from viskom.measure.sky import (
+    skies_from_product,
+    sky_maps,
+    sky_mesh,
+    sky_product,
+    spline_tables,
+)
 
 
 def _scene(height: int, width: int, seed: int) -> np.ndarray:
@@ -75,3 +84,38 @@ def test_the_hit_kernel_evaluates_the_same_sky_row_by_row():
     assert by_map[2].size > 100  # candidates: the stars and the hits
     for a, b in zip(by_map, by_row, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_sky_product_round_trips(tmp_path):
+    meshes = {"1-1.E": sky_mesh(_scene(300, 260, 1)), "6-6.H": sky_mesh(_scene(256, 256, 2), 32, 5)}
+    path = tmp_path / "sky.npz"
+    np.savez(path, **sky_product(meshes))
+    with np.load(path) as npz:
+        back = skies_from_product({k: npz[k] for k in npz.files})
+    assert set(back) == set(meshes)
+    for ext, mesh in meshes.items():
+        np.testing.assert_array_equal(back[ext].back, mesh.back)
+        np.testing.assert_array_equal(back[ext].rms, mesh.rms)
+        assert (back[ext].shape, back[ext].mesh_px, back[ext].filter_size) == (
+            mesh.shape,
+            mesh.mesh_px,
+            mesh.filter_size,
+        )
+    assert skies_from_product(None) == {}
+
+
+def test_the_hit_detector_uses_the_catalogues_meshes_only_where_they_fit():
+    image = _scene(300, 260, seed=4)
+    own = detect_hits(image, gain_e_per_adu=3.5)
+    given = detect_hits(image, gain_e_per_adu=3.5, sky=sky_mesh(image))
+    np.testing.assert_array_equal(own["x"], given["x"])
+    # a noisier sky than the image's own is used when it fits (fewer hits)...
+    mesh = sky_mesh(image)
+    noisier = replace(mesh, rms=mesh.rms * np.float32(3.0))
+    assert len(detect_hits(image, gain_e_per_adu=3.5, sky=noisier)["x"]) < len(own["x"])
+    # ... and ignored when it was made with other settings or for another image
+    for other in (replace(noisier, mesh_px=32), replace(noisier, filter_size=5),
+                  replace(noisier, shape=(301, 260))):  # fmt: skip
+        np.testing.assert_array_equal(
+            detect_hits(image, gain_e_per_adu=3.5, sky=other)["x"], own["x"]
+        )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sep
@@ -23,6 +23,9 @@ import sep
 from viskom.le1.focalplane import unwrap_longitude
 from viskom.measure.arrays import stack_tables
 from viskom.measure.cosmics import sharpness_ratios
+
+if TYPE_CHECKING:
+    from viskom.measure.sky import SkyMesh
 
 #: SExtractor FLAGS bits
 FLAG_NEIGHBOURS = 1
@@ -161,29 +164,35 @@ def extract_sources(
     saturation_adu: float | None = None,
     params: ExtractionParams | None = None,
     overwrite: bool = False,
+    sky: SkyMesh | None = None,
 ) -> dict[str, np.ndarray]:
     """Detect and measure sources on a bias-subtracted image area (ADU, any float dtype).
 
     `saturation_adu` is the saturation level above bias: sources whose peak reaches it
     get FLAGS bit 4. `overwrite`: a C-ordered float32 `image` may have its sky subtracted in
-    place (no copy of the quadrant). Returns a dict of equal-length columns
-    (`CATALOGUE_COLUMNS`).
+    place (no copy of the quadrant). `sky`: the image's SExtractor background meshes
+    (`measure.sky.sky_mesh` with `back_size` and `back_filtersize`), when the caller has
+    them. Returns a dict of equal-length columns (`CATALOGUE_COLUMNS`).
     """
+    from viskom.measure.sky import sky_maps, sky_mesh  # lazily: numba
+
     p = params or ExtractionParams()
     # the sky is subtracted in place: a copy unless the caller gives its own array away
     data = (np.asarray if overwrite else np.array)(image, dtype=np.float32, order="C")
     # sep allocates its pixel stack on every call: size it to the image, not to the maximum.
     sep.set_extract_pixstack(max(300_000, int(p.pixstack_fraction * data.size)))
     sep.set_sub_object_limit(4096)
-    bkg = sep.Background(
-        data, bw=p.back_size, bh=p.back_size, fw=p.back_filtersize, fh=p.back_filtersize
-    )
-    back = bkg.back()
+    if sky is None:
+        sky = sky_mesh(data, p.back_size, p.back_filtersize)
     hits = None
     if p.hit_mask_fraction is not None:
-        hits = sharp_hit_mask(data, back, bkg.rms(), p)
+        back, sky_rms = sky_maps(sky)
+        hits = sharp_hit_mask(data, back, sky_rms, p)
+        del sky_rms
+    else:
+        back = sky_maps(sky, noise=False)[0]
     data -= back
-    rms = float(bkg.globalrms)
+    rms = sky.global_rms
     objects, segments = _detect(data, p.detect_thresh, rms, p, mask=hits, segments=True)
     touched = np.zeros(len(objects), dtype=bool)
     if hits is not None and len(objects):

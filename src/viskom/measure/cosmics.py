@@ -27,11 +27,15 @@ quadrant at a time; the pixel loops are compiled (`measure.hit_kernels`, numba),
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sep
 
 from viskom.measure.robust import MEDIAN_ERROR_FACTOR, mad_sigma
+
+if TYPE_CHECKING:
+    from viskom.measure.sky import SkyMesh
 
 #: VISQL's catalogue classes (plotX.py): compact sources and their FLUX_AUTO windows (ADU).
 COMPACT_RADIUS_PX = 0.9
@@ -94,6 +98,7 @@ def detect_hits(
     params: HitParams | None = None,
     diffusion_var_px2: float | None = None,
     return_labels: bool = False,
+    sky: SkyMesh | None = None,
 ) -> dict[str, np.ndarray]:
     """Particle hits of a bias-subtracted image area (ADU).
 
@@ -103,6 +108,8 @@ def detect_hits(
 
     objects: (x, y, radius) of catalogued non-compact sources, 0-based; hits there must beat
     the noise of the PSF test. hot_pixels: flat indices of known hot pixels (never seeds).
+    sky: the image's SExtractor background meshes (the catalogue's, `measure.sky`), used
+    when they were made with `background_mesh_px` and a 3 x 3 filter, else measured here.
     Returns per-hit columns (HIT_COLUMNS) and `masked_pixels`, `hit_pixels`, `image_pixels`;
     with return_labels, the label image (0 = no hit) and the mask of unmeasured pixels too.
     """
@@ -114,7 +121,9 @@ def detect_hits(
     from viskom.measure.sky import sky_mesh, spline_tables
 
     # SExtractor's sky (as sep's), evaluated row by row inside the kernel: no sky maps
-    mesh = sky_mesh(img, p.background_mesh_px, 3)
+    mesh = sky
+    if mesh is None or not mesh.fits(img.shape, p.background_mesh_px, 3):
+        mesh = sky_mesh(img, p.background_mesh_px, 3)
     sig, low, cand_rc, sharp, z = kern.significance_and_seeds_on_mesh(
         img,
         *spline_tables(mesh),

@@ -17,6 +17,7 @@ Imported lazily by its callers: numba is not loaded by the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ class SkyMesh:
     rms: np.ndarray  # (ny, nx) float32
     mesh_px: int
     shape: tuple[int, int]
+    filter_size: int = 3  # meshes of the median filter
 
     @property
     def global_back(self) -> float:
@@ -47,6 +49,11 @@ class SkyMesh:
         """The median noise over the meshes (sep's `globalrms`)."""
         return float(np.median(self.rms))
 
+    def fits(self, shape: tuple[int, ...], mesh_px: int, filter_size: int) -> bool:
+        """Whether these are the meshes an image of `shape` gets with these settings."""
+        same_shape = tuple(int(v) for v in shape) == tuple(self.shape)
+        return same_shape and (self.mesh_px, self.filter_size) == (mesh_px, max(filter_size, 1))
+
 
 def sky_mesh(image: np.ndarray, mesh_px: int = 64, filter_size: int = 3) -> SkyMesh:
     """SExtractor's sky and noise meshes of `image` (float32), median-filtered over
@@ -57,21 +64,56 @@ def sky_mesh(image: np.ndarray, mesh_px: int = 64, filter_size: int = 3) -> SkyM
     back, rms = _fill_bad(back, rms)
     if filter_size > 1:
         back, rms = _median_filter(back, rms, int(filter_size) // 2)
-    return SkyMesh(back, rms, int(mesh_px), (int(img.shape[0]), int(img.shape[1])))
+    shape = (int(img.shape[0]), int(img.shape[1]))
+    return SkyMesh(back, rms, int(mesh_px), shape, max(int(filter_size), 1))
 
 
-def sky_maps(mesh: SkyMesh) -> tuple[np.ndarray, np.ndarray]:
+def sky_maps(mesh: SkyMesh, noise: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """The sky and noise at every pixel (float32 maps of `mesh.shape`), as sep's
-    `back()` and `rms()`."""
-    d_back = _spline_y(mesh.back)
-    d_rms = _spline_y(mesh.rms)
-    return _evaluate(mesh.back, d_back, mesh.rms, d_rms, mesh.mesh_px, *mesh.shape)
+    `back()` and `rms()`; without `noise`, the sky alone (and None)."""
+    back = _evaluate(mesh.back, _spline_y(mesh.back), mesh.mesh_px, *mesh.shape)
+    if not noise:
+        return back, None
+    return back, _evaluate(mesh.rms, _spline_y(mesh.rms), mesh.mesh_px, *mesh.shape)
 
 
 def spline_tables(mesh: SkyMesh) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(back, d2 back, rms, d2 rms): the meshes and their second derivatives along y, what
     `sky_rows` needs to evaluate the sky row by row inside another kernel."""
     return mesh.back, _spline_y(mesh.back), mesh.rms, _spline_y(mesh.rms)
+
+
+def sky_product(skies: Mapping[str, SkyMesh]) -> dict[str, np.ndarray]:
+    """The meshes of every quadrant as named arrays (an npz product): `back_<quadrant>`,
+    `rms_<quadrant>`, `shape_<quadrant>` (the image's rows, columns), `mesh_px_<quadrant>` and
+    `filter_<quadrant>`."""
+    out: dict[str, np.ndarray] = {}
+    for ext, mesh in skies.items():
+        out[f"back_{ext}"] = mesh.back
+        out[f"rms_{ext}"] = mesh.rms
+        out[f"shape_{ext}"] = np.asarray(mesh.shape, dtype=np.int64)
+        out[f"mesh_px_{ext}"] = np.asarray(mesh.mesh_px, dtype=np.int64)
+        out[f"filter_{ext}"] = np.asarray(mesh.filter_size, dtype=np.int64)
+    return out
+
+
+def skies_from_product(arrays: Mapping[str, np.ndarray] | None) -> dict[str, SkyMesh]:
+    """`sky_product`'s arrays back as meshes per quadrant (none for None)."""
+    if not arrays:
+        return {}
+    out = {}
+    for key in arrays:
+        if key.startswith("back_"):
+            ext = key[len("back_") :]
+            h, w = (int(v) for v in arrays[f"shape_{ext}"])
+            out[ext] = SkyMesh(
+                np.ascontiguousarray(arrays[key], dtype=np.float32),
+                np.ascontiguousarray(arrays[f"rms_{ext}"], dtype=np.float32),
+                int(arrays[f"mesh_px_{ext}"]),
+                (h, w),
+                int(arrays[f"filter_{ext}"]),
+            )
+    return out
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -323,13 +365,10 @@ def sky_row(
 
 
 @njit(cache=True, nogil=True)
-def _evaluate(back, d_back, rms, d_rms, mesh_px, height, width):
-    out_b = np.empty((height, width), dtype=np.float32)
-    out_r = np.empty((height, width), dtype=np.float32)
-    nx = back.shape[1]
-    node = np.empty(nx, dtype=np.float32)
-    dnode = np.empty(nx, dtype=np.float32)
+def _evaluate(mesh, d2, mesh_px, height, width):
+    out = np.empty((height, width), dtype=np.float32)
+    node = np.empty(mesh.shape[1], dtype=np.float32)
+    dnode = np.empty(mesh.shape[1], dtype=np.float32)
     for y in range(height):
-        sky_row(y, back, d_back, mesh_px, node, dnode, out_b[y])
-        sky_row(y, rms, d_rms, mesh_px, node, dnode, out_r[y])
-    return out_b, out_r
+        sky_row(y, mesh, d2, mesh_px, node, dnode, out[y])
+    return out

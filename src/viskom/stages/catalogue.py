@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,21 +27,36 @@ from viskom.measure.catalogue import (
 from viskom.measure.detector import quadrant_bias
 from viskom.stages.base import ProductSpec, Stage, StageInputs, StageResult, usable_quadrants
 
+if TYPE_CHECKING:
+    from viskom.measure.sky import SkyMesh
+
 
 def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np.ndarray]:
     """Sources of one quadrant: bias removed, positions 1-based in the quadrant array and in
     the instrument frame (deg)."""
+    return quadrant_sources(quad, params)[0]
+
+
+def quadrant_sources(
+    quad: Quadrant, params: ExtractionParams
+) -> tuple[dict[str, np.ndarray], SkyMesh]:
+    """`quadrant_catalogue`, and the sky meshes it was measured on (above the bias), which
+    the events stage reads instead of measuring the same sky again."""
+    from viskom.measure.sky import sky_mesh  # lazily: numba
+
     g = quad.geometry
     bias = quadrant_bias(quad.data, g)[2]
     image = quad.data[g.image.slices].astype(np.float32)
     image -= np.float32(bias)
     saturation = quad.header.saturate_adu
+    sky = sky_mesh(image, params.back_size, params.back_filtersize)
     cat = extract_sources(
         image,
         gain_e_per_adu=quad.header.gain_e_per_adu,
         saturation_adu=None if saturation is None else saturation - bias,
         params=params,
         overwrite=True,  # `image` is this function's own copy
+        sky=sky,
     )
     del image
     cat["x_image"] = cat["x_image"] + g.image.col0
@@ -55,7 +70,7 @@ def quadrant_catalogue(quad: Quadrant, params: ExtractionParams) -> dict[str, np
     cat["x_world"], cat["y_world"] = np.asarray(x_world), np.asarray(y_world)
     cat["field_radius"] = np.hypot(cat["x_world"], cat["y_world"])
     cat["extname"] = np.full(n, quad.extname, dtype=object)
-    return cat
+    return cat, sky
 
 
 def sextractor_catalogue(
@@ -89,7 +104,10 @@ class Catalogue(Stage):
     frame_types = frozenset({"SCIENCE", "FLAT", "DARK"})
     external = ("source_extractor",)
     parallel_quadrants = True
-    products = (ProductSpec("catalogue", "parquet", "sources of every quadrant (one row each)"),)
+    products = (
+        ProductSpec("catalogue", "parquet", "sources of every quadrant (one row each)"),
+        ProductSpec("sky", "npz", "the sky and noise meshes of every quadrant (sep engine)"),
+    )
 
     @classmethod
     def config_of(cls, settings: Any) -> dict[str, Any]:
@@ -111,21 +129,29 @@ class Catalogue(Stage):
         cfg = dict(config)
         engine = cfg.pop("engine", "sep")
         names, outcomes = usable_quadrants(frame)
+        skies = {}
         if not names:
             per_quadrant = {}
         elif engine == "source-extractor":
             per_quadrant = sextractor_catalogue(frame, inputs.source("source_extractor"), names)
         else:
-            per_quadrant = map_quadrants(
+            params = ExtractionParams(**cfg)
+            both = map_quadrants(
                 frame,
-                quadrant_catalogue,
-                args=(ExtractionParams(**cfg),),
+                quadrant_sources,
+                args=(params,),
                 names=names,
                 workers=inputs.exposure.quadrant_workers,
             )
+            per_quadrant = {ext: cat for ext, (cat, _sky) in both.items()}
+            skies = {ext: sky for ext, (_cat, sky) in both.items()}
         products = {
             "catalogue": merge_catalogues(per_quadrant)
         }  # an empty table all the same: downstream reads it
+        if skies:
+            from viskom.measure.sky import sky_product
+
+            products["sky"] = sky_product(skies)
         if not per_quadrant:
             return StageResult(products=products, outcomes=outcomes, measured=False)
         return StageResult(

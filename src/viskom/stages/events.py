@@ -64,8 +64,11 @@ def quadrant_hits(
     guards: Mapping[str, tuple[np.ndarray, ...]],
     hot: Mapping[str, np.ndarray],
     params: Mapping[str, Any],
+    skies: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Hits of one quadrant: table rows (1-based array pixels, instrument frame) and counts."""
+    """Hits of one quadrant: table rows (1-based array pixels, instrument frame) and counts.
+    `skies`: the catalogue's sky meshes per quadrant (`measure.sky.SkyMesh`), not measured
+    again where they fit."""
     g = quad.geometry
     bias = quadrant_bias(quad.data, g)[2]
     image = quad.data[g.image.slices].astype(np.float32)
@@ -85,6 +88,7 @@ def quadrant_hits(
         objects=objects,
         hot_pixels=hot.get(quad.extname),
         params=HitParams(**params),
+        sky=None if skies is None else skies.get(quad.extname),
     )
     del image
     return quadrant_hit_rows(
@@ -98,7 +102,10 @@ class Events(Stage):
     name = "events"
     version = "3"
     frame_types = frozenset({"SCIENCE", "DARK"})
-    inputs = (ProductInput("catalogue", "catalogue"),)
+    inputs = (
+        ProductInput("catalogue", "catalogue"),
+        ProductInput("catalogue", "sky", optional=True),  # its sky meshes: not measured again
+    )
     calibrations = ("hot_pixels", "xray_baseline")
     config_section = "events"
     config_keys = ("seed_sigma", "grow_sigma", "psf_single_ratio", "psf_pair_ratio",
@@ -121,10 +128,13 @@ class Events(Stage):
         hits_config.update(psf_single_ratio=single, psf_pair_ratio=pair)
         hot = inputs.calibration("hot_pixels")
         names, header_outcomes = usable_quadrants(frame)
+        from viskom.measure.sky import skies_from_product  # lazily: numba
+
+        skies = skies_from_product(inputs.product("sky"))
         results = map_quadrants(
             frame,
             quadrant_hits,
-            args=(star_guards(cat, locus), hot, hits_config),
+            args=(star_guards(cat, locus), hot, hits_config, skies),
             names=names,
             workers=exposure.quadrant_workers,
         )
