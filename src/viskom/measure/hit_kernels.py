@@ -33,17 +33,30 @@ def significance_and_seeds(
     `sky` and `rms` are maps of the image's shape. Returns (sig, low, candidate flat
     indices, sharp, z)."""
     height, width = image.shape
+    # the outputs are made here, so the compiler knows they alias nothing: vectorised loops
     sig = np.empty((height, width), dtype=np.float32)
-    low = np.empty((height, width), dtype=np.bool_)
-    cand = np.empty(max(height * width // 64, 1024), dtype=np.int64)
-    cand_rms = np.empty(cand.size, dtype=np.float32)
-    n = 0
+    low = np.zeros((height, width), dtype=np.bool_)
     for r in range(height):
-        cand, cand_rms, n = _significance_row(
-            image[r], sky[r], rms[r], r, sig[r], low[r], seed_sigma, grow_sigma, cand, cand_rms, n
-        )
-    sharp, z = _seed_tests(sig, cand[:n], cand_rms[:n], gain, single_ratio, pair_ratio)
-    return sig, low, cand[:n].copy(), sharp, z
+        for c in range(width):
+            s = image[r, c] - sky[r, c]
+            sig[r, c] = s
+            low[r, c] = s > grow_sigma * rms[r, c]
+    n_cand = 0
+    for r in range(height):
+        for c in range(width):
+            if sig[r, c] > seed_sigma * rms[r, c]:
+                n_cand += 1
+    cand = np.empty(n_cand, dtype=np.int64)
+    cand_rms = np.empty(n_cand, dtype=np.float32)
+    k = 0
+    for r in range(height):
+        for c in range(width):
+            if sig[r, c] > seed_sigma * rms[r, c]:
+                cand[k] = r * width + c
+                cand_rms[k] = rms[r, c]
+                k += 1
+    sharp, z = _seed_tests(sig, cand, cand_rms, gain, single_ratio, pair_ratio)
+    return sig, low, cand, sharp, z
 
 
 @njit(cache=True, nogil=True)
@@ -65,48 +78,41 @@ def significance_and_seeds_on_mesh(
     sky or noise map is made."""
     height, width = image.shape
     sig = np.empty((height, width), dtype=np.float32)
-    low = np.empty((height, width), dtype=np.bool_)
-    cand = np.empty(max(height * width // 64, 1024), dtype=np.int64)
-    cand_rms = np.empty(cand.size, dtype=np.float32)
+    low = np.zeros((height, width), dtype=np.bool_)
     sky_line = np.empty(width, dtype=np.float32)
     rms_line = np.empty(width, dtype=np.float32)
     node = np.empty(back.shape[1], dtype=np.float32)
     dnode = np.empty(back.shape[1], dtype=np.float32)
+    cand = np.empty(max(height * width // 64, 1024), dtype=np.int64)
+    cand_rms = np.empty(cand.size, dtype=np.float32)
     n = 0
     for r in range(height):
         sky_row(r, back, d_back, mesh_px, node, dnode, sky_line)
         sky_row(r, rms, d_rms, mesh_px, node, dnode, rms_line)
-        cand, cand_rms, n = _significance_row(
-            image[r], sky_line, rms_line, r, sig[r], low[r], seed_sigma, grow_sigma,
-            cand, cand_rms, n,
-        )  # fmt: skip
-    sharp, z = _seed_tests(sig, cand[:n], cand_rms[:n], gain, single_ratio, pair_ratio)
-    return sig, low, cand[:n].copy(), sharp, z
-
-
-@njit(cache=True, nogil=True)
-def _significance_row(
-    image, sky, rms, r, sig, low, seed_sigma, grow_sigma, cand, cand_rms, n
-):  # fmt: skip
-    """One row: sig = image - sky, low = above grow_sigma; the pixels above seed_sigma
-    appended to the candidates (flat index, noise), the arrays doubled when full."""
-    width = image.size
-    for c in range(width):
-        s = image[c] - sky[c]
-        sig[c] = s
-        low[c] = s > grow_sigma * rms[c]
-        if s > seed_sigma * rms[c]:
-            if n == cand.size:
-                more = np.empty(2 * cand.size, dtype=np.int64)
-                more[:n] = cand
-                cand = more
-                more_rms = np.empty(2 * cand_rms.size, dtype=np.float32)
-                more_rms[:n] = cand_rms
-                cand_rms = more_rms
-            cand[n] = r * width + c
-            cand_rms[n] = rms[c]
-            n += 1
-    return cand, cand_rms, n
+        for c in range(width):
+            s = image[r, c] - sky_line[c]
+            sig[r, c] = s
+            low[r, c] = s > grow_sigma * rms_line[c]
+        in_row = 0
+        for c in range(width):
+            in_row += sig[r, c] > seed_sigma * rms_line[c]
+        if n + in_row > cand.size:  # more candidates than 1 in 64 pixels: more room
+            size = max(2 * cand.size, n + in_row)
+            more = np.empty(size, dtype=np.int64)
+            more[:n] = cand[:n]
+            cand = more
+            more_rms = np.empty(size, dtype=np.float32)
+            more_rms[:n] = cand_rms[:n]
+            cand_rms = more_rms
+        if in_row:
+            for c in range(width):
+                if sig[r, c] > seed_sigma * rms_line[c]:
+                    cand[n] = r * width + c
+                    cand_rms[n] = rms_line[c]
+                    n += 1
+    cand = cand[:n].copy()
+    sharp, z = _seed_tests(sig, cand, cand_rms[:n], gain, single_ratio, pair_ratio)
+    return sig, low, cand, sharp, z
 
 
 @njit(cache=True, nogil=True)
