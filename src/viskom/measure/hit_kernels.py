@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from viskom.measure.sky import sky_row
+from viskom.measure.sky_kernels import sky_row
 
 
 @njit(cache=True, nogil=True)
