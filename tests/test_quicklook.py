@@ -22,6 +22,7 @@ from viskom.measure.catalogue import (
 )
 from viskom.measure.detector import quadrant_bias
 from viskom.measure.photometry import cutout_neighbour_flux, neighbour_flux
+from viskom.measure.sky import SkyMesh
 from viskom.sources.simulator import SimConfig, simulate_frame
 from viskom.stages.gaia import GaiaPhotometry
 
@@ -80,16 +81,19 @@ def test_extract_sources_leaves_its_input_alone(quadrants):
     np.testing.assert_array_equal(image, quadrants[0])
 
 
-def test_overwrite_measures_the_same_without_a_copy(quadrants):
+@pytest.mark.parametrize("params", [QUICKLOOK_PARAMS, ExtractionParams()])
+def test_overwrite_measures_the_same_without_a_copy(quadrants, params):
     """`overwrite=True` subtracts the sky in the caller's array (the catalogue stage's own
-    copy): the same catalogue, column for column."""
-    kept = extract_sources(quadrants[0], gain_e_per_adu=3.5, params=QUICKLOOK_PARAMS)
+    copy) at VISQL's depth; at the quick look's, the hit test makes the subtracted image and
+    the array is left alone. The same catalogue, column for column, either way."""
+    kept = extract_sources(quadrants[0], gain_e_per_adu=3.5, params=params)
     given = quadrants[0].copy()
-    reused = extract_sources(given, gain_e_per_adu=3.5, params=QUICKLOOK_PARAMS, overwrite=True)
+    reused = extract_sources(given, gain_e_per_adu=3.5, params=params, overwrite=True)
     assert set(kept) == set(reused)
     for column in kept:
         np.testing.assert_array_equal(kept[column], reused[column], err_msg=column)
-    assert not np.array_equal(given, quadrants[0])  # the sky went from the array itself
+    changed = not np.array_equal(given, quadrants[0])  # the sky went from the array itself
+    assert changed == (params.hit_mask_fraction is None)
 
 
 def _gauss(shape, x0, y0, flux, sigma=0.8):
@@ -271,9 +275,11 @@ def test_the_hit_mask_takes_a_spike_and_no_star():
     image = rng.normal(100.0, 3.0, (64, 64)).astype(np.float32)
     image[20, 20] += 500.0  # a hit: all its charge in one pixel
     image += _gauss(image.shape, 44.2, 40.7, 3.0e4)  # a star
-    sky = np.full(image.shape, 100.0, np.float32)
-    rms = np.full(image.shape, 3.0, np.float32)
-    mask = sharp_hit_mask(image, sky, rms, QUICKLOOK_PARAMS)
+    sky, rms = 100.0, 3.0
+    flat = SkyMesh(np.full((1, 1), sky, np.float32), np.full((1, 1), rms, np.float32), 64,
+                   image.shape)  # fmt: skip
+    mask, subtracted = sharp_hit_mask(image, flat, QUICKLOOK_PARAMS)
+    np.testing.assert_allclose(subtracted, image - sky, atol=1e-4)
     assert mask[20, 20]
     star = np.zeros(image.shape, bool)
     star[30:52, 34:56] = True

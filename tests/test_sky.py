@@ -20,10 +20,12 @@ from viskom.measure.hit_kernels import (
 )
 from viskom.measure.sky import (
     skies_from_product,
+    sky_at,
     sky_maps,
     sky_mesh,
     sky_product,
     spline_tables,
+    subtract_sky,
 )
 
 
@@ -119,3 +121,15 @@ def test_the_hit_detector_uses_the_catalogues_meshes_only_where_they_fit():
         np.testing.assert_array_equal(
             detect_hits(image, gain_e_per_adu=3.5, sky=other)["x"], own["x"]
         )
+
+
+def test_the_sky_subtracted_in_place_and_at_points_is_the_maps():
+    image = _scene(300, 260, seed=6)
+    mesh = sky_mesh(image)
+    back, _ = sky_maps(mesh, noise=False)
+    data = image.copy()
+    subtract_sky(data, mesh)
+    np.testing.assert_array_equal(data, image - back)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 260, 500), rng.integers(0, 300, 500)
+    np.testing.assert_array_equal(sky_at(mesh, x, y), back[y, x])

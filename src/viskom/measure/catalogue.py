@@ -170,28 +170,31 @@ def extract_sources(
 
     `saturation_adu` is the saturation level above bias: sources whose peak reaches it
     get FLAGS bit 4. `overwrite`: a C-ordered float32 `image` may have its sky subtracted in
-    place (no copy of the quadrant). `sky`: the image's SExtractor background meshes
-    (`measure.sky.sky_mesh` with `back_size` and `back_filtersize`), when the caller has
-    them. Returns a dict of equal-length columns (`CATALOGUE_COLUMNS`).
+    place (no copy of the quadrant); with the hit mask (`hit_mask_fraction`) it is never
+    changed, as the hit test makes the sky-subtracted image. `sky`: the image's SExtractor
+    background meshes (`measure.sky.sky_mesh` with `back_size` and `back_filtersize`), when
+    the caller has them (measured here otherwise, or if they do not fit). Returns a dict of
+    equal-length columns (`CATALOGUE_COLUMNS`).
     """
-    from viskom.measure.sky import sky_maps, sky_mesh  # lazily: numba
+    from viskom.measure.sky import sky_at, sky_mesh, subtract_sky
 
     p = params or ExtractionParams()
-    # the sky is subtracted in place: a copy unless the caller gives its own array away
-    data = (np.asarray if overwrite else np.array)(image, dtype=np.float32, order="C")
+    hits = None
+    if p.hit_mask_fraction is not None:
+        # the hit test makes the sky-subtracted image itself: the caller's array is only read
+        data = np.ascontiguousarray(image, dtype=np.float32)
+        if sky is None or not sky.fits(data.shape, p.back_size, p.back_filtersize):
+            sky = sky_mesh(data, p.back_size, p.back_filtersize)
+        hits, data = sharp_hit_mask(data, sky, p)
+    else:
+        # the sky is subtracted in place: a copy unless the caller gives its own array away
+        data = (np.asarray if overwrite else np.array)(image, dtype=np.float32, order="C")
+        if sky is None or not sky.fits(data.shape, p.back_size, p.back_filtersize):
+            sky = sky_mesh(data, p.back_size, p.back_filtersize)
+        subtract_sky(data, sky)
     # sep allocates its pixel stack on every call: size it to the image, not to the maximum.
     sep.set_extract_pixstack(max(300_000, int(p.pixstack_fraction * data.size)))
     sep.set_sub_object_limit(4096)
-    if sky is None:
-        sky = sky_mesh(data, p.back_size, p.back_filtersize)
-    hits = None
-    if p.hit_mask_fraction is not None:
-        back, sky_rms = sky_maps(sky)
-        hits = sharp_hit_mask(data, back, sky_rms, p)
-        del sky_rms
-    else:
-        back = sky_maps(sky, noise=False)[0]
-    data -= back
     rms = sky.global_rms
     objects, segments = _detect(data, p.detect_thresh, rms, p, mask=hits, segments=True)
     touched = np.zeros(len(objects), dtype=bool)
@@ -254,17 +257,11 @@ def extract_sources(
     flags[((aflag | kflag | rflag) & sep.APER_TRUNC) != 0] |= FLAG_TRUNCATED
     flags[((aflag | kflag) & sep.APER_HASMASKED) != 0] |= FLAG_APERTURE_INCOMPLETE
     flags[touched] |= FLAG_HIT_MASKED
-    peak = (
-        objects["peak"]
-        + back[
-            np.clip(y.round().astype(int), 0, data.shape[0] - 1),
-            np.clip(x.round().astype(int), 0, data.shape[1] - 1),
-        ]
-    )
-    if saturation_adu is not None:
-        flags[peak >= saturation_adu] |= FLAG_SATURATED
     xi = np.clip(x.round().astype(int), 0, data.shape[1] - 1)
     yi = np.clip(y.round().astype(int), 0, data.shape[0] - 1)
+    back = sky_at(sky, xi, yi)
+    if saturation_adu is not None:
+        flags[objects["peak"] + back >= saturation_adu] |= FLAG_SATURATED
     return {
         "number": np.arange(1, len(objects) + 1, dtype=np.int32),
         "x_image": x + 1.0,
@@ -279,43 +276,42 @@ def extract_sources(
         "flags": flags,
         "peak": objects["peak"].astype(np.float64),
         "area": objects["npix"].astype(np.int32),
-        "background": back[yi, xi].astype(np.float64),
+        "background": back.astype(np.float64),
         "sharp_single": sharp_single,
         "sharp_pair": sharp_pair,
     }
 
 
 def sharp_hit_mask(
-    image: np.ndarray,
-    sky: np.ndarray,
-    sky_rms: np.ndarray,
-    params: ExtractionParams,
-) -> np.ndarray:
+    image: np.ndarray, sky: SkyMesh, params: ExtractionParams
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixels of particle hits no PSF can make (boolean, the image's shape): the hit detector's
     seeds (`measure.cosmics.detect_hits`: above its seed sigma, and failing its single- or
-    two-pixel PSF test at `params.hit_mask_fraction` of its default limits), `image` before
-    the `sky` is subtracted.
+    two-pixel PSF test at `params.hit_mask_fraction` of its default limits), on `image`
+    (float32) above its `sky` meshes; and the sky-subtracted image the test made on the way
+    (a new array), which the detection measures.
     The seeds are not grown: growing into a neighbouring star's wings cost sharp PSFs' stars
     (two pixels, R2 1.2 px2: 27 % of the bright ones), while the seeds alone lose none and
     still remove 89-97 % of the hits' detections."""
     from viskom.measure import hit_kernels as kern  # lazily: numba, start-up time of the CLI
     from viskom.measure.cosmics import HitParams
+    from viskom.measure.sky import spline_tables
 
     hp = HitParams()
-    _sig, _low, candidates, sharp, _z = kern.significance_and_seeds(
-        image,
-        sky,
-        sky_rms,
+    subtracted, _low, candidates, sharp, _z = kern.significance_and_seeds_on_mesh(
+        np.ascontiguousarray(image, dtype=np.float32),
+        *spline_tables(sky),
+        sky.mesh_px,
         float(hp.seed_sigma),
         float(hp.grow_sigma),
         1.0,  # the gain weighs the significances `_z` only
         float(params.hit_mask_fraction) * float(hp.psf_single_ratio),
         float(params.hit_mask_fraction) * float(hp.psf_pair_ratio),
     )
-    del _sig, _low
+    del _low
     mask = np.zeros(image.shape, dtype=bool)
     mask.ravel()[candidates[sharp]] = True
-    return mask
+    return mask, subtracted
 
 
 def _detect(

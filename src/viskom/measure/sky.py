@@ -78,6 +78,30 @@ def sky_maps(mesh: SkyMesh, noise: bool = True) -> tuple[np.ndarray, np.ndarray 
     return back, evaluate(mesh.rms, _spline_y(mesh.rms), mesh.mesh_px, *mesh.shape)
 
 
+def subtract_sky(data: np.ndarray, mesh: SkyMesh) -> None:
+    """Subtract the sky from `data` (float32, C-ordered, `mesh.shape`) in place, row by row:
+    what `data -= sky_maps(mesh)[0]` does, without the map."""
+    from viskom.measure.sky_kernels import subtract_rows
+
+    subtract_rows(data, mesh.back, _spline_y(mesh.back), mesh.mesh_px)
+
+
+def sky_at(mesh: SkyMesh, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The sky (ADU, float32) at pixels (x, y), 0-based column and row indices within
+    `mesh.shape`: sep's `back()[y, x]` without the map."""
+    from viskom.measure.sky_kernels import values_at
+
+    cols = np.asarray(x, dtype=np.int64)
+    rows = np.asarray(y, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")  # one row evaluated per row of points
+    out = np.empty(rows.size, dtype=np.float32)
+    back = mesh.back
+    out[order] = values_at(
+        back, _spline_y(back), mesh.mesh_px, rows[order], cols[order], mesh.shape[1]
+    )
+    return out
+
+
 def spline_tables(mesh: SkyMesh) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(back, d2 back, rms, d2 rms): the meshes and their second derivatives along y, what
     `sky_kernels.sky_row` needs to evaluate the sky row by row inside another kernel."""

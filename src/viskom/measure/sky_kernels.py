@@ -241,3 +241,33 @@ def evaluate(mesh, d2, mesh_px, height, width):
     for y in range(height):
         sky_row(y, mesh, d2, mesh_px, node, dnode, out[y])
     return out
+
+
+@njit(cache=True, nogil=True)
+def subtract_rows(data, mesh, d2, mesh_px):
+    """`data` -= the spline through `mesh`, in place, row by row (no sky map)."""
+    height, width = data.shape
+    line = np.empty(width, dtype=np.float32)
+    node = np.empty(mesh.shape[1], dtype=np.float32)
+    dnode = np.empty(mesh.shape[1], dtype=np.float32)
+    for y in range(height):
+        sky_row(y, mesh, d2, mesh_px, node, dnode, line)
+        for x in range(width):
+            data[y, x] -= line[x]
+
+
+@njit(cache=True, nogil=True)
+def values_at(mesh, d2, mesh_px, rows, cols, width):
+    """The spline through `mesh` at pixels (rows, cols) of an image `width` wide (one row
+    evaluated per point, again only where the row changes)."""
+    out = np.empty(rows.size, dtype=np.float32)
+    line = np.empty(width, dtype=np.float32)
+    node = np.empty(mesh.shape[1], dtype=np.float32)
+    dnode = np.empty(mesh.shape[1], dtype=np.float32)
+    last = -1
+    for k in range(rows.size):
+        if rows[k] != last:
+            sky_row(rows[k], mesh, d2, mesh_px, node, dnode, line)
+            last = rows[k]
+        out[k] = line[cols[k]]
+    return out
