@@ -353,8 +353,7 @@ def isophote_shapes(
     where no detection lies within 1.5 px or the largest cutout still cuts the isophote short."""
     out = np.full((len(x), 6), np.nan)
     largest = 4 * int(params.shape_box_px)
-    stack = sep.get_extract_pixstack()
-    sep.set_extract_pixstack(max(4 * (2 * largest + 1) ** 2, 10_000))  # not 16 MB per cutout
+    stack = sep.get_extract_pixstack()  # each cutout sizes it to itself (`_cutout_shape`)
     try:
         for i, (xc, yc) in enumerate(zip(x, y, strict=True)):
             half = int(params.shape_box_px)
@@ -381,6 +380,9 @@ def _cutout_shape(
     x0, x1 = max(xi - half, 0), min(xi + half + 1, width)
     y0, y1 = max(yi - half, 0), min(yi + half + 1, height)
     cut = np.ascontiguousarray(data[y0:y1, x0:x1])
+    # sep allocates its pixel stack on every call: four times the cutout, not 16 MB (a
+    # 25 x 25 px cutout is measured in ~0.19 ms with 2,500 entries, ~0.25 ms with 37,636)
+    sep.set_extract_pixstack(max(4 * cut.size, 2_000))
     visql = ExtractionParams(clean=params.clean, clean_param=params.clean_param)
     objs = _detect(cut, float(params.shape_thresh), rms, visql)
     if len(objs) == 0:
