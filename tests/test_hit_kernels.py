@@ -14,6 +14,8 @@ from viskom.measure.hit_kernels import (
     grow,
     label8,
     label8_sizes,
+    label_boxes,
+    label_max,
     labelled_pixels,
     significance_and_seeds,
 )
@@ -216,3 +218,22 @@ def test_unit_metric_rows_count_each_units_rows_in_any_order():
         in_cat = np.isin(cat["extname"].astype(str), members)
         for cls in ("xray", "cosmics", "protons"):
             assert rows[(unit, f"cat_{cls}")] == np.count_nonzero(classes[cls] & in_cat)
+
+
+@pytest.mark.parametrize("mask", list(_masks())[:4])
+def test_label_boxes_and_maxima_are_numpy_s_reductions(mask):
+    labels, n = label8(mask)
+    idx = np.flatnonzero(labels)
+    lab = labels.ravel()[idx].astype(np.int64) - 1
+    y, x = np.divmod(idx, mask.shape[1])
+    expected = [np.full(n, mask.shape[0]), np.full(n, mask.shape[1]),
+                np.full(n, -1), np.full(n, -1)]  # fmt: skip
+    reductions = (np.minimum, np.minimum, np.maximum, np.maximum)
+    for ufunc, out, values in zip(reductions, expected, (y, x, y, x), strict=True):
+        ufunc.at(out, lab, values)
+    for got, want in zip(label_boxes(idx, lab, n, mask.shape[1]), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    values = np.random.default_rng(n).normal(size=idx.size)
+    peak = np.full(n, -np.inf)
+    np.maximum.at(peak, lab, values)
+    np.testing.assert_array_equal(label_max(values, lab, n), peak)

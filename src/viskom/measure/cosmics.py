@@ -265,7 +265,7 @@ def touch_probability(
     particles are about n_hits / (1 - p / 2) (`particles_from_hits`). Trials: enough for
     ~2000 placements (one on a full quadrant's ~9000 hits), at most 8. `pixels` (flat
     indices, 0-based labels) and `footprint` (labels > 0), when the caller has them."""
-    from viskom.measure.hit_kernels import dilate
+    from viskom.measure.hit_kernels import dilate, label_boxes
 
     if n == 0:
         return 0.0
@@ -275,14 +275,7 @@ def touch_probability(
     occupied = dilate(labels > 0 if footprint is None else footprint, 1, True)
     idx, lab = _labelled(labels) if pixels is None else pixels
     y, x = np.divmod(idx, width)
-    y0 = np.full(n, height)
-    x0 = np.full(n, width)
-    np.minimum.at(y0, lab, y)
-    np.minimum.at(x0, lab, x)
-    y1 = np.zeros(n, dtype=np.int64)
-    x1 = np.zeros(n, dtype=np.int64)
-    np.maximum.at(y1, lab, y)
-    np.maximum.at(x1, lab, x)
+    y0, x0, y1, x1 = label_boxes(idx, lab, int(n), int(width))
     span_y, span_x = y1 - y0 + 1, x1 - x0 + 1
     rng = np.random.default_rng(seed)
     touched = 0.0
@@ -352,8 +345,9 @@ def hit_table(
     # a uniform track of length L: variance along it L^2/12 (+ width^2, removed by lambda2);
     # one-pixel-wide sampling adds 1/12 to both axes, so it cancels as well
     length = np.sqrt(12.0 * 2.0 * half_diff)
-    peak = np.full(n, -np.inf)
-    np.maximum.at(peak, lab, v)
+    from viskom.measure.hit_kernels import label_max
+
+    peak = label_max(v, lab, int(n))
     with np.errstate(divide="ignore", invalid="ignore"):
         peak_fraction = np.where(charge > 0, peak / charge, np.nan)
     return {

@@ -35,7 +35,7 @@ def significance_and_seeds(
     height, width = image.shape
     # the outputs are made here, so the compiler knows they alias nothing: vectorised loops
     sig = np.empty((height, width), dtype=np.float32)
-    low = np.zeros((height, width), dtype=np.bool_)
+    low = np.empty((height, width), dtype=np.bool_)  # every pixel is written
     for r in range(height):
         for c in range(width):
             s = image[r, c] - sky[r, c]
@@ -78,7 +78,7 @@ def significance_and_seeds_on_mesh(
     sky or noise map is made."""
     height, width = image.shape
     sig = np.empty((height, width), dtype=np.float32)
-    low = np.zeros((height, width), dtype=np.bool_)
+    low = np.empty((height, width), dtype=np.bool_)  # every pixel is written
     sky_line = np.empty(width, dtype=np.float32)
     rms_line = np.empty(width, dtype=np.float32)
     node = np.empty(back.shape[1], dtype=np.float32)
@@ -162,12 +162,17 @@ def _seed_tests(sig, cand, cand_rms, gain, single_ratio, pair_ratio):
     return sharp, z
 
 
-@njit(cache=True, nogil=True)
 def grow(seeds: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
     """The seeds (flat indices) grown `steps` times into their 8 neighbours where `allowed`:
     scipy's binary_dilation(seeds, 3x3, iterations=steps, mask=allowed)."""
+    out = np.zeros(allowed.shape, dtype=np.bool_)  # numpy's calloc, not numba's memset
+    _grow_into(np.asarray(seeds, dtype=np.int64), allowed, int(steps), out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _grow_into(seeds, allowed, steps, out):
     height, width = allowed.shape
-    out = np.zeros((height, width), dtype=np.bool_)
     front = np.empty(seeds.size, dtype=np.int64)
     n_front = 0
     for i in seeds:
@@ -190,55 +195,78 @@ def grow(seeds: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
         front, n_front = nxt, n_next
         if n_front == 0:
             break
-    return out
 
 
 @njit(cache=True, nogil=True)
-def label8(mask: np.ndarray):
+def true_pixels(mask: np.ndarray) -> np.ndarray:
+    """Flat indices of the True pixels of `mask`, in raster order (np.flatnonzero)."""
+    height, width = mask.shape
+    n = 0
+    for r in range(height):
+        for c in range(width):
+            n += mask[r, c]
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    for r in range(height):
+        for c in range(width):
+            if mask[r, c]:
+                out[k] = r * width + c
+                k += 1
+    return out
+
+
+def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected components of `mask`, numbered 1..n in raster order of their first pixel
     (scipy.ndimage.label with a 3x3 structure). Returns (labels int32, n)."""
     labels, n, _sizes = label8_sizes(mask)
     return labels, n
 
 
-@njit(cache=True, nogil=True)
-def label8_sizes(mask: np.ndarray):
+def label8_sizes(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     """`label8`, and the number of pixels of each component (index 0: none, always 0),
-    counted while labelling instead of in another pass over the image."""
+    counted while labelling instead of in another pass over the image. The label image is
+    numpy's (calloc: pages are zeroed when first touched; numba's np.zeros writes all 17 MB
+    of a quadrant's first)."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    n, sizes = _label8_into(np.ascontiguousarray(mask, dtype=np.bool_), labels)
+    return labels, int(n), sizes
+
+
+@njit(cache=True, nogil=True)
+def _label8_into(mask: np.ndarray, labels: np.ndarray):
+    """`label8_sizes` into `labels` (zeros): (n, sizes). The scan over every pixel is a loop
+    of its own (`true_pixels`), and no array is resized inside the fill: with either, the
+    loops ran 10-40x slower (30 ms on an empty quadrant, ~300 ns per labelled pixel)."""
     height, width = mask.shape
-    labels = np.zeros((height, width), dtype=np.int32)
-    stack = np.empty(1024, dtype=np.int64)
-    sizes = np.zeros(1024, dtype=np.int64)
+    starts = true_pixels(mask)
+    stack = np.empty(max(starts.size, 1), dtype=np.int64)  # no component is larger
+    counts = np.empty(max(starts.size, 1), dtype=np.int64)
     n = 0
-    for r0 in range(height):
-        for c0 in range(width):
-            if not mask[r0, c0] or labels[r0, c0]:
-                continue
-            n += 1
-            if n == sizes.size:
-                more = np.zeros(2 * sizes.size, dtype=np.int64)
-                more[:n] = sizes[:n]
-                sizes = more
-            labels[r0, c0] = n
-            count = 1
-            stack[0] = r0 * width + c0
-            top = 1
-            while top:
-                top -= 1
-                r, c = divmod(stack[top], width)
-                for rr in range(max(r - 1, 0), min(r + 2, height)):
-                    for cc in range(max(c - 1, 0), min(c + 2, width)):
-                        if mask[rr, cc] and not labels[rr, cc]:
-                            labels[rr, cc] = n
-                            count += 1
-                            if top == stack.size:
-                                bigger = np.empty(2 * stack.size, dtype=np.int64)
-                                bigger[:top] = stack
-                                stack = bigger
-                            stack[top] = rr * width + cc
-                            top += 1
-            sizes[n] = count
-    return labels, n, sizes[: n + 1].copy()
+    for start in starts:
+        r0 = start // width
+        c0 = start - r0 * width
+        if labels[r0, c0]:
+            continue
+        n += 1
+        labels[r0, c0] = n
+        count = 1
+        stack[0] = start
+        top = 1
+        while top:
+            top -= 1
+            r = stack[top] // width
+            c = stack[top] - r * width
+            for rr in range(max(r - 1, 0), min(r + 2, height)):
+                for cc in range(max(c - 1, 0), min(c + 2, width)):
+                    if mask[rr, cc] and not labels[rr, cc]:
+                        labels[rr, cc] = n
+                        count += 1
+                        stack[top] = rr * width + cc
+                        top += 1
+        counts[n - 1] = count
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    sizes[1:] = counts[:n]
+    return n, sizes
 
 
 @njit(cache=True, nogil=True)
@@ -259,7 +287,6 @@ def labelled_pixels(labels: np.ndarray, total: int):
     return idx[:k], lab[:k]
 
 
-@njit(cache=True, nogil=True)
 def busy_pixels(
     labels: np.ndarray, flagged: np.ndarray, light: np.ndarray, min_px: int
 ) -> np.ndarray:
@@ -267,53 +294,92 @@ def busy_pixels(
     with at least `min_px` pixels: scipy's labelling of `light`, its sizes, two gathers and
     a union, in one pass that keeps no label image (each component's pixels are listed while
     it is filled, and marked if it is large enough)."""
-    height, width = labels.shape
-    out = np.empty((height, width), dtype=np.bool_)
-    for r in range(height):
-        for c in range(width):
-            out[r, c] = flagged[labels[r, c]]
-    seen = np.zeros((height, width), dtype=np.bool_)
-    comp = np.empty(1024, dtype=np.int64)
-    for r0 in range(height):
-        for c0 in range(width):
-            if not light[r0, c0] or seen[r0, c0]:
-                continue
-            seen[r0, c0] = True
-            comp[0] = r0 * width + c0
-            count = 1
-            k = 0
-            while k < count:  # the component's list is also the queue of the fill
-                r, c = divmod(comp[k], width)
-                k += 1
-                for rr in range(max(r - 1, 0), min(r + 2, height)):
-                    for cc in range(max(c - 1, 0), min(c + 2, width)):
-                        if light[rr, cc] and not seen[rr, cc]:
-                            seen[rr, cc] = True
-                            if count == comp.size:
-                                bigger = np.empty(2 * comp.size, dtype=np.int64)
-                                bigger[:count] = comp
-                                comp = bigger
-                            comp[count] = rr * width + cc
-                            count += 1
-            if count >= min_px:
-                for j in range(count):
-                    r, c = divmod(comp[j], width)
-                    out[r, c] = True
+    out = np.asarray(flagged)[labels]
+    seen = np.zeros(light.shape, dtype=np.bool_)  # calloc: zeroed where first touched
+    _mark_big_components(np.ascontiguousarray(light, dtype=np.bool_), int(min_px), seen, out)
     return out
 
 
 @njit(cache=True, nogil=True)
+def _mark_big_components(light, min_px, seen, out):
+    """Set `out` on the components of `light` with at least `min_px` pixels (`_label8_into`'s
+    loops: the scan apart, no array resized inside the fill)."""
+    height, width = light.shape
+    starts = true_pixels(light)
+    comp = np.empty(max(starts.size, 1), dtype=np.int64)
+    for start in starts:
+        r0 = start // width
+        c0 = start - r0 * width
+        if seen[r0, c0]:
+            continue
+        seen[r0, c0] = True
+        comp[0] = start
+        count = 1
+        k = 0
+        while k < count:  # the component's list is also the queue of the fill
+            r = comp[k] // width
+            c = comp[k] - r * width
+            k += 1
+            for rr in range(max(r - 1, 0), min(r + 2, height)):
+                for cc in range(max(c - 1, 0), min(c + 2, width)):
+                    if light[rr, cc] and not seen[rr, cc]:
+                        seen[rr, cc] = True
+                        comp[count] = rr * width + cc
+                        count += 1
+        if count >= min_px:
+            for j in range(count):
+                r = comp[j] // width
+                out[r, comp[j] - r * width] = True
+
+
 def dilate(mask: np.ndarray, radius: int, box: bool) -> np.ndarray:
     """`mask` dilated by `radius` pixels: within a (2r+1)^2 box (`box`, iterations of the 3x3
-    structure) or a diamond (iterations of the cross, scipy's default structure)."""
+    structure) or a diamond (iterations of the cross, scipy's default structure). The output
+    is numpy's zeros (calloc) and the set pixels are listed first (`true_pixels`): on a
+    quadrant's sparse hit masks 6 ms instead of 10 (as fast at 5 % of the pixels set)."""
+    out = np.zeros(mask.shape, dtype=np.bool_)
+    _dilate_into(np.ascontiguousarray(mask, dtype=np.bool_), int(radius), bool(box), out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _dilate_into(mask, radius, box, out):
     height, width = mask.shape
-    out = np.zeros((height, width), dtype=np.bool_)
-    for r in range(height):
-        for c in range(width):
-            if not mask[r, c]:
-                continue
-            for rr in range(max(r - radius, 0), min(r + radius + 1, height)):
-                reach = radius if box else radius - abs(rr - r)
-                for cc in range(max(c - reach, 0), min(c + reach + 1, width)):
-                    out[rr, cc] = True
+    for start in true_pixels(mask):
+        r = start // width
+        c = start - r * width
+        for rr in range(max(r - radius, 0), min(r + radius + 1, height)):
+            reach = radius if box else radius - abs(rr - r)
+            for cc in range(max(c - reach, 0), min(c + reach + 1, width)):
+                out[rr, cc] = True
+
+
+@njit(cache=True, nogil=True)
+def label_boxes(idx: np.ndarray, lab: np.ndarray, n: int, width: int):
+    """Bounding boxes (row0, col0, row1, col1, inclusive) of the `n` labels from their pixels'
+    flat indices and 0-based labels: np.minimum.at / np.maximum.at's four reductions (~30 ms
+    on a full quadrant's hits) in one pass."""
+    y0 = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    x0 = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    y1 = np.full(n, -1, dtype=np.int64)
+    x1 = np.full(n, -1, dtype=np.int64)
+    for k in range(idx.size):
+        j = lab[k]
+        y = idx[k] // width
+        x = idx[k] - y * width
+        y0[j] = min(y0[j], y)
+        x0[j] = min(x0[j], x)
+        y1[j] = max(y1[j], y)
+        x1[j] = max(x1[j], x)
+    return y0, x0, y1, x1
+
+
+@njit(cache=True, nogil=True)
+def label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
+    """The largest of `values` per 0-based label (-inf where a label has none):
+    np.maximum.at without its per-element overhead."""
+    out = np.full(n, -np.inf)
+    for k in range(values.size):
+        if values[k] > out[lab[k]]:
+            out[lab[k]] = values[k]
     return out
