@@ -71,7 +71,8 @@ def quadrant_aperture_ratios(
     other sources' flux in each aperture is found again at VISQL's depth."""
     g = quad.geometry
     bias = quadrant_bias(quad.data, g)[2]
-    image = quad.data.astype(np.float32) - np.float32(bias)
+    image = quad.data.astype(np.float32)
+    image -= np.float32(bias)
     region = (g.image.row0, g.image.row1, g.image.col0, g.image.col1)
     job = dict(jobs[quad.extname])
     usable = np.ones(len(job["x"]), dtype=bool)
