@@ -170,9 +170,25 @@ def grow(seeds: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _spread(flat: int, allowed: np.ndarray, seen: np.ndarray, queue: np.ndarray, n: int) -> int:
+    """The 8 neighbours of pixel `flat` that are `allowed` and not yet `seen`: marked seen and
+    appended to `queue` after its first `n` entries; returns the new length."""
+    height, width = allowed.shape
+    r = flat // width
+    c = flat - r * width
+    for rr in range(max(r - 1, 0), min(r + 2, height)):
+        for cc in range(max(c - 1, 0), min(c + 2, width)):
+            if allowed[rr, cc] and not seen[rr, cc]:
+                seen[rr, cc] = True
+                queue[n] = rr * width + cc
+                n += 1
+    return n
+
+
 @njit(cache=True, nogil=True)
 def _grow_into(seeds, allowed, steps, out):
-    height, width = allowed.shape
+    width = allowed.shape[1]
     front = np.empty(seeds.size, dtype=np.int64)
     n_front = 0
     for i in seeds:
@@ -185,13 +201,7 @@ def _grow_into(seeds, allowed, steps, out):
         nxt = np.empty(max(9 * n_front, 1), dtype=np.int64)
         n_next = 0
         for j in range(n_front):
-            r, c = divmod(front[j], width)
-            for rr in range(max(r - 1, 0), min(r + 2, height)):
-                for cc in range(max(c - 1, 0), min(c + 2, width)):
-                    if allowed[rr, cc] and not out[rr, cc]:
-                        out[rr, cc] = True
-                        nxt[n_next] = rr * width + cc
-                        n_next += 1
+            n_next = _spread(front[j], allowed, out, nxt, n_next)
         front, n_front = nxt, n_next
         if n_front == 0:
             break
@@ -304,7 +314,7 @@ def busy_pixels(
 def _mark_big_components(light, min_px, seen, out):
     """Set `out` on the components of `light` with at least `min_px` pixels (`_label8_into`'s
     loops: the scan apart, no array resized inside the fill)."""
-    height, width = light.shape
+    width = light.shape[1]
     starts = true_pixels(light)
     comp = np.empty(max(starts.size, 1), dtype=np.int64)
     for start in starts:
@@ -317,15 +327,8 @@ def _mark_big_components(light, min_px, seen, out):
         count = 1
         k = 0
         while k < count:  # the component's list is also the queue of the fill
-            r = comp[k] // width
-            c = comp[k] - r * width
+            count = _spread(comp[k], light, seen, comp, count)
             k += 1
-            for rr in range(max(r - 1, 0), min(r + 2, height)):
-                for cc in range(max(c - 1, 0), min(c + 2, width)):
-                    if light[rr, cc] and not seen[rr, cc]:
-                        seen[rr, cc] = True
-                        comp[count] = rr * width + cc
-                        count += 1
         if count >= min_px:
             for j in range(count):
                 r = comp[j] // width
