@@ -19,6 +19,7 @@ from viskom.measure.hit_kernels import (
     significance_and_seeds_on_mesh,
 )
 from viskom.measure.sky import (
+    SkyMesh,
     skies_from_product,
     sky_at,
     sky_maps,
@@ -52,6 +53,9 @@ def _scene(height: int, width: int, seed: int) -> np.ndarray:
         ((150, 400), 32, 1),
         ((60, 300), 64, 3),  # one row of meshes
         ((300, 60), 64, 3),  # one column
+        ((200, 230), 33, 3),  # an odd mesh
+        ((40, 50), 64, 3),  # smaller than one mesh
+        ((150, 100), 64, 3),  # two columns of meshes
     ],
 )
 def test_sky_and_noise_are_seps(shape, mesh_px, filter_size):
@@ -65,15 +69,34 @@ def test_sky_and_noise_are_seps(shape, mesh_px, filter_size):
     assert mesh.global_rms == pytest.approx(ref.globalrms, rel=1e-4)
 
 
-def test_a_mesh_with_a_nan_takes_its_neighbours_values():
+def test_a_mesh_with_a_nan_takes_its_neighbours_mean():
     image = _scene(256, 256, seed=5)
-    clean = sky_mesh(image)
-    image[70, 80] = np.nan  # mesh (1, 1)
-    mesh = sky_mesh(image)
-    assert np.all(np.isfinite(mesh.back)) and np.all(np.isfinite(mesh.rms))
-    # the filled mesh is within the spread of its neighbours' sky
-    assert abs(mesh.back[1, 1] - clean.back[1, 1]) < 3 * 3.2 / 64
-    assert mesh.rms[1, 1] == pytest.approx(clean.rms[1, 1], rel=0.05)
+    clean = sky_mesh(image, filter_size=1)  # unfiltered: the fill itself is compared
+    image[70, 80] = np.nan  # mesh (1, 1); its nearest meshes are its four sides
+    mesh = sky_mesh(image, filter_size=1)
+    sides = [(0, 1), (2, 1), (1, 0), (1, 2)]
+    assert mesh.back[1, 1] == pytest.approx(np.mean([clean.back[j, i] for j, i in sides]))
+    assert mesh.rms[1, 1] == pytest.approx(np.mean([clean.rms[j, i] for j, i in sides]))
+    others = np.ones(mesh.back.shape, bool)
+    others[1, 1] = False
+    np.testing.assert_array_equal(mesh.back[others], clean.back[others])
+
+
+def test_meshes_that_do_not_fit_their_image_are_refused():
+    with pytest.raises(ValueError, match="expected"):
+        SkyMesh(np.zeros((2, 2), np.float32), np.zeros((2, 3), np.float32), 64, (100, 100))
+    with pytest.raises(ValueError, match="expected"):
+        SkyMesh(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), 64, (100, 100))
+
+
+def test_the_global_noise_of_a_flat_quadrant_is_seps():
+    flat = np.full((128, 192), 1000.0, np.float32)  # no noise: every mesh's rms is 0
+    ref = sep.Background(flat, bw=64, bh=64, fw=3, fh=3)
+    assert sky_mesh(flat).global_rms == pytest.approx(ref.globalrms) == 1.0
+    half = flat.copy()
+    half[:, 96:] += np.random.default_rng(1).normal(0, 3, (128, 96)).astype(np.float32)
+    ref = sep.Background(half, bw=64, bh=64, fw=1, fh=1)
+    assert sky_mesh(half, filter_size=1).global_rms == pytest.approx(ref.globalrms, rel=1e-4)
 
 
 def test_the_hit_kernel_evaluates_the_same_sky_row_by_row():
@@ -116,8 +139,11 @@ def test_the_hit_detector_uses_the_catalogues_meshes_only_where_they_fit():
     noisier = replace(mesh, rms=mesh.rms * np.float32(3.0))
     assert len(detect_hits(image, gain_e_per_adu=3.5, sky=noisier)["x"]) < len(own["x"])
     # ... and ignored when it was made with other settings or for another image
-    for other in (replace(noisier, mesh_px=32), replace(noisier, filter_size=5),
-                  replace(noisier, shape=(301, 260))):  # fmt: skip
+    finer = sky_mesh(image, 32)
+    taller = sky_mesh(_scene(301, 260, seed=4))
+    for other in (replace(finer, rms=finer.rms * np.float32(3.0)),
+                  replace(noisier, filter_size=5),
+                  replace(taller, rms=taller.rms * np.float32(3.0))):  # fmt: skip
         np.testing.assert_array_equal(
             detect_hits(image, gain_e_per_adu=3.5, sky=other)["x"], own["x"]
         )
@@ -133,3 +159,32 @@ def test_the_sky_subtracted_in_place_and_at_points_is_the_maps():
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 260, 500), rng.integers(0, 300, 500)
     np.testing.assert_array_equal(sky_at(mesh, x, y), back[y, x])
+
+
+def test_the_mesh_kernel_keeps_every_candidate_beyond_its_first_allocation():
+    """More candidates than the kernel first makes room for (1 pixel in 64): all kept, in
+    raster order, as by the kernel on full maps."""
+    image = _scene(300, 260, seed=9)
+    spikes = np.random.default_rng(9).choice(image.size, image.size // 20, replace=False)
+    image.ravel()[spikes] += 400.0
+    mesh = sky_mesh(image)
+    back, rms = sky_maps(mesh)
+    args = (5.0, 2.5, 3.5, 0.24, 0.055)
+    by_map = significance_and_seeds(image, back, rms, *args)
+    by_row = significance_and_seeds_on_mesh(image, *spline_tables(mesh), mesh.mesh_px, *args)
+    assert by_map[2].size > 2 * max(image.size // 64, 1024)
+    for a, b in zip(by_map, by_row, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_sky_product_round_trips_through_the_pipelines_files(tmp_path):
+    from viskom.pipeline.stage_io import read_product
+    from viskom.store.products import write_arrays
+
+    meshes = {"1-1.E": sky_mesh(_scene(300, 260, 1)), "6-6.H": sky_mesh(_scene(256, 256, 2))}
+    path = write_arrays(sky_product(meshes), tmp_path / "x_sky.npz")
+    back = skies_from_product(read_product(path, "npz"))
+    assert set(back) == set(meshes)
+    for ext, mesh in meshes.items():
+        np.testing.assert_array_equal(back[ext].back, mesh.back)
+        assert back[ext].fits(mesh.shape, 64, 3)

@@ -13,6 +13,7 @@ from SExtractor's own columns (`sextractor_quadrant`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,9 @@ EXPOSURE_COLUMNS = (
     "field_radius",
     *CATALOGUE_COLUMNS[3:],
 )
+
+#: sep's process-wide settings (the pixel stack) are set and used under this lock
+_SEP_SETTINGS = threading.Lock()
 
 ALLGROUND_FILTER = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32)
 
@@ -192,8 +196,6 @@ def extract_sources(
         if sky is None or not sky.fits(data.shape, p.back_size, p.back_filtersize):
             sky = sky_mesh(data, p.back_size, p.back_filtersize)
         subtract_sky(data, sky)
-    # sep allocates its pixel stack on every call: size it to the image, not to the maximum.
-    sep.set_extract_pixstack(max(300_000, int(p.pixstack_fraction * data.size)))
     sep.set_sub_object_limit(4096)
     rms = sky.global_rms
     objects, segments = _detect(data, p.detect_thresh, rms, p, mask=hits, segments=True)
@@ -321,13 +323,27 @@ def _detect(
     p: ExtractionParams,
     mask: np.ndarray | None = None,
     segments: bool = False,
+    pixstack: int | None = None,
 ) -> Any:
     """sep's detection at `thresh` x `rms` with the filter, area, deblending and cleaning of
     `p` on a sky-subtracted image, `mask`ed pixels left out; with `segments`, (objects, the
     segmentation map: each object's pixels hold its index + 1, its NUMBER) when there is a
-    mask, (objects, None) without one."""
+    mask, (objects, None) without one. `pixstack`: sep's pixel stack (default: a fraction
+    `p.pixstack_fraction` of the image, at least 300,000), which sep allocates on every call."""
     if segments and mask is None:
-        return _detect(data, thresh, rms, p), None
+        return _detect(data, thresh, rms, p, pixstack=pixstack), None
+    if pixstack is None:
+        pixstack = max(300_000, int(p.pixstack_fraction * data.size))
+    # the stack size is one setting for the whole process: two threads measuring two
+    # quadrants (`le1.quadrant_map`) must not change it between the other's set and extract
+    with _SEP_SETTINGS:
+        sep.set_extract_pixstack(int(pixstack))
+        return _sep_extract(data, thresh, rms, p, mask, segments)
+
+
+def _sep_extract(
+    data: np.ndarray, thresh: float, rms: float, p: ExtractionParams, mask: Any, segments: bool
+) -> Any:
     return sep.extract(
         data,
         thresh,
@@ -353,19 +369,15 @@ def isophote_shapes(
     where no detection lies within 1.5 px or the largest cutout still cuts the isophote short."""
     out = np.full((len(x), 6), np.nan)
     largest = 4 * int(params.shape_box_px)
-    stack = sep.get_extract_pixstack()  # each cutout sizes it to itself (`_cutout_shape`)
-    try:
-        for i, (xc, yc) in enumerate(zip(x, y, strict=True)):
-            half = int(params.shape_box_px)
-            while half <= largest:
-                shape, cut_short = _cutout_shape(data, xc, yc, half, rms, params)
-                if not cut_short:
-                    if shape is not None:
-                        out[i] = shape
-                    break
-                half *= 2
-    finally:
-        sep.set_extract_pixstack(stack)
+    for i, (xc, yc) in enumerate(zip(x, y, strict=True)):
+        half = int(params.shape_box_px)
+        while half <= largest:
+            shape, cut_short = _cutout_shape(data, xc, yc, half, rms, params)
+            if not cut_short:
+                if shape is not None:
+                    out[i] = shape
+                break
+            half *= 2
     return out
 
 
@@ -380,11 +392,10 @@ def _cutout_shape(
     x0, x1 = max(xi - half, 0), min(xi + half + 1, width)
     y0, y1 = max(yi - half, 0), min(yi + half + 1, height)
     cut = np.ascontiguousarray(data[y0:y1, x0:x1])
+    visql = ExtractionParams(clean=params.clean, clean_param=params.clean_param)
     # sep allocates its pixel stack on every call: four times the cutout, not 16 MB (a
     # 25 x 25 px cutout is measured in ~0.19 ms with 2,500 entries, ~0.25 ms with 37,636)
-    sep.set_extract_pixstack(max(4 * cut.size, 2_000))
-    visql = ExtractionParams(clean=params.clean, clean_param=params.clean_param)
-    objs = _detect(cut, float(params.shape_thresh), rms, visql)
+    objs = _detect(cut, float(params.shape_thresh), rms, visql, pixstack=max(4 * cut.size, 2_000))
     if len(objs) == 0:
         return None, False
     d = np.hypot(objs["x"] - (xc - x0), objs["y"] - (yc - y0))

@@ -379,10 +379,11 @@ def label_boxes(idx: np.ndarray, lab: np.ndarray, n: int, width: int):
 
 @njit(cache=True, nogil=True)
 def label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
-    """The largest of `values` per 0-based label (-inf where a label has none):
-    np.maximum.at without its per-element overhead."""
+    """The largest of `values` per 0-based label (-inf where a label has none, NaN where one
+    of its values is): np.maximum.at without its per-element overhead."""
     out = np.full(n, -np.inf)
     for k in range(values.size):
-        if values[k] > out[lab[k]]:
-            out[lab[k]] = values[k]
+        v = values[k]
+        if v > out[lab[k]] or v != v:
+            out[lab[k]] = v
     return out

@@ -36,6 +36,16 @@ class SkyMesh:
     shape: tuple[int, int]
     filter_size: int = 3  # meshes of the median filter
 
+    def __post_init__(self) -> None:
+        # the compiled evaluation trusts these sizes (no bounds checks): refuse others here
+        h, w = (int(v) for v in self.shape)
+        grid = ((h - 1) // int(self.mesh_px) + 1, (w - 1) // int(self.mesh_px) + 1)
+        if np.shape(self.back) != grid or np.shape(self.rms) != grid:
+            raise ValueError(
+                f"sky meshes of {np.shape(self.back)} and {np.shape(self.rms)} for an image of "
+                f"{h} x {w} px in meshes of {self.mesh_px} px: {grid} expected"
+            )
+
     @property
     def global_back(self) -> float:
         """The median sky over the meshes (sep's `globalback`)."""
@@ -43,8 +53,13 @@ class SkyMesh:
 
     @property
     def global_rms(self) -> float:
-        """The median noise over the meshes (sep's `globalrms`)."""
-        return float(np.median(self.rms))
+        """The median noise over the meshes (sep's `globalrms`): where that is not positive
+        (a flat or saturated quadrant), the median of the positive ones, or 1, as sep's."""
+        median = float(np.median(self.rms))
+        if median > 0:
+            return median
+        positive = self.rms[self.rms > 0]
+        return float(np.median(positive)) if positive.size else 1.0
 
     def fits(self, shape: tuple[int, ...], mesh_px: int, filter_size: int) -> bool:
         """Whether these are the meshes an image of `shape` gets with these settings."""
@@ -55,7 +70,8 @@ class SkyMesh:
 def sky_mesh(image: np.ndarray, mesh_px: int = 64, filter_size: int = 3) -> SkyMesh:
     """SExtractor's sky and noise meshes of `image` (float32), median-filtered over
     `filter_size` x `filter_size` meshes. A mesh holding a NaN pixel takes the mean of the
-    nearest meshes without one."""
+    nearest meshes without one (sep leaves NaN pixels out of the mesh instead; LE1 pixels
+    are integers, never NaN)."""
     from viskom.measure.sky_kernels import median_filter, mesh_statistics
 
     img = np.ascontiguousarray(image, dtype=np.float32)
