@@ -52,7 +52,8 @@ def test_dask_local_cluster_gives_the_same_results(frames, tmp_path, store_url) 
     serial_metrics, serial_products, _ = _run(serial_url, tmp_path / "serial", frames,
                                               SerialExecutor())  # fmt: skip
     assert dask_metrics == serial_metrics and len(dask_metrics) > 1000
-    assert dask_products == serial_products and len(dask_products) == 5  # 2 catalogues, 3 health
+    # 2 catalogues and their 2 sky meshes, 3 health tables
+    assert dask_products == serial_products and len(dask_products) == 7
 
 
 def test_make_executor_knows_dask() -> None:
