@@ -17,8 +17,9 @@ from viskom.measure.hit_kernels import (
     label_boxes,
     label_max,
     labelled_pixels,
-    significance_and_seeds,
+    significance_and_seeds_on_mesh,
 )
+from viskom.measure.sky import SkyMesh, sky_maps, spline_tables
 
 BOX = np.ones((3, 3), dtype=bool)
 
@@ -159,10 +160,18 @@ def _numpy_sharpness(sig, rms, seed_sigma, gain, single_ratio, pair_ratio):
 
 
 def test_significance_and_seeds_match_the_whole_array_sharpness_test():
+    """The compiled seed test, its sky and noise evaluated from meshes row by row, against
+    the whole-array numpy formulation on the same sky and noise as full maps (`sky_maps`)."""
     rng = np.random.default_rng(11)
     height, width = 80, 100
-    sky = np.full((height, width), 20.0, dtype=np.float32)
-    rms = rng.uniform(3.0, 5.0, (height, width)).astype(np.float32)
+    mesh = SkyMesh(
+        (20.0 + rng.uniform(-2, 2, (5, 7))).astype(np.float32),
+        rng.uniform(3.0, 5.0, (5, 7)).astype(np.float32),  # noise varying between meshes
+        16,
+        (height, width),
+        1,
+    )
+    sky, rms = sky_maps(mesh)
     image = (sky + rng.normal(0, 1, (height, width)) * rms).astype(np.float32)
     yy, xx = np.mgrid[:height, :width]
     for x0, y0 in ((30.3, 40.6), (0.2, 10.0), (99.0, 79.0)):  # stars, two on the edges
@@ -172,7 +181,9 @@ def test_significance_and_seeds_match_the_whole_array_sharpness_test():
     image[10, 10] += 500  # a single-pixel hit
     image[60, 20:24] += 300  # a track
     image[0, 50] += 400  # a hit on the edge
-    sig, low, cand, sharp, z = significance_and_seeds(image, sky, rms, 5.0, 2.5, 3.5, 0.24, 0.055)
+    sig, low, cand, sharp, z = significance_and_seeds_on_mesh(
+        image, *spline_tables(mesh), mesh.mesh_px, 5.0, 2.5, 3.5, 0.24, 0.055
+    )
     np.testing.assert_allclose(sig, image - sky, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(low, (image - sky) > 2.5 * rms)
     ref_cand, ref_sharp, ref_z = _numpy_sharpness(image - sky, rms, 5.0, 3.5, 0.24, 0.055)

@@ -14,10 +14,7 @@ import pytest
 import sep
 
 from viskom.measure.cosmics import detect_hits
-from viskom.measure.hit_kernels import (
-    significance_and_seeds,
-    significance_and_seeds_on_mesh,
-)
+from viskom.measure.hit_kernels import significance_and_seeds_on_mesh
 from viskom.measure.sky import (
     SkyMesh,
     skies_from_product,
@@ -99,16 +96,24 @@ def test_the_global_noise_of_a_flat_quadrant_is_seps():
     assert sky_mesh(half, filter_size=1).global_rms == pytest.approx(ref.globalrms, rel=1e-4)
 
 
+def _numpy_significance(image, mesh, seed_sigma, grow_sigma):
+    """sig, low and the candidates on whole arrays, the sky and noise as full maps."""
+    back, rms = sky_maps(mesh)
+    sig = image - back
+    return sig, sig > grow_sigma * rms, np.flatnonzero(sig > seed_sigma * rms)
+
+
 def test_the_hit_kernel_evaluates_the_same_sky_row_by_row():
     image = _scene(300, 260, seed=2)
     mesh = sky_mesh(image)
-    back, rms = sky_maps(mesh)
-    args = (5.0, 2.5, 3.5, 0.24, 0.055)
-    by_map = significance_and_seeds(image, back, rms, *args)
-    by_row = significance_and_seeds_on_mesh(image, *spline_tables(mesh), mesh.mesh_px, *args)
-    assert by_map[2].size > 100  # candidates: the stars and the hits
-    for a, b in zip(by_map, by_row, strict=True):
-        np.testing.assert_array_equal(a, b)
+    sig, low, cand, _sharp, _z = significance_and_seeds_on_mesh(
+        image, *spline_tables(mesh), mesh.mesh_px, 5.0, 2.5, 3.5, 0.24, 0.055
+    )
+    ref_sig, ref_low, ref_cand = _numpy_significance(image, mesh, 5.0, 2.5)
+    assert ref_cand.size > 100  # candidates: the stars and the hits
+    np.testing.assert_array_equal(sig, ref_sig)
+    np.testing.assert_array_equal(low, ref_low)
+    np.testing.assert_array_equal(cand, ref_cand)
 
 
 def test_the_sky_product_round_trips(tmp_path):
@@ -163,18 +168,20 @@ def test_the_sky_subtracted_in_place_and_at_points_is_the_maps():
 
 def test_the_mesh_kernel_keeps_every_candidate_beyond_its_first_allocation():
     """More candidates than the kernel first makes room for (1 pixel in 64): all kept, in
-    raster order, as by the kernel on full maps."""
+    raster order, as numpy finds them on the full maps."""
     image = _scene(300, 260, seed=9)
     spikes = np.random.default_rng(9).choice(image.size, image.size // 20, replace=False)
     image.ravel()[spikes] += 400.0
     mesh = sky_mesh(image)
-    back, rms = sky_maps(mesh)
-    args = (5.0, 2.5, 3.5, 0.24, 0.055)
-    by_map = significance_and_seeds(image, back, rms, *args)
-    by_row = significance_and_seeds_on_mesh(image, *spline_tables(mesh), mesh.mesh_px, *args)
-    assert by_map[2].size > 2 * max(image.size // 64, 1024)
-    for a, b in zip(by_map, by_row, strict=True):
-        np.testing.assert_array_equal(a, b)
+    sig, low, cand, sharp, z = significance_and_seeds_on_mesh(
+        image, *spline_tables(mesh), mesh.mesh_px, 5.0, 2.5, 3.5, 0.24, 0.055
+    )
+    ref_sig, ref_low, ref_cand = _numpy_significance(image, mesh, 5.0, 2.5)
+    assert ref_cand.size > 2 * max(image.size // 64, 1024)
+    np.testing.assert_array_equal(cand, ref_cand)
+    np.testing.assert_array_equal(sig, ref_sig)
+    np.testing.assert_array_equal(low, ref_low)
+    assert sharp.size == z.size == cand.size and sharp.any()
 
 
 def test_the_sky_product_round_trips_through_the_pipelines_files(tmp_path):

@@ -17,49 +17,6 @@ from viskom.measure.sky_kernels import sky_row
 
 
 @njit(cache=True, nogil=True)
-def significance_and_seeds(
-    image: np.ndarray,
-    sky: np.ndarray,
-    rms: np.ndarray,
-    seed_sigma: float,
-    grow_sigma: float,
-    gain: float,
-    single_ratio: float,
-    pair_ratio: float,
-):
-    """Sky-subtracted image, the pixels above `grow_sigma` (the growth mask) and the seed
-    candidates: pixels above `seed_sigma` with, along one of the four directions through them,
-    more charge than any PSF allows (`cosmics._sharpness`, edges padded by their own values).
-    `sky` and `rms` are maps of the image's shape. Returns (sig, low, candidate flat
-    indices, sharp, z)."""
-    height, width = image.shape
-    # the outputs are made here, so the compiler knows they alias nothing: vectorised loops
-    sig = np.empty((height, width), dtype=np.float32)
-    low = np.empty((height, width), dtype=np.bool_)  # every pixel is written
-    for r in range(height):
-        for c in range(width):
-            s = image[r, c] - sky[r, c]
-            sig[r, c] = s
-            low[r, c] = s > grow_sigma * rms[r, c]
-    n_cand = 0
-    for r in range(height):
-        for c in range(width):
-            if sig[r, c] > seed_sigma * rms[r, c]:
-                n_cand += 1
-    cand = np.empty(n_cand, dtype=np.int64)
-    cand_rms = np.empty(n_cand, dtype=np.float32)
-    k = 0
-    for r in range(height):
-        for c in range(width):
-            if sig[r, c] > seed_sigma * rms[r, c]:
-                cand[k] = r * width + c
-                cand_rms[k] = rms[r, c]
-                k += 1
-    sharp, z = _seed_tests(sig, cand, cand_rms, gain, single_ratio, pair_ratio)
-    return sig, low, cand, sharp, z
-
-
-@njit(cache=True, nogil=True)
 def significance_and_seeds_on_mesh(
     image: np.ndarray,
     back: np.ndarray,
@@ -73,9 +30,13 @@ def significance_and_seeds_on_mesh(
     single_ratio: float,
     pair_ratio: float,
 ):
-    """`significance_and_seeds` with the sky and its noise given as SExtractor's meshes and
-    their spline tables (`measure.sky.spline_tables`), evaluated row by row: no full-size
-    sky or noise map is made."""
+    """Sky-subtracted image, the pixels above `grow_sigma` (the growth mask) and the seed
+    candidates: pixels above `seed_sigma` with, along one of the four directions through them,
+    more charge than any PSF allows (`cosmics._sharpness`, edges padded by their own values).
+    The sky and its noise are SExtractor's meshes and their spline tables
+    (`measure.sky.spline_tables`), evaluated row by row: no full-size sky or noise map is
+    made. The outputs are made here, so the compiler knows they alias nothing (vectorised
+    loops). Returns (sig, low, candidate flat indices, sharp, z)."""
     height, width = image.shape
     sig = np.empty((height, width), dtype=np.float32)
     low = np.empty((height, width), dtype=np.bool_)  # every pixel is written
