@@ -183,18 +183,18 @@ def extract_sources(
     from viskom.measure.sky import sky_at, sky_mesh, subtract_sky
 
     p = params or ExtractionParams()
+    masking = p.hit_mask_fraction is not None
+    # with the hit mask the hit test makes the sky-subtracted image: the caller's array is only
+    # read; without it the sky is subtracted in place, in a copy unless the caller gives its
+    # own array away
+    copy = not (masking or overwrite)
+    data = (np.array if copy else np.asarray)(image, dtype=np.float32, order="C")
+    if sky is None or not sky.fits(data.shape, p.back_size, p.back_filtersize):
+        sky = sky_mesh(data, p.back_size, p.back_filtersize)
     hits = None
-    if p.hit_mask_fraction is not None:
-        # the hit test makes the sky-subtracted image itself: the caller's array is only read
-        data = np.ascontiguousarray(image, dtype=np.float32)
-        if sky is None or not sky.fits(data.shape, p.back_size, p.back_filtersize):
-            sky = sky_mesh(data, p.back_size, p.back_filtersize)
+    if masking:
         hits, data = sharp_hit_mask(data, sky, p)
     else:
-        # the sky is subtracted in place: a copy unless the caller gives its own array away
-        data = (np.asarray if overwrite else np.array)(image, dtype=np.float32, order="C")
-        if sky is None or not sky.fits(data.shape, p.back_size, p.back_filtersize):
-            sky = sky_mesh(data, p.back_size, p.back_filtersize)
         subtract_sky(data, sky)
     sep.set_sub_object_limit(4096)
     rms = sky.global_rms
@@ -338,25 +338,19 @@ def _detect(
     # quadrants (`le1.quadrant_map`) must not change it between the other's set and extract
     with _SEP_SETTINGS:
         sep.set_extract_pixstack(int(pixstack))
-        return _sep_extract(data, thresh, rms, p, mask, segments)
-
-
-def _sep_extract(
-    data: np.ndarray, thresh: float, rms: float, p: ExtractionParams, mask: Any, segments: bool
-) -> Any:
-    return sep.extract(
-        data,
-        thresh,
-        err=rms,
-        minarea=p.detect_minarea,
-        filter_kernel=ALLGROUND_FILTER,
-        deblend_nthresh=p.deblend_nthresh,
-        deblend_cont=p.deblend_mincont,
-        clean=p.clean,
-        clean_param=p.clean_param,
-        mask=mask,
-        segmentation_map=segments,
-    )
+        return sep.extract(
+            data,
+            thresh,
+            err=rms,
+            minarea=p.detect_minarea,
+            filter_kernel=ALLGROUND_FILTER,
+            deblend_nthresh=p.deblend_nthresh,
+            deblend_cont=p.deblend_mincont,
+            clean=p.clean,
+            clean_param=p.clean_param,
+            mask=mask,
+            segmentation_map=segments,
+        )
 
 
 def isophote_shapes(

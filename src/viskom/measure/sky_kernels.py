@@ -11,6 +11,9 @@ from numba import njit
 NSIGMA_HISTOGRAM = 5.0  # the histogram spans the clipped mean +- this many sigma
 MAX_LEVELS = 4096  # at most this many histogram bins
 MIN_PER_LEVEL = 4.0  # ~this many pixels per bin near the mode
+#: SExtractor's (and sep's) rounding of a pixel to its histogram bin, int(v / q + 0.499999 -
+#: q0 / q): kept as it is, so that the meshes equal sep's, not a value fitted to any data
+BIN_ROUNDING = 0.499999
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -62,7 +65,7 @@ def mesh_statistics(img: np.ndarray, mesh: int):
             nlevels = min(int(step * n + 1), MAX_LEVELS)
             qscale = np.float32(2.0 * NSIGMA_HISTOGRAM * sigma / nlevels if sigma > 0 else 1.0)
             qzero = np.float32(mean - NSIGMA_HISTOGRAM * sigma)
-            offset = np.float32(0.499999) - qzero / qscale
+            offset = np.float32(BIN_ROUNDING) - qzero / qscale
             hist[:nlevels] = 0
             for r in range(r0, r1):
                 for c in range(c0, c1):
