@@ -17,6 +17,8 @@ from viskom.measure.hit_kernels import (
     label_boxes,
     label_max,
     labelled_pixels,
+    labels_beside,
+    saturated_area,
     significance_and_seeds_on_mesh,
 )
 from viskom.measure.sky import SkyMesh, sky_maps, spline_tables
@@ -110,6 +112,42 @@ def test_dilate_is_iterated_binary_dilation(mask, radius):
     cross = ndimage.binary_dilation(mask, iterations=radius) if mask.any() else mask
     np.testing.assert_array_equal(dilate(mask, radius, True), box)
     np.testing.assert_array_equal(dilate(mask, radius, False), cross)
+
+
+@pytest.mark.parametrize("mask", list(_masks()))
+def test_labels_beside_are_the_labels_under_scipy_s_3x3_dilation(mask):
+    # the labels of another random mask's components, some beside `mask`, some not
+    rng = np.random.default_rng(11)
+    labels, n = ndimage.label(rng.random(mask.shape) < 0.15, structure=BOX)
+    near = ndimage.binary_dilation(mask, structure=BOX) if mask.any() else mask
+    expected = np.zeros(n + 1, dtype=bool)
+    expected[np.unique(labels[near])] = True
+    got = labels_beside(labels.astype(np.int32), mask, n)
+    np.testing.assert_array_equal(got, expected[1:])
+    if mask.any() and n:
+        assert got.any()
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4])
+def test_saturated_area_is_the_cross_dilation_of_the_saturated_pixels(radius):
+    rng = np.random.default_rng(5)
+    image = rng.normal(100.0, 10.0, (70, 90)).astype(np.float32)
+    image[0, 0] = image[69, 45] = image[30, 89] = 1e4  # corners and edges
+    image[40:43, 20:60] = 1e4  # a bleed-like block
+    image[10, 10] = np.nan  # never saturated
+    level = np.float32(5e3)
+    allowed = rng.random(image.shape) < 0.5
+    expected_allowed = allowed.copy()
+    masked, n = saturated_area(image, float(level), radius, allowed)
+    expected = ndimage.binary_dilation(image >= level, iterations=radius)
+    expected_allowed &= ~expected
+    np.testing.assert_array_equal(masked, expected)
+    assert n == int(expected.sum())
+    np.testing.assert_array_equal(allowed, expected_allowed)
+    # nothing saturated: no mask, nothing cleared
+    before = allowed.copy()
+    assert saturated_area(image, 1e9, radius, allowed) == (None, 0)
+    np.testing.assert_array_equal(allowed, before)
 
 
 @pytest.mark.parametrize("steps", [0, 1, 2, 4])

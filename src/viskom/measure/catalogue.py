@@ -201,10 +201,9 @@ def extract_sources(
     objects, segments = _detect(data, p.detect_thresh, rms, p, mask=hits, segments=True)
     touched = np.zeros(len(objects), dtype=bool)
     if hits is not None and len(objects):
-        from viskom.measure.hit_kernels import dilate
+        from viskom.measure.hit_kernels import labels_beside
 
-        near_hits = segments[dilate(hits, 1, True)]  # object numbers beside a masked pixel
-        touched[np.unique(near_hits[near_hits > 0]) - 1] = True
+        touched = labels_beside(segments, hits, len(objects))  # beside a masked pixel
     del hits, segments
     if len(objects) == 0:
         return empty_catalogue()

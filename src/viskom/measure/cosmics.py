@@ -141,13 +141,10 @@ def detect_hits(
         near = guard.ravel()[cand_rc]
         seed &= ~near | (z > np.float32(p.star_sharp_sigma))
     # masks: hot pixels never seed; saturated areas are not measured
-    masked = None
+    masked, n_masked = None, 0
     if saturation_adu is not None and np.isfinite(saturation_adu):
-        sat = img >= np.float32(saturation_adu)
-        if sat.any():
-            masked = kern.dilate(sat, max(p.saturation_margin_px, 1), False)
-            low &= ~masked
-    n_masked = 0 if masked is None else int(masked.sum())
+        radius = max(p.saturation_margin_px, 1)
+        masked, n_masked = kern.saturated_area(img, saturation_adu, radius, low)
     seeds = cand_rc[seed]
     if hot_pixels is not None and len(hot_pixels):
         seeds = seeds[~np.isin(seeds, np.asarray(hot_pixels, dtype=np.int64))]

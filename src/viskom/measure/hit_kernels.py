@@ -348,3 +348,55 @@ def label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
         if v > out[lab[k]] or v != v:
             out[lab[k]] = v
     return out
+
+
+@njit(cache=True, nogil=True)
+def labels_beside(labels: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Which of the labels 1..n (index 0: label 1) lie within one pixel (3 x 3 box) of a set
+    pixel of `mask`: the labels under scipy's binary_dilation(mask, 3 x 3), from the set
+    pixels' neighbourhoods instead of a dilated full-size mask (~8 ms a quadrant)."""
+    height, width = mask.shape
+    out = np.zeros(n + 1, dtype=np.bool_)
+    for start in true_pixels(mask):
+        r = start // width
+        c = start - r * width
+        for rr in range(max(r - 1, 0), min(r + 2, height)):
+            for cc in range(max(c - 1, 0), min(c + 2, width)):
+                k = labels[rr, cc]
+                if 0 < k <= n:
+                    out[k] = True
+    return out[1:]
+
+
+def saturated_area(
+    image: np.ndarray, level: float, radius: int, allowed: np.ndarray
+) -> tuple[np.ndarray | None, int]:
+    """Pixels within `radius` (diamond: scipy's iterated cross) of a pixel at or above
+    `level`, and how many: (mask, count), or (None, 0) when no pixel reaches `level`.
+    `allowed` (the growth mask) is cleared there in place. One pass over the image, the
+    marking on the saturated pixels only (~8 ms a quadrant as whole-array numpy)."""
+    out = np.zeros(image.shape, dtype=np.bool_)
+    n = _saturated_into(image, np.float32(level), int(radius), allowed, out)
+    return (out, int(n)) if n else (None, 0)
+
+
+@njit(cache=True, nogil=True)
+def _saturated_into(image, level, radius, allowed, out):
+    height, width = image.shape
+    n = 0
+    for r in range(height):
+        hit = False
+        for c in range(width):
+            hit |= image[r, c] >= level
+        if not hit:
+            continue
+        for c in range(width):
+            if image[r, c] >= level:
+                for rr in range(max(r - radius, 0), min(r + radius + 1, height)):
+                    reach = radius - abs(rr - r)
+                    for cc in range(max(c - reach, 0), min(c + reach + 1, width)):
+                        if not out[rr, cc]:
+                            out[rr, cc] = True
+                            allowed[rr, cc] = False
+                            n += 1
+    return n
