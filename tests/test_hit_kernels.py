@@ -232,6 +232,14 @@ def test_significance_and_seeds_match_the_whole_array_sharpness_test():
     assert {10 * width + 10, 0 * width + 50} <= flat_sharp  # the hits are sharp
     r, c = np.divmod(cand[sharp], width)
     assert not np.any(np.hypot(c - 30.3, r - 40.6) < 1.5)  # the core of the star is not
+    # the seeds alone (the quick-look hit mask): the same image, candidates and seeds
+    sig2, low2, cand2, sharp2, z2 = significance_and_seeds_on_mesh(
+        image, *spline_tables(mesh), mesh.mesh_px, 5.0, 2.5, 3.5, 0.24, 0.055, False
+    )
+    np.testing.assert_array_equal(sig2, sig)
+    np.testing.assert_array_equal(cand2, ref_cand)
+    np.testing.assert_array_equal(sharp2, ref_sharp)
+    assert low2.size == 0 and z2.size == 0
 
 
 def test_unit_metric_rows_count_each_units_rows_in_any_order():

@@ -305,11 +305,11 @@ def sharp_hit_mask(
         sky.mesh_px,
         float(hp.seed_sigma),
         float(hp.grow_sigma),
-        1.0,  # the gain weighs the significances `_z` only
+        1.0,  # the gain weighs the significances only, which are not made here
         float(params.hit_mask_fraction) * float(hp.psf_single_ratio),
         float(params.hit_mask_fraction) * float(hp.psf_pair_ratio),
+        False,  # the seeds only: no growth mask, no significances
     )
-    del _low
     mask = np.zeros(image.shape, dtype=bool)
     mask.ravel()[candidates[sharp]] = True
     return mask, subtracted

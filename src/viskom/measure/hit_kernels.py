@@ -29,6 +29,7 @@ def significance_and_seeds_on_mesh(
     gain: float,
     single_ratio: float,
     pair_ratio: float,
+    significance: bool = True,
 ):
     """Sky-subtracted image, the pixels above `grow_sigma` (the growth mask) and the seed
     candidates: pixels above `seed_sigma` with, along one of the four directions through them,
@@ -36,10 +37,14 @@ def significance_and_seeds_on_mesh(
     The sky and its noise are SExtractor's meshes and their spline tables
     (`measure.sky.spline_tables`), evaluated row by row: no full-size sky or noise map is
     made. The outputs are made here, so the compiler knows they alias nothing (vectorised
-    loops). Returns (sig, low, candidate flat indices, sharp, z)."""
+    loops). Returns (sig, low, candidate flat indices, sharp, z); without `significance`
+    (the quick-look hit mask needs only `sharp`) `low` and `z` are empty, neither is
+    computed, and a candidate's tests stop at its first sharp direction (~20 -> 15 ms a
+    quadrant)."""
     height, width = image.shape
     sig = np.empty((height, width), dtype=np.float32)
-    low = np.empty((height, width), dtype=np.bool_)  # every pixel is written
+    # every pixel is written
+    low = np.empty((height, width) if significance else (0, 0), dtype=np.bool_)
     sky_line = np.empty(width, dtype=np.float32)
     rms_line = np.empty(width, dtype=np.float32)
     node = np.empty(back.shape[1], dtype=np.float32)
@@ -50,10 +55,14 @@ def significance_and_seeds_on_mesh(
     for r in range(height):
         sky_row(r, back, d_back, mesh_px, node, dnode, sky_line)
         sky_row(r, rms, d_rms, mesh_px, node, dnode, rms_line)
-        for c in range(width):
-            s = image[r, c] - sky_line[c]
-            sig[r, c] = s
-            low[r, c] = s > grow_sigma * rms_line[c]
+        if significance:
+            for c in range(width):
+                s = image[r, c] - sky_line[c]
+                sig[r, c] = s
+                low[r, c] = s > grow_sigma * rms_line[c]
+        else:
+            for c in range(width):
+                sig[r, c] = image[r, c] - sky_line[c]
         in_row = 0
         for c in range(width):
             in_row += sig[r, c] > seed_sigma * rms_line[c]
@@ -72,17 +81,18 @@ def significance_and_seeds_on_mesh(
                     cand_rms[n] = rms_line[c]
                     n += 1
     cand = cand[:n].copy()
-    sharp, z = _seed_tests(sig, cand, cand_rms[:n], gain, single_ratio, pair_ratio)
+    sharp, z = _seed_tests(sig, cand, cand_rms[:n], gain, single_ratio, pair_ratio, significance)
     return sig, low, cand, sharp, z
 
 
 @njit(cache=True, nogil=True)
-def _seed_tests(sig, cand, cand_rms, gain, single_ratio, pair_ratio):
+def _seed_tests(sig, cand, cand_rms, gain, single_ratio, pair_ratio, significance):
     """For each candidate: whether it is sharper than any PSF along one of the four
-    directions (single- or two-pixel test), and its best significance of that excess."""
+    directions (single- or two-pixel test), and (with `significance`) its best significance
+    of that excess."""
     height, width = sig.shape
     sharp = np.zeros(cand.size, dtype=np.bool_)
-    z = np.empty(cand.size, dtype=np.float32)
+    z = np.empty(cand.size if significance else 0, dtype=np.float32)
     dirs = ((0, 1), (1, 0), (1, 1), (1, -1))
     for k in range(cand.size):
         r, c = divmod(cand[k], width)
@@ -102,7 +112,10 @@ def _seed_tests(sig, cand, cand_rms, gain, single_ratio, pair_ratio):
             var_n = 2.0 * var_bg + (max(n_plus, 0.0) + max(n_minus, 0.0)) / gain
             if excess > 0.0:
                 is_sharp = True
-            best = max(best, excess / np.sqrt(var_p + var_n / single_ratio**2))
+                if not significance:
+                    break
+            if significance:
+                best = max(best, excess / np.sqrt(var_p + var_n / single_ratio**2))
             if n_plus >= n_minus:
                 partner, other = n_plus, n_minus
                 by = min(max(r + 2 * dy, 0), height - 1)
@@ -117,9 +130,13 @@ def _seed_tests(sig, cand, cand_rms, gain, single_ratio, pair_ratio):
             var_o = 2.0 * var_bg + (max(beyond, 0.0) + max(other, 0.0)) / gain
             if excess2 > 0.0:
                 is_sharp = True
-            best = max(best, excess2 / np.sqrt(var_s + var_o / pair_ratio**2))
+                if not significance:
+                    break
+            if significance:
+                best = max(best, excess2 / np.sqrt(var_s + var_o / pair_ratio**2))
         sharp[k] = is_sharp
-        z[k] = best
+        if significance:
+            z[k] = best
     return sharp, z
 
 
