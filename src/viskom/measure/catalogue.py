@@ -169,6 +169,7 @@ def extract_sources(
     params: ExtractionParams | None = None,
     overwrite: bool = False,
     sky: SkyMesh | None = None,
+    radii: bool = True,
 ) -> dict[str, np.ndarray]:
     """Detect and measure sources on a bias-subtracted image area (ADU, any float dtype).
 
@@ -177,8 +178,10 @@ def extract_sources(
     place (no copy of the quadrant); with the hit mask (`hit_mask_fraction`) it is never
     changed, as the hit test makes the sky-subtracted image. `sky`: the image's SExtractor
     background meshes (`measure.sky.sky_mesh` with `back_size` and `back_filtersize`), when
-    the caller has them (measured here otherwise, or if they do not fit). Returns a dict of
-    equal-length columns (`CATALOGUE_COLUMNS`).
+    the caller has them (measured here otherwise, or if they do not fit). `radii=False`: the
+    half-light radii and sharpness ratios are not measured (NaN), for a caller that needs the
+    positions and FLUX_AUTO only (the aperture correction's neighbours: ~25 % faster on its
+    cutouts). Returns a dict of equal-length columns (`CATALOGUE_COLUMNS`).
     """
     from viskom.measure.sky import sky_at, sky_mesh, subtract_sky
 
@@ -209,9 +212,13 @@ def extract_sources(
         return empty_catalogue()
     x, y = objects["x"], objects["y"]
     a, b, theta = objects["a"], objects["b"], objects["theta"]
-    sharp_single, sharp_pair = sharpness_ratios(data, x, y)
+    reshape = p.shape_thresh is not None and p.shape_thresh < p.detect_thresh
+    if radii or reshape:  # the shapes are measured again for sources no PSF is sharper than
+        sharp_single, sharp_pair = sharpness_ratios(data, x, y)
+    else:
+        sharp_single = sharp_pair = np.full(len(objects), np.nan)
     merged = (objects["flag"] & sep.OBJ_MERGED) != 0
-    if p.shape_thresh is not None and p.shape_thresh < p.detect_thresh:
+    if reshape:
         x, y, a, b, theta = (v.astype(np.float64) for v in (x, y, a, b, theta))
         with np.errstate(invalid="ignore"):
             resolved = np.flatnonzero((b >= p.thin_b_px) | (sharp_single >= p.shape_sharp_min))
@@ -245,10 +252,10 @@ def extract_sources(
     normflux = np.where(flux > 0, flux, np.nan)
     # Thin sources (b < thin_b_px: cosmic rays, most of the detections in a VIS frame) are
     # never stars: their half-light radius needs no sub-pixel precision.
-    radius = np.empty(len(objects))
+    radius = np.full(len(objects), np.nan)
     rflag = np.zeros(len(objects), dtype=np.int16)
     for sel, subpix in ((b >= p.thin_b_px, p.radius_subpix), (b < p.thin_b_px, 1)):
-        if sel.any():
+        if radii and sel.any():
             radius[sel], rflag[sel] = sep.flux_radius(
                 data, x[sel], y[sel], rmax[sel], 0.5, normflux=normflux[sel], subpix=subpix
             )

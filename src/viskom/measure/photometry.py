@@ -165,7 +165,7 @@ def cutout_neighbour_flux(
         if xi - half < 0 or yi - half < 0 or xi + half >= width or yi + half >= height:
             continue
         cut = image[yi - half : yi + half + 1, xi - half : xi + half + 1]
-        found = extract_sources(cut)
+        found = extract_sources(cut, radii=False)  # positions and FLUX_AUTO
         cx = np.asarray(found["x_image"]) - 1.0
         cy = np.asarray(found["y_image"]) - 1.0
         dx, dy = float(x[i]) - (xi - half), float(y[i]) - (yi - half)
