@@ -96,6 +96,25 @@ def test_overwrite_measures_the_same_without_a_copy(quadrants, params):
     assert changed == (params.hit_mask_fraction is None)
 
 
+@pytest.mark.parametrize("params", [QUICKLOOK_PARAMS, ExtractionParams()])
+def test_without_radii_the_same_sources_positions_and_flux_auto(quadrants, params):
+    """`radii=False` (the aperture correction's neighbours) leaves out the half-light radii,
+    and the sharpness ratios where the quick-look shapes do not need them, as NaN, and
+    changes nothing else it measures but the radii's truncation flag."""
+    every = extract_sources(quadrants[1], gain_e_per_adu=3.5, params=params)
+    lean = extract_sources(quadrants[1], gain_e_per_adu=3.5, params=params, radii=False)
+    assert len(every["number"]) > 20
+    kept = ["x_image", "y_image", "flux_auto", "fluxerr_auto", "a_image", "b_image"]
+    # FLAGS lack only the truncation of the half-light radii's apertures
+    np.testing.assert_array_equal(lean["flags"] | (every["flags"] & 8), every["flags"])
+    left_out = ["flux_radius"]
+    (kept if params.shape_thresh is not None else left_out).extend(["sharp_single", "sharp_pair"])
+    for column in kept:
+        np.testing.assert_array_equal(lean[column], every[column], err_msg=column)
+    for column in left_out:
+        assert np.isnan(lean[column]).all() and np.isfinite(every[column]).any()
+
+
 def _gauss(shape, x0, y0, flux, sigma=0.8):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     g = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))

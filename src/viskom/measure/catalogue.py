@@ -179,9 +179,11 @@ def extract_sources(
     changed, as the hit test makes the sky-subtracted image. `sky`: the image's SExtractor
     background meshes (`measure.sky.sky_mesh` with `back_size` and `back_filtersize`), when
     the caller has them (measured here otherwise, or if they do not fit). `radii=False`: the
-    half-light radii and sharpness ratios are not measured (NaN), for a caller that needs the
+    half-light radii, and the sharpness ratios unless the quick-look shapes need them, are not
+    measured (NaN, and FLAGS lack their apertures' truncation), for a caller that needs the
     positions and FLUX_AUTO only (the aperture correction's neighbours: ~25 % faster on its
-    cutouts). Returns a dict of equal-length columns (`CATALOGUE_COLUMNS`).
+    cutouts). Returns a dict of equal-length
+    columns (`CATALOGUE_COLUMNS`).
     """
     from viskom.measure.sky import sky_at, sky_mesh, subtract_sky
 
