@@ -244,3 +244,21 @@ def test_block_mean_against_loops() -> None:
                                [[data[::-1, ::-1][i : i + b, j : j + b].mean()
                                  for j in range(0, shape[1], b)]
                                 for i in range(0, shape[0], b)], rtol=1e-6)  # fmt: skip
+
+
+def test_densest_cell_is_the_first_fullest_of_numpy_s_unique_cells():
+    """The densest-cosmic-ray zoom's cell against np.unique(axis=1) of the (column, row)
+    pairs, ties (small sets) and cells left of and below the origin included."""
+    from viskom.measure.mosaic import densest_cell
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 7, 50, 3000):
+        for _ in range(20):
+            px = rng.uniform(-300.0, 900.0, n)
+            py = rng.uniform(-150.0, 500.0, n)
+            ix, iy = (px // 100).astype(int), (py // 100).astype(int)
+            cells, counts = np.unique(np.stack([ix, iy]), axis=1, return_counts=True)
+            k = int(np.argmax(counts))
+            assert densest_cell(px, py, 100) == (cells[0, k], cells[1, k], counts[k])
+    with pytest.raises(ValueError):
+        densest_cell(np.zeros(0), np.zeros(0), 100)

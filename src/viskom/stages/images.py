@@ -177,15 +177,13 @@ class Images(Stage):
                     break
         hits = inputs.product("hits")
         if hits is not None and len(hits.get("kind", ())):
-            cosmic = np.asarray(hits["kind"]).astype(str) == "cosmic"
+            cosmic = np.asarray(hits["kind"]) == "cosmic"  # no str copy of ~1e6 kinds
             if cosmic.any():
                 px, py = grid.pixel(np.asarray(hits["x_world"], float)[cosmic],
                                     np.asarray(hits["y_world"], float)[cosmic])  # fmt: skip
-                ix, iy = (px // size).astype(int), (py // size).astype(int)
-                cells, counts = np.unique(np.stack([ix, iy]), axis=1, return_counts=True)
-                cx, cy = cells[:, int(np.argmax(counts))]
-                sel = (ix == cx) & (iy == cy)
-                what = f"densest cosmic rays: {counts.max()} hits in {size} px"
+                cx, cy, most = mm.densest_cell(px, py, size)
+                sel = ((px // size).astype(np.int64) == cx) & ((py // size).astype(np.int64) == cy)
+                what = f"densest cosmic rays: {most} hits in {size} px"
                 boxes.append(mm.zoom_box("densest_cr", what, float(np.median(px[sel])),
                                          float(np.median(py[sel])), size))  # fmt: skip
         return [mm.snap_to_data(b, places, grid) for b in boxes]
