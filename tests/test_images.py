@@ -260,5 +260,8 @@ def test_densest_cell_is_the_first_fullest_of_numpy_s_unique_cells():
             cells, counts = np.unique(np.stack([ix, iy]), axis=1, return_counts=True)
             k = int(np.argmax(counts))
             assert densest_cell(px, py, 100) == (cells[0, k], cells[1, k], counts[k])
-    with pytest.raises(ValueError):
-        densest_cell(np.zeros(0), np.zeros(0), 100)
+    assert densest_cell(np.zeros(0), np.zeros(0), 100) is None
+    assert densest_cell(np.array([np.nan]), np.array([1.0]), 100) is None
+    # points without a position (NaN) are left out, not counted in a cell of their own
+    px, py = np.array([np.nan, 150.0, 160.0, 420.0]), np.array([5.0, 20.0, 30.0, np.inf])
+    assert densest_cell(px, py, 100) == (1, 0, 2)

@@ -298,15 +298,17 @@ def zoom_box(name: str, what: str, x: float, y: float, size: int = ZOOM_SIZE) ->
     return ZoomBox(name, what, round(x - size / 2), round(y - size / 2), size)
 
 
-def densest_cell(px: np.ndarray, py: np.ndarray, size: int) -> tuple[int, int, int]:
+def densest_cell(px: np.ndarray, py: np.ndarray, size: int) -> tuple[int, int, int] | None:
     """The cell of a `size`-pixel grid holding the most of the points (px, py): its column,
-    row and count; of equally full cells the first in (column, row) order, as
-    np.unique(axis=1) gives it, counted with one integer per cell instead of sorting the
-    pairs (0.66 s for a frame's ~1e6 cosmic rays)."""
-    ix = (np.asarray(px, float) // size).astype(np.int64)
-    iy = (np.asarray(py, float) // size).astype(np.int64)
-    if ix.size == 0:
-        raise ValueError("densest_cell needs at least one point")
+    row and count (None without a finite point); of equally full cells the first in
+    (column, row) order, as np.unique(axis=1) gives it, counted with one integer per cell
+    instead of sorting the pairs (0.66 s for a frame's ~1e6 cosmic rays)."""
+    px, py = np.asarray(px, float), np.asarray(py, float)
+    finite = np.isfinite(px) & np.isfinite(py)
+    if not finite.any():
+        return None
+    ix = (px[finite] // size).astype(np.int64)
+    iy = (py[finite] // size).astype(np.int64)
     ix0, iy0 = int(ix.min()), int(iy.min())
     rows = int(iy.max()) - iy0 + 1
     counts = np.bincount((ix - ix0) * rows + (iy - iy0))

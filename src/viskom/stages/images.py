@@ -178,11 +178,14 @@ class Images(Stage):
         hits = inputs.product("hits")
         if hits is not None and len(hits.get("kind", ())):
             cosmic = np.asarray(hits["kind"]) == "cosmic"  # no str copy of ~1e6 kinds
+            densest = None
             if cosmic.any():
                 px, py = grid.pixel(np.asarray(hits["x_world"], float)[cosmic],
                                     np.asarray(hits["y_world"], float)[cosmic])  # fmt: skip
-                cx, cy, most = mm.densest_cell(px, py, size)
-                sel = ((px // size).astype(np.int64) == cx) & ((py // size).astype(np.int64) == cy)
+                densest = mm.densest_cell(px, py, size)
+            if densest is not None:
+                cx, cy, most = densest
+                sel = (px // size == cx) & (py // size == cy)
                 what = f"densest cosmic rays: {most} hits in {size} px"
                 boxes.append(mm.zoom_box("densest_cr", what, float(np.median(px[sel])),
                                          float(np.median(py[sel])), size))  # fmt: skip
