@@ -148,6 +148,14 @@ def test_saturated_area_is_the_cross_dilation_of_the_saturated_pixels(radius):
     before = allowed.copy()
     assert saturated_area(image, 1e9, radius, allowed) == (None, 0)
     np.testing.assert_array_equal(allowed, before)
+    # a growth mask of another shape (the seeds-only kernel's empty one) is refused
+    with pytest.raises(ValueError):
+        saturated_area(image, float(level), radius, np.zeros((0, 0), dtype=bool))
+
+
+def test_labels_beside_refuses_a_mask_of_another_shape():
+    with pytest.raises(ValueError):
+        labels_beside(np.zeros((5, 6), np.int32), np.zeros((6, 5), bool), 3)
 
 
 @pytest.mark.parametrize("steps", [0, 1, 2, 4])

@@ -265,3 +265,6 @@ def test_densest_cell_is_the_first_fullest_of_numpy_s_unique_cells():
     # points without a position (NaN) are left out, not counted in a cell of their own
     px, py = np.array([np.nan, 150.0, 160.0, 420.0]), np.array([5.0, 20.0, 30.0, np.inf])
     assert densest_cell(px, py, 100) == (1, 0, 2)
+    # one far-flung point: counted without a counter for every cell in between
+    px, py = np.array([1e12, 150.0, 160.0]), np.array([-1e12, 20.0, 30.0])
+    assert densest_cell(px, py, 100) == (1, 0, 2)

@@ -311,6 +311,10 @@ def densest_cell(px: np.ndarray, py: np.ndarray, size: int) -> tuple[int, int, i
     iy = (py[finite] // size).astype(np.int64)
     ix0, iy0 = int(ix.min()), int(iy.min())
     rows = int(iy.max()) - iy0 + 1
+    if (int(ix.max()) - ix0 + 1) * rows > 4 * ix.size + 1_000_000:  # far-flung points
+        cells, counts = np.unique(np.stack([ix, iy]), axis=1, return_counts=True)
+        k = int(np.argmax(counts))
+        return int(cells[0, k]), int(cells[1, k]), int(counts[k])
     counts = np.bincount((ix - ix0) * rows + (iy - iy0))
     best = int(np.argmax(counts))
     return ix0 + best // rows, iy0 + best % rows, int(counts[best])
