@@ -182,8 +182,7 @@ def extract_sources(
     half-light radii, and the sharpness ratios unless the quick-look shapes need them, are not
     measured (NaN, and FLAGS lack their apertures' truncation), for a caller that needs the
     positions and FLUX_AUTO only (the aperture correction's neighbours: 13.7 -> 11.4 ms a
-    quadrant of cutouts). Returns a dict of equal-length
-    columns (`CATALOGUE_COLUMNS`).
+    quadrant of cutouts). Returns a dict of equal-length columns (`CATALOGUE_COLUMNS`).
     """
     from viskom.measure.sky import sky_at, sky_mesh, subtract_sky
 
