@@ -80,6 +80,11 @@ EXPOSURE_COLUMNS = (
 
 #: sep's process-wide settings (the pixel stack) are set and used under this lock
 _SEP_SETTINGS = threading.Lock()
+#: sep's first pixel stack for a whole image: VISQL's MEMORY_PIXSTACK (visql.sex). sep
+#: allocates and links every entry on each call, so a stack of a quarter of a quadrant
+#: (1.07 million entries, ~30 MB of fresh pages) cost ~20-30 ms a call, as much as the scan
+_FIRST_PIXSTACK = 100_000
+_PIXSTACK_FULL = "internal pixel buffer full"
 
 ALLGROUND_FILTER = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32)
 
@@ -98,7 +103,8 @@ class ExtractionParams:
     clean_param: float = 1.0
     kron_factor: float = 2.5
     kron_min_radius: float = 3.5
-    pixstack_fraction: float = 0.25  # pixel stack: this fraction of the image, >= 300000
+    #: the largest pixel stack: this fraction of the image, >= 300000 (used when VISQL's is full)
+    pixstack_fraction: float = 0.25
     radius_subpix: int = 3  # FLUX_RADIUS sub-sampling: 0.1% median error, 2x faster than 5
     thin_b_px: float = 1.0  # below this B_IMAGE a source is thin (not a star): FLUX_RADIUS fast
     #: FLUX_RADIUS's outer radius in A_IMAGE (at least 3 px): 6 for every source at VISQL's
@@ -336,11 +342,33 @@ def _detect(
     `p` on a sky-subtracted image, `mask`ed pixels left out; with `segments`, (objects, the
     segmentation map: each object's pixels hold its index + 1, its NUMBER) when there is a
     mask, (objects, None) without one. `pixstack`: sep's pixel stack (default: a fraction
-    `p.pixstack_fraction` of the image, at least 300,000), which sep allocates on every call."""
+    `p.pixstack_fraction` of the image, at least 300,000), which sep allocates on every call.
+    Without one, VISQL's stack first and the large one only if sep finds the first full: the
+    same objects either way (a full stack is an error, never a partial result)."""
     if segments and mask is None:
         return _detect(data, thresh, rms, p, pixstack=pixstack), None
-    if pixstack is None:
-        pixstack = max(300_000, int(p.pixstack_fraction * data.size))
+    if pixstack is not None:
+        return _sep_extract(data, thresh, rms, p, mask, segments, pixstack)
+    largest = max(300_000, int(p.pixstack_fraction * data.size))
+    if largest > _FIRST_PIXSTACK:
+        try:
+            return _sep_extract(data, thresh, rms, p, mask, segments, _FIRST_PIXSTACK)
+        except Exception as exc:  # sep raises a bare Exception
+            if _PIXSTACK_FULL not in str(exc):
+                raise
+    return _sep_extract(data, thresh, rms, p, mask, segments, largest)
+
+
+def _sep_extract(
+    data: np.ndarray,
+    thresh: float,
+    rms: float,
+    p: ExtractionParams,
+    mask: np.ndarray | None,
+    segments: bool,
+    pixstack: int,
+) -> Any:
+    """One `sep.extract` call with the settings of `_detect`, with a pixel stack of `pixstack`."""
     # the stack size is one setting for the whole process: two threads measuring two
     # quadrants (`le1.quadrant_map`) must not change it between the other's set and extract
     with _SEP_SETTINGS:
