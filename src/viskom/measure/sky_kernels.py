@@ -274,3 +274,10 @@ def values_at(mesh, d2, mesh_px, rows, cols, width):
             last = rows[k]
         out[k] = line[cols[k]]
     return out
+
+
+def warm_up() -> None:
+    """Load one kernel from numba's on-disk cache: it starts numba's compiler target (~0.4 s
+    in a new process), which processes forked afterwards inherit (`pipeline.preload`)."""
+    column = np.zeros(4, dtype=np.float32)
+    natural_d2(column, np.empty_like(column))

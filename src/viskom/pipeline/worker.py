@@ -31,6 +31,7 @@ from viskom.pipeline.failures import (
     short_reason,
 )
 from viskom.pipeline.leases import LeaseKeeper, settings_of_worker, worker_store
+from viskom.pipeline.preload import preload, stage_imports
 from viskom.pipeline.resources import load_calibration, providers
 from viskom.pipeline.stage_io import remove_products, run_stage
 from viskom.pipeline.work import (
@@ -225,7 +226,9 @@ def _run_side_by_side(
     `parallel_quadrants` stage (catalogue, events) gets every core and never runs beside
     another such stage; the others get one core each, as many at a time as there are cores,
     beside it or each other. So the single-core stages (plots, Gaia, images) fill the cores
-    instead of leaving one idle. A stage process that dies is a transient failure."""
+    instead of leaving one idle. Once the first stages run, this process imports what the
+    others declare (`Stage.imports`), so that they are forked with it. A stage process that
+    dies is a transient failure."""
     import multiprocessing
     from multiprocessing.connection import wait
 
@@ -236,6 +239,7 @@ def _run_side_by_side(
     done: set[str] = set()
     failed: dict[str, str] = {}
     running: dict[Any, tuple[StageCall, Any, Any, datetime, float]] = {}
+    preloaded = False
     try:
         while pending or running:
             waiting = len(pending)
@@ -260,6 +264,9 @@ def _run_side_by_side(
                 proc.start()
                 send.close()
                 running[receive] = (call, proc, receive, datetime.now(UTC), time.perf_counter())
+            if not preloaded:  # the first stages run: import what the others will need
+                preloaded = True
+                preload(stage_imports(c.stage for c in pending))
             if not running:
                 if len(pending) == waiting:  # nothing started, nothing settled: a cycle
                     names = ", ".join(c.stage for c in pending)
@@ -296,6 +303,7 @@ def _stage_process(send: Any, call: StageCall, exposure: ExposureInfo) -> None:
     """A stage process of `_run_side_by_side`: the frame opened anew (its own file handle),
     the stage run, its outcome sent back."""
     die_with_parent()
+    preload(stage_imports([call.stage]))  # before its quadrant workers fork
     try:
         frame = Le1Frame(exposure.path)
     except Exception as exc:

@@ -233,6 +233,11 @@ class Stage(ABC):
     #: its configuration names it (`catalogue_depth`); at VISQL's depth it is left out, so
     #: that stores measured before the quick look existed keep their provenance hashes.
     reads_catalogue_depth: ClassVar[bool] = False
+    #: The heavy modules `run` imports lazily (kept out of the CLI's start-up). The runner
+    #: imports them once, before it forks the stage processes that follow, and a stage
+    #: process imports its own before forking quadrant workers: each process inherits them
+    #: instead of importing them again (`pipeline.preload`; a module's `warm_up()` runs too).
+    imports: ClassVar[tuple[str, ...]] = ()
 
     @property
     def needs(self) -> tuple[str, ...]:

@@ -101,6 +101,10 @@ class Catalogue(Stage):
 
     name = "catalogue"
     version = "2"
+    imports = (
+        "sep", "viskom.measure.sky", "viskom.measure.sky_kernels",
+        "viskom.measure.hit_kernels", "viskom.sources.sextractor",
+    )  # fmt: skip
     frame_types = frozenset({"SCIENCE", "FLAT", "DARK"})
     external = ("source_extractor",)
     parallel_quadrants = True

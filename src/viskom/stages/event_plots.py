@@ -32,6 +32,7 @@ class EventPlots(Stage):
 
     name = "event_plots"
     version = "1"
+    imports = ("viskom.present.event_maps", "viskom.present.hit_histograms")
     frame_types = frozenset({"SCIENCE", "DARK"})
     inputs = (ProductInput("catalogue", "catalogue"), ProductInput("events", "hits"))
     products = (

@@ -101,6 +101,10 @@ class Events(Stage):
 
     name = "events"
     version = "3"
+    imports = (
+        "viskom.measure.sky", "viskom.measure.sky_kernels", "viskom.measure.hit_kernels",
+        "viskom.pipeline.calibration", "scipy.ndimage",
+    )  # fmt: skip
     frame_types = frozenset({"SCIENCE", "DARK"})
     inputs = (
         ProductInput("catalogue", "catalogue"),

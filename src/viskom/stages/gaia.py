@@ -113,6 +113,10 @@ class GaiaPhotometry(Stage):
 
     name = "gaia"
     version = "1"
+    imports = (
+        "viskom.measure.sky", "viskom.measure.sky_kernels", "viskom.present.astrometry",
+        "viskom.sources.gaia", "viskom.sources.astrometry_net", "astropy.wcs",
+    )  # fmt: skip
     frame_types = frozenset({"SCIENCE"})
     inputs = (
         ProductInput("psf", "stars"),

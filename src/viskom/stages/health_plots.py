@@ -23,6 +23,7 @@ class HealthPlots(Stage):
 
     name = "health_plots"
     version = "1"
+    imports = ("viskom.present.health_plots",)
     frame_types = frozenset({"SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN"})
     # optional: a detector_health run that found nothing writes no table (said below)
     inputs = (ProductInput("detector_health", "health", optional=True),)

@@ -41,6 +41,7 @@ class Images(Stage):
 
     name = "images"
     version = "2"  # 2: zoom titles say what they show first
+    imports = ("viskom.present.images", "viskom.present.focal", "astropy.wcs")
     frame_types = frozenset({"SCIENCE", "DARK", "BIAS", "FLAT", "CHARGE", "UNKNOWN"})
     inputs = (ProductInput("psf", "stars", optional=True), ProductInput("events", "hits",
                                                                         optional=True))  # fmt: skip

@@ -35,6 +35,7 @@ class MosaicAstrometry(Stage):
 
     name = "mosaic_astrometry"
     version = "1"
+    imports = ("astropy.wcs", "viskom.sources.astrometry_net")
     frame_types = frozenset({"SCIENCE"})
     inputs = (ProductInput("images", "mosaic_image"),)
     external = ("gaia_cone", "blind_solver")

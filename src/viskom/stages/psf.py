@@ -63,6 +63,7 @@ class PsfMoments(Stage):
 
     name = "psf"
     version = "2"
+    imports = ("scipy.ndimage",)
     frame_types = frozenset({"SCIENCE"})
     inputs = (ProductInput("catalogue", "catalogue"),)
     config_section = "psf"

@@ -24,6 +24,7 @@ class SciencePlots(Stage):
 
     name = "science_plots"
     version = "1"
+    imports = ("viskom.present.moment_maps", "viskom.present.psf_plots")
     frame_types = frozenset({"SCIENCE"})
     inputs = (
         ProductInput("catalogue", "catalogue"),

@@ -45,6 +45,7 @@ class SpaceWeather(Stage):
 
     name = "space_weather"
     version = "1"
+    imports = ("viskom.present.goes_panel", "viskom.sources.goes", "xarray", "h5netcdf")
     frame_types = frozenset({"SCIENCE", "DARK"})
     external = ("goes_series",)
     products = (ProductSpec("goes", "png", "GOES X-ray and proton fluxes +-12 h around it"),)
