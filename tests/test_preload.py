@@ -80,3 +80,34 @@ def test_the_numba_warm_up_starts_the_compiler_target_in_the_parent():
 
     assert child_imports() == 0
     assert child_imports("--cold") > 20  # what the warm-up spares each child
+
+
+def _slow_pid(seconds: float) -> int:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_local_pool_calls_meanwhile_once_while_its_processes_work():
+    import os
+    import time
+
+    from viskom.pipeline.executors import ProcessExecutor, SerialExecutor
+
+    calls = []
+
+    def meanwhile():
+        calls.append((os.getpid(), time.perf_counter()))
+
+    ex = ProcessExecutor(2)
+    t0 = time.perf_counter()
+    results = list(ex.map_unordered(_slow_pid, [0.5, 0.5, 0.5], meanwhile=meanwhile))
+    t1 = time.perf_counter()
+    assert len(calls) == 1
+    assert calls[0][0] == os.getpid()  # in this process ...
+    assert calls[0][1] - t0 < 0.5 * (t1 - t0)  # ... before the first task is back
+    assert {pid for _, pid in results} - {os.getpid()}  # the tasks ran elsewhere
+    assert list(SerialExecutor().map_unordered(_slow_pid, [0.0], meanwhile=meanwhile))
+    assert len(calls) == 1  # nothing runs elsewhere: nothing to do meanwhile

@@ -22,10 +22,15 @@ R = TypeVar("R")
 
 
 class Executor(Protocol):
-    """Runs `fn(task)` for each task; yields (task, result-or-exception) in completion order."""
+    """Runs `fn(task)` for each task; yields (task, result-or-exception) in completion order.
+    `meanwhile`: called once in this process while the first tasks run elsewhere (a local
+    pool's processes; not called where the tasks run in this process or on a cluster)."""
 
     def map_unordered(
-        self, fn: Callable[[T], R], tasks: Iterable[T]
+        self,
+        fn: Callable[[T], R],
+        tasks: Iterable[T],
+        meanwhile: Callable[[], object] | None = None,
     ) -> Iterator[tuple[T, R | BaseException]]: ...
 
     def close(self) -> None: ...
@@ -38,7 +43,10 @@ class SerialExecutor:
         """Nothing to release."""
 
     def map_unordered(
-        self, fn: Callable[[T], R], tasks: Iterable[T]
+        self,
+        fn: Callable[[T], R],
+        tasks: Iterable[T],
+        meanwhile: Callable[[], object] | None = None,
     ) -> Iterator[tuple[T, R | BaseException]]:
         for task in tasks:
             try:
@@ -65,7 +73,10 @@ class ProcessExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, initializer=die_with_parent)
 
     def map_unordered(
-        self, fn: Callable[[T], R], tasks: Iterable[T]
+        self,
+        fn: Callable[[T], R],
+        tasks: Iterable[T],
+        meanwhile: Callable[[], object] | None = None,
     ) -> Iterator[tuple[T, R | BaseException]]:
         pending_tasks = iter(tasks)
         pool = self._pool()
@@ -80,6 +91,9 @@ class ProcessExecutor:
                     in_flight[pool.submit(fn, task)] = task
                 if not in_flight:
                     return
+                if meanwhile is not None:  # the pool's processes are forked: use the wait
+                    meanwhile()
+                    meanwhile = None
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 broken = False
                 for fut in done:
@@ -146,7 +160,10 @@ class DaskExecutor:
         self._client = self._cluster = None
 
     def map_unordered(
-        self, fn: Callable[[T], R], tasks: Iterable[T]
+        self,
+        fn: Callable[[T], R],
+        tasks: Iterable[T],
+        meanwhile: Callable[[], object] | None = None,
     ) -> Iterator[tuple[T, R | BaseException]]:
         from distributed import as_completed
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from viskom.pipeline.executors import Executor
@@ -28,6 +29,7 @@ from viskom.pipeline.pending import (
     pending_work,
     retry_due,
 )
+from viskom.pipeline.preload import AFTER_STAGES_IMPORTS, preload
 from viskom.pipeline.work import (
     StageCall,
     StageOutcome,
@@ -354,7 +356,11 @@ def _execute(
             yield task
 
     lost: list[tuple[Task, BaseException]] = []
-    results = executor.map_unordered(execute_task, handed_out())
+    # while the exposures are measured elsewhere, this process imports what the month
+    # products and the site import, so that their processes are forked with it
+    results = executor.map_unordered(
+        execute_task, handed_out(), meanwhile=partial(preload, AFTER_STAGES_IMPORTS)
+    )
     for done, (task, result) in enumerate(results, start=1):
         if isinstance(result, BaseException):
             log.warning("task of %s lost: %s", task.exposure_name, result)
