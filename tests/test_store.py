@@ -445,3 +445,30 @@ def test_datetimes_round_trip_as_aware_utc(store: Store) -> None:
     store.record_stage_run(run(exposure.id, "auto", started_at=None))
     auto = store.stage_runs()[(exposure.id, "auto")].started_at
     assert auto is not None and auto.utcoffset() == timedelta(0)
+
+
+def test_parquet_products_round_trip_with_dictionaries_only_where_values_repeat(tmp_path):
+    import pyarrow.parquet as pq
+
+    from viskom.store.products import write_table
+
+    rng = np.random.default_rng(1)
+    n = 5000
+    columns = {
+        "extname": np.array(["1-1.E", "6-6.H"] * (n // 2)),
+        "npix": rng.integers(1, 40, n),
+        "flagged": rng.random(n) < 0.1,
+        "x": rng.uniform(0, 2048, n),
+        "charge_adu": np.where(rng.random(n) < 0.05, np.nan, rng.normal(800, 90, n)),
+        "kind": ["cosmic"] * (n - 1) + ["xray"],
+    }
+    path = write_table(columns, tmp_path / "hits.parquet")
+    back = pq.read_table(path).to_pydict()
+    for name, values in columns.items():
+        np.testing.assert_array_equal(np.asarray(back[name]), np.asarray(values), err_msg=name)
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings
+                 for i in range(meta.num_columns)}  # fmt: skip
+    dictionary = {name for name, enc in encodings.items() if any("DICTIONARY" in e for e in enc)}
+    assert {"extname", "npix", "kind"} <= dictionary  # (Parquet has no boolean dictionary)
+    assert not dictionary & {"x", "charge_adu"}

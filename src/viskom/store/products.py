@@ -48,12 +48,17 @@ def product_path(folder: Path, exposure: str, product: str, ext: str) -> Path:
 
 
 def write_table(columns: Mapping[str, np.ndarray | list], path: Path) -> Path:
-    """Write columns as a Parquet file atomically (zstd); returns the path."""
+    """Write columns as a Parquet file atomically (zstd); returns the path.
+
+    Only the columns that are not floating point are dictionary-encoded: measured floats
+    rarely repeat, and trying a dictionary on them first cost time and bytes (a full frame's
+    1.2 million hits: 0.51 -> 0.31 s, 88.3 -> 83.0 MB; its catalogue 26 -> 12 ms)."""
     table = pa.table(
         {k: np.asarray(v) if not isinstance(v, list) else v for k, v in columns.items()}
     )
+    dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
     return path
 
 
