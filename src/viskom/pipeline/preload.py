@@ -22,9 +22,9 @@ _DONE: set[str] = set()
 
 
 def preload(modules: Iterable[str]) -> list[str]:
-    """Import `modules` not yet imported, and call each one's `warm_up()` if it has one; the
-    names imported now. A module that fails to import is left to fail where it is used (the
-    stage records why), so a preload never stops a run."""
+    """Import `modules` not yet preloaded in this process, and call each one's `warm_up()` if
+    it has one; the names that were not imported before. A module that fails to import is
+    left to fail where it is used (the stage records why), so a preload never stops a run."""
     loaded = []
     for name in dict.fromkeys(modules):
         if name in _DONE:

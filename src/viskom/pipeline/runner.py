@@ -357,7 +357,7 @@ def _execute(
 
     lost: list[tuple[Task, BaseException]] = []
     # while the exposures are measured elsewhere, this process imports what the month
-    # products and the site import, so that their processes are forked with it
+    # products import, so that the process that makes them is forked with it
     results = executor.map_unordered(
         execute_task, handed_out(), meanwhile=partial(preload, AFTER_STAGES_IMPORTS)
     )
